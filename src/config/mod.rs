@@ -1,0 +1,401 @@
+//! The configuration model: one TOML file, parsed, validated with errors that name the file,
+//! the key and what was expected, and compared on reload. Knows nothing of sockets or Wasm.
+
+mod route_path;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use route_path::{RoutePath, percent_decode_with};
+
+/// The configuration `framegate run` uses when no file is given: no broker needed.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
+
+/// A configuration error: where it is and what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {key}: {message}")]
+pub struct ConfigError {
+    pub origin: String,
+    pub key: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub filters: FiltersConfig,
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The WebSocket listener.
+    pub listen: SocketAddr,
+    /// The admin listener (health, readiness, metrics, loaded filters); none when absent.
+    pub admin: Option<SocketAddr>,
+    /// Upgrades beyond this many open connections get 503.
+    pub max_connections: usize,
+    /// How long shutdown waits for sinks to flush.
+    pub shutdown_grace_ms: u64,
+    /// Serve wss:// with this certificate and key.
+    pub tls: Option<TlsConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            admin: Some(([127, 0, 0, 1], 9090).into()),
+            max_connections: 10_000,
+            shutdown_grace_ms: 5_000,
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FiltersConfig {
+    /// The folder holding `NAME.wasm` (or `NAME.wat`) modules; relative to the working directory.
+    pub dir: PathBuf,
+    /// Reload modules (and the config file) when they change.
+    pub watch: bool,
+    /// Idle instances kept per filter of a route.
+    pub pool_size: usize,
+    /// Instances the pooling allocator can hold at once, all filters together.
+    pub max_instances: u32,
+    /// The largest `memory_limit_mb` any filter may ask for.
+    pub max_memory_mb: u64,
+}
+
+impl Default for FiltersConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("target/filters"),
+            watch: true,
+            pool_size: 8,
+            max_instances: 1000,
+            max_memory_mb: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// The result comes when the peer confirmed the record.
+    #[default]
+    Confirmed,
+    /// The result comes when the record is queued.
+    FireAndForget,
+}
+
+/// A sink: the options every connector shares, and the connector's own ones.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct SinkConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub delivery: Delivery,
+    /// Records waiting in the sink's queue before producers are slowed down.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// Attempts after the first before a record is reported failed.
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+    /// First pause between attempts; doubles each time.
+    #[serde(default = "default_backoff")]
+    pub retry_backoff_ms: u64,
+    /// Where failed records go, with the reason in a header.
+    pub dead_letter: Option<String>,
+    /// The connector's own options, checked by the connector.
+    #[serde(flatten)]
+    pub options: toml::Table,
+}
+
+fn default_queue() -> usize {
+    1024
+}
+fn default_retries() -> u32 {
+    3
+}
+fn default_backoff() -> u64 {
+    100
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A path template: literal segments and `{name}` captures.
+    pub path: String,
+    #[serde(default)]
+    pub filters: Vec<FilterRef>,
+    #[serde(default)]
+    pub sinks: Vec<String>,
+    /// Larger messages close the connection with 1009.
+    #[serde(default = "default_max_message")]
+    pub max_message_size: usize,
+    /// Ping the client this often; 0 turns pings off.
+    #[serde(default = "default_ping")]
+    pub ping_interval_ms: u64,
+    /// Close a connection that sent nothing (not even a pong) for this long; 0 never.
+    #[serde(default)]
+    pub idle_timeout_ms: u64,
+}
+
+fn default_max_message() -> usize {
+    1 << 20
+}
+fn default_ping() -> u64 {
+    30_000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Close the connection with 1011.
+    #[default]
+    FailClosed,
+    /// Skip the filter for that message.
+    FailOpen,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterRef {
+    /// The module's name: the file stem in the filter folder.
+    pub module: String,
+    /// Handed to the filter's `fg_init` as JSON.
+    #[serde(default)]
+    pub config: toml::Table,
+    #[serde(default)]
+    pub on_error: OnError,
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_memory")]
+    pub memory_limit_mb: u64,
+}
+
+fn default_timeout() -> u64 {
+    50
+}
+fn default_memory() -> u64 {
+    64
+}
+
+impl FilterRef {
+    pub fn config_json(&self) -> String {
+        serde_json::to_string(&self.config).expect("a TOML table is always valid JSON")
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: origin.clone(),
+            key: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &origin)
+    }
+
+    /// Parses and validates a document; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+            origin: origin.into(),
+            key: "(syntax)".into(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let err = |key: String, message: String| ConfigError {
+            origin: origin.into(),
+            key,
+            message,
+        };
+        if self.server.max_connections == 0 {
+            return Err(err(
+                "server.max_connections".into(),
+                "expected at least 1".into(),
+            ));
+        }
+        if self.filters.pool_size == 0 {
+            return Err(err(
+                "filters.pool_size".into(),
+                "expected at least 1".into(),
+            ));
+        }
+        for (name, sink) in &self.sinks {
+            let key = |k: &str| format!("sinks.{name}.{k}");
+            if !crate::sink::KINDS.contains(&sink.kind.as_str()) {
+                return Err(err(
+                    key("type"),
+                    format!(
+                        "unknown sink type {:?}, expected one of {}",
+                        sink.kind,
+                        crate::sink::KINDS.join(", ")
+                    ),
+                ));
+            }
+            if sink.queue == 0 {
+                return Err(err(key("queue"), "expected at least 1".into()));
+            }
+            if let Some(dead) = &sink.dead_letter {
+                if dead == name || !self.sinks.contains_key(dead) {
+                    return Err(err(
+                        key("dead_letter"),
+                        format!("expected the name of another sink, got {dead:?}"),
+                    ));
+                }
+            }
+            crate::sink::check_options(&sink.kind, &sink.options)
+                .map_err(|m| err(format!("sinks.{name}"), m))?;
+        }
+        let mut paths = BTreeMap::new();
+        for (name, route) in &self.routes {
+            let key = |k: &str| format!("routes.{name}.{k}");
+            let path = RoutePath::parse(&route.path).map_err(|m| err(key("path"), m))?;
+            if let Some(other) = paths.insert(path.shape(), name) {
+                return Err(err(
+                    key("path"),
+                    format!("{:?} is already served by route {other:?}", route.path),
+                ));
+            }
+            for (i, sink) in route.sinks.iter().enumerate() {
+                if !self.sinks.contains_key(sink) {
+                    return Err(err(
+                        format!("routes.{name}.sinks[{i}]"),
+                        format!("no sink named {sink:?} in [sinks]"),
+                    ));
+                }
+            }
+            if route.max_message_size == 0 {
+                return Err(err(key("max_message_size"), "expected at least 1".into()));
+            }
+            for (i, filter) in route.filters.iter().enumerate() {
+                let key = |k: &str| format!("routes.{name}.filters[{i}].{k}");
+                if !is_module_name(&filter.module) {
+                    return Err(err(
+                        key("module"),
+                        format!(
+                            "expected a module name of letters, digits, '_' and '-', got {:?}",
+                            filter.module
+                        ),
+                    ));
+                }
+                if filter.timeout_ms == 0 {
+                    return Err(err(key("timeout_ms"), "expected at least 1".into()));
+                }
+                if filter.memory_limit_mb == 0
+                    || filter.memory_limit_mb > self.filters.max_memory_mb
+                {
+                    return Err(err(
+                        key("memory_limit_mb"),
+                        format!(
+                            "expected 1 to {} (filters.max_memory_mb)",
+                            self.filters.max_memory_mb
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A module name is a file stem: no path separators, nothing a shell would trip on.
+pub fn is_module_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> String {
+        Config::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn default_config_is_valid() {
+        let config = Config::parse(DEFAULT_CONFIG, "default").unwrap();
+        assert!(config.routes.contains_key("echo"));
+        assert_eq!(config.routes["echo"].max_message_size, 16 << 20);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse_err("[routes.a]\npath = \"/a\"\nfilterz = []\n");
+        assert!(e.starts_with("test.toml: (syntax):"), "{e}");
+        assert!(e.contains("unknown field `filterz`"), "{e}");
+        assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn missing_sink_is_named() {
+        let e = parse_err("[routes.a]\npath = \"/a\"\nsinks = [\"nope\"]\n");
+        assert_eq!(
+            e,
+            "test.toml: routes.a.sinks[0]: no sink named \"nope\" in [sinks]"
+        );
+    }
+
+    #[test]
+    fn sink_options_are_checked_by_the_connector() {
+        let e = parse_err("[sinks.f]\ntype = \"file\"\n");
+        assert_eq!(e, "test.toml: sinks.f: missing field `path`");
+        let e = parse_err("[sinks.f]\ntype = \"kafkaa\"\n");
+        assert!(
+            e.contains("sinks.f.type: unknown sink type \"kafkaa\""),
+            "{e}"
+        );
+        let e = parse_err("[sinks.f]\ntype = \"stdout\"\nfoo = 1\n");
+        assert!(
+            e.starts_with("test.toml: sinks.f: unknown field `foo`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = parse_err("[routes.a]\npath = \"a\"\n");
+        assert!(
+            e.starts_with("test.toml: routes.a.path: expected a path starting with '/'"),
+            "{e}"
+        );
+        let e = parse_err("[routes.a]\npath = \"/a\"\nfilters = [{ module = \"../x\" }]\n");
+        assert!(
+            e.starts_with("test.toml: routes.a.filters[0].module:"),
+            "{e}"
+        );
+        let e = parse_err("[routes.a]\npath = \"/{x}\"\n[routes.b]\npath = \"/{y}\"\n");
+        assert!(e.contains("already served by route \"a\""), "{e}");
+    }
+}

@@ -1,0 +1,603 @@
+//! ABI v1, the host side: the state a call sees (`CallState`), the effects it leaves behind,
+//! and the `framegate` imports. Every import is pure bookkeeping on `CallState`; nothing blocks,
+//! and the session applies the effects once the hook has returned (docs/abi.md).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use wasmtime::{Caller, Linker, Memory, StoreLimits};
+
+use crate::metrics::FilterMetrics;
+use crate::session::meta::{self, Meta};
+
+pub const BUF_PAYLOAD: i32 = 0;
+pub const BUF_CONFIG: i32 = 1;
+pub const BUF_RESULT: i32 = 2;
+pub const BUF_CONTEXT: i32 = 3;
+
+pub const ERR_NOT_FOUND: i32 = -1;
+pub const ERR_BAD_ARGUMENT: i32 = -2;
+pub const ERR_NOT_ALLOWED: i32 = -3;
+pub const ERR_UNKNOWN_TARGET: i32 = -4;
+pub const ERR_TOO_LARGE: i32 = -5;
+pub const ERR_LIMIT: i32 = -6;
+
+/// Subscriptions plus timers a connection may hold at once.
+const MAX_HANDLES: usize = 1024;
+
+/// WebSocket data opcodes, as the ABI numbers them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opcode {
+    Text = 1,
+    Binary = 2,
+}
+
+impl Opcode {
+    fn from_abi(value: i32) -> Option<Opcode> {
+        match value {
+            1 => Some(Opcode::Text),
+            2 => Some(Opcode::Binary),
+            _ => None,
+        }
+    }
+}
+
+/// Which hook is running: some imports only make sense in some hooks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hook {
+    #[default]
+    Init,
+    Open,
+    Message,
+    Result,
+    Timer,
+    Close,
+}
+
+/// What a connection lends to a filter call: its identity, its metadata, its counters.
+#[derive(Debug, Default)]
+pub struct ConnState {
+    pub id: u64,
+    pub meta: Meta,
+    /// Names the route's filters may `emit` to.
+    pub sinks: Arc<[String]>,
+    pub max_message_size: usize,
+    /// Tickets, subscription and timer ids come from one counter, so none is ever reused.
+    pub next_id: u64,
+    /// Subscriptions and timers currently held.
+    pub handles: usize,
+}
+
+impl ConnState {
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+}
+
+/// Something a filter asked for during a call, applied by the session after it returns.
+#[derive(Debug)]
+pub enum Effect {
+    Send {
+        opcode: Opcode,
+        payload: Bytes,
+    },
+    Emit {
+        ticket: u64,
+        sink: String,
+        key: Option<Bytes>,
+        payload: Bytes,
+        headers: Vec<(String, Bytes)>,
+        context: Bytes,
+    },
+    Subscribe {
+        id: u64,
+        source: String,
+        spec: String,
+    },
+    Ack {
+        sub: u64,
+        id: String,
+    },
+    Nack {
+        sub: u64,
+        id: String,
+    },
+    Unsubscribe(u64),
+    SetTimer {
+        id: u64,
+        ms: u64,
+    },
+    CancelTimer(u64),
+}
+
+/// The store's data: everything the imports read or write during one hook call.
+#[derive(Default)]
+pub struct CallState {
+    pub limits: StoreLimits,
+    pub memory: Option<Memory>,
+    pub hook: Hook,
+    pub conn: ConnState,
+    pub opcode: Option<Opcode>,
+    pub payload: Bytes,
+    pub replaced: bool,
+    /// Per-message metadata (`msg.*`) of a delivery towards the client.
+    pub message_meta: Vec<(&'static str, String)>,
+    pub config: Bytes,
+    pub result: Option<Bytes>,
+    pub context: Option<Bytes>,
+    pub effects: Vec<Effect>,
+    pub close: Option<(u16, String)>,
+    pub reject: Option<(u16, Bytes)>,
+    pub filter: Arc<str>,
+    pub metrics: Option<Arc<FilterMetrics>>,
+    /// The last error or warning an `fg_init` logged.
+    pub init_complaint: Option<String>,
+}
+
+impl CallState {
+    fn buffer(&self, buf: i32) -> Result<Option<&Bytes>, i32> {
+        match buf {
+            BUF_PAYLOAD => Ok((self.hook == Hook::Message).then_some(&self.payload)),
+            BUF_CONFIG => Ok((self.hook == Hook::Init).then_some(&self.config)),
+            BUF_RESULT => Ok(self.result.as_ref()),
+            BUF_CONTEXT => Ok(self.context.as_ref()),
+            _ => Err(ERR_BAD_ARGUMENT),
+        }
+    }
+
+    fn meta_value(&self, key: &str) -> Option<&[u8]> {
+        if key.starts_with("msg.") {
+            return self
+                .message_meta
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.as_bytes());
+        }
+        self.conn.meta.get(key).map(|v| v.as_ref())
+    }
+
+    fn take_handle(&mut self) -> Result<(), i32> {
+        if self.conn.handles >= MAX_HANDLES {
+            return Err(ERR_LIMIT);
+        }
+        self.conn.handles += 1;
+        Ok(())
+    }
+}
+
+/// Bytes of guest memory, or a trap: a pointer outside memory is a bug in the filter.
+fn guest_slice(data: &[u8], ptr: i32, len: i32) -> wasmtime::Result<&[u8]> {
+    let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+    data.get(start..start.saturating_add(len)).ok_or_else(|| {
+        wasmtime::Error::msg(format!(
+            "filter passed a pointer outside its memory ({start}+{len}, memory is {} bytes)",
+            data.len()
+        ))
+    })
+}
+
+fn guest_slice_mut(data: &mut [u8], ptr: i32, len: i32) -> wasmtime::Result<&mut [u8]> {
+    let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+    let size = data.len();
+    data.get_mut(start..start.saturating_add(len))
+        .ok_or_else(|| {
+            wasmtime::Error::msg(format!(
+                "filter passed a pointer outside its memory ({start}+{len}, memory is {size} bytes)"
+            ))
+        })
+}
+
+fn memory(caller: &Caller<'_, CallState>) -> wasmtime::Result<Memory> {
+    caller
+        .data()
+        .memory
+        .ok_or_else(|| wasmtime::Error::msg("filter has no exported memory"))
+}
+
+/// Copies `len` bytes at `ptr` out of the guest.
+fn copy_in(caller: &Caller<'_, CallState>, ptr: i32, len: i32) -> wasmtime::Result<Vec<u8>> {
+    let mem = memory(caller)?;
+    Ok(guest_slice(mem.data(caller), ptr, len)?.to_vec())
+}
+
+fn string_in(
+    caller: &Caller<'_, CallState>,
+    ptr: i32,
+    len: i32,
+) -> wasmtime::Result<Result<String, i32>> {
+    Ok(String::from_utf8(copy_in(caller, ptr, len)?).map_err(|_| ERR_BAD_ARGUMENT))
+}
+
+/// Copies as much of `value` as fits in `cap` bytes at `dst`.
+fn copy_out(
+    caller: &mut Caller<'_, CallState>,
+    value: &[u8],
+    dst: i32,
+    cap: i32,
+) -> wasmtime::Result<()> {
+    let mem = memory(caller)?;
+    let n = value.len().min(cap.max(0) as usize);
+    guest_slice_mut(mem.data_mut(caller), dst, n as i32)?.copy_from_slice(&value[..n]);
+    Ok(())
+}
+
+/// Checks a text payload is UTF-8, since it will travel as a WebSocket text frame.
+fn payload_fits(state: &CallState, opcode: Opcode, payload: &[u8]) -> Result<(), i32> {
+    if payload.len() > state.conn.max_message_size {
+        return Err(ERR_TOO_LARGE);
+    }
+    if opcode == Opcode::Text && std::str::from_utf8(payload).is_err() {
+        return Err(ERR_BAD_ARGUMENT);
+    }
+    Ok(())
+}
+
+fn decode_headers(mut raw: &[u8]) -> Option<Vec<(String, Bytes)>> {
+    fn field<'a>(raw: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let len = u32::from_le_bytes(raw.get(..4)?.try_into().ok()?) as usize;
+        let value = raw.get(4..4 + len)?;
+        *raw = &raw[4 + len..];
+        Some(value)
+    }
+    let mut headers = Vec::new();
+    while !raw.is_empty() {
+        let name = std::str::from_utf8(field(&mut raw)?).ok()?.to_string();
+        let value = Bytes::copy_from_slice(field(&mut raw)?);
+        headers.push((name, value));
+    }
+    Some(headers)
+}
+
+/// Turns an `Err(code)` from the bookkeeping into the code the guest sees.
+fn code(result: Result<i32, i32>) -> i32 {
+    result.unwrap_or_else(|c| c)
+}
+fn code64(result: Result<i64, i32>) -> i64 {
+    result.unwrap_or_else(|c| c as i64)
+}
+
+/// Defines every import of module `framegate`.
+pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    const M: &str = "framegate";
+
+    linker.func_wrap(M, "buf_len", |caller: Caller<'_, CallState>, buf: i32| {
+        code(match caller.data().buffer(buf) {
+            Ok(Some(b)) => Ok(b.len() as i32),
+            Ok(None) => Err(ERR_NOT_FOUND),
+            Err(c) => Err(c),
+        })
+    })?;
+
+    linker.func_wrap(
+        M,
+        "read",
+        |mut caller: Caller<'_, CallState>, buf: i32, offset: i32, dst: i32, cap: i32| {
+            let bytes = match caller.data().buffer(buf) {
+                Ok(Some(b)) => b.clone(),
+                Ok(None) => return Ok(ERR_NOT_FOUND),
+                Err(c) => return Ok(c),
+            };
+            let start = (offset.max(0) as usize).min(bytes.len());
+            let n = (bytes.len() - start).min(cap.max(0) as usize);
+            copy_out(&mut caller, &bytes[start..start + n], dst, cap)?;
+            wasmtime::Result::Ok(n as i32)
+        },
+    )?;
+
+    linker.func_wrap(
+        M,
+        "replace",
+        |mut caller: Caller<'_, CallState>, src: i32, len: i32| {
+            let payload = copy_in(&caller, src, len)?;
+            let state = caller.data_mut();
+            wasmtime::Result::Ok(code((|| {
+                let opcode = state
+                    .opcode
+                    .filter(|_| state.hook == Hook::Message)
+                    .ok_or(ERR_NOT_ALLOWED)?;
+                payload_fits(state, opcode, &payload)?;
+                state.payload = payload.into();
+                state.replaced = true;
+                Ok(0)
+            })()))
+        },
+    )?;
+
+    linker.func_wrap(
+        M,
+        "meta_get",
+        |mut caller: Caller<'_, CallState>, key: i32, klen: i32, dst: i32, cap: i32| {
+            let Ok(key) = string_in(&caller, key, klen)? else {
+                return Ok(ERR_BAD_ARGUMENT);
+            };
+            let Some(value) = caller.data().meta_value(&key).map(<[u8]>::to_vec) else {
+                return Ok(ERR_NOT_FOUND);
+            };
+            copy_out(&mut caller, &value, dst, cap)?;
+            wasmtime::Result::Ok(value.len() as i32)
+        },
+    )?;
+
+    linker.func_wrap(
+        M,
+        "meta_set",
+        |mut caller: Caller<'_, CallState>, key: i32, klen: i32, val: i32, vlen: i32| {
+            let Ok(key) = string_in(&caller, key, klen)? else {
+                return Ok(ERR_BAD_ARGUMENT);
+            };
+            if meta::is_reserved(&key) {
+                return Ok(ERR_NOT_ALLOWED);
+            }
+            let value = (vlen >= 0)
+                .then(|| copy_in(&caller, val, vlen))
+                .transpose()?;
+            let meta = Arc::make_mut(&mut caller.data_mut().conn.meta);
+            match value {
+                Some(v) => meta.insert(key, v.into()),
+                None => meta.remove(&key),
+            };
+            wasmtime::Result::Ok(0)
+        },
+    )?;
+
+    linker.func_wrap(
+        M,
+        "send",
+        |mut caller: Caller<'_, CallState>, opcode: i32, src: i32, len: i32| {
+            let payload = copy_in(&caller, src, len)?;
+            let state = caller.data_mut();
+            wasmtime::Result::Ok(code((|| {
+                let opcode = Opcode::from_abi(opcode).ok_or(ERR_BAD_ARGUMENT)?;
+                if state.hook == Hook::Close {
+                    return Err(ERR_NOT_ALLOWED);
+                }
+                payload_fits(state, opcode, &payload)?;
+                state.effects.push(Effect::Send {
+                    opcode,
+                    payload: payload.into(),
+                });
+                Ok(0)
+            })()))
+        },
+    )?;
+
+    linker.func_wrap(
+        M,
+        "emit",
+        |mut caller: Caller<'_, CallState>,
+         sink: i32,
+         slen: i32,
+         key: i32,
+         klen: i32,
+         src: i32,
+         len: i32,
+         hdrs: i32,
+         hlen: i32,
+         ctx: i32,
+         clen: i32| {
+            let sink = string_in(&caller, sink, slen)?;
+            let key = (klen > 0)
+                .then(|| copy_in(&caller, key, klen))
+                .transpose()?;
+            let payload = copy_in(&caller, src, len)?;
+            let headers = copy_in(&caller, hdrs, hlen)?;
+            let context = copy_in(&caller, ctx, clen)?;
+            let state = caller.data_mut();
+            wasmtime::Result::Ok(code64((|| {
+                let sink = sink?;
+                if !state.conn.sinks.contains(&sink) {
+                    return Err(ERR_UNKNOWN_TARGET);
+                }
+                if payload.len() > state.conn.max_message_size {
+                    return Err(ERR_TOO_LARGE);
+                }
+                let headers = decode_headers(&headers).ok_or(ERR_BAD_ARGUMENT)?;
+                let ticket = state.conn.next_id();
+                state.effects.push(Effect::Emit {
+                    ticket,
+                    sink,
+                    key: key.map(Bytes::from),
+                    payload: payload.into(),
+                    headers,
+                    context: context.into(),
+                });
+                Ok(ticket as i64)
+            })()))
+        },
+    )?;
+
+    linker.func_wrap(
+        M,
+        "subscribe",
+        |mut caller: Caller<'_, CallState>, source: i32, slen: i32, spec: i32, splen: i32| {
+            let source = string_in(&caller, source, slen)?;
+            let spec = string_in(&caller, spec, splen)?;
+            let state = caller.data_mut();
+            wasmtime::Result::Ok(code64((|| {
+                let (source, spec) = (source?, spec?);
+                if !crate::source::KINDS.contains(&source.as_str()) {
+                    return Err(ERR_UNKNOWN_TARGET);
+                }
+                state.take_handle()?;
+                let id = state.conn.next_id();
+                state.effects.push(Effect::Subscribe { id, source, spec });
+                Ok(id as i64)
+            })()))
+        },
+    )?;
+
+    for (name, is_ack) in [("ack", true), ("nack", false)] {
+        linker.func_wrap(
+            M,
+            name,
+            move |mut caller: Caller<'_, CallState>, sub: i64, id: i32, idlen: i32| {
+                let id = string_in(&caller, id, idlen)?;
+                let state = caller.data_mut();
+                wasmtime::Result::Ok(code((|| {
+                    let (sub, id) = (sub as u64, id?);
+                    state.effects.push(if is_ack {
+                        Effect::Ack { sub, id }
+                    } else {
+                        Effect::Nack { sub, id }
+                    });
+                    Ok(0)
+                })()))
+            },
+        )?;
+    }
+
+    linker.func_wrap(
+        M,
+        "unsubscribe",
+        |mut caller: Caller<'_, CallState>, sub: i64| {
+            caller
+                .data_mut()
+                .effects
+                .push(Effect::Unsubscribe(sub as u64));
+            0
+        },
+    )?;
+
+    linker.func_wrap(
+        M,
+        "set_timer",
+        |mut caller: Caller<'_, CallState>, ms: i32| {
+            let state = caller.data_mut();
+            code64((|| {
+                if ms < 0 {
+                    return Err(ERR_BAD_ARGUMENT);
+                }
+                state.take_handle()?;
+                let id = state.conn.next_id();
+                state.effects.push(Effect::SetTimer { id, ms: ms as u64 });
+                Ok(id as i64)
+            })())
+        },
+    )?;
+
+    linker.func_wrap(
+        M,
+        "cancel_timer",
+        |mut caller: Caller<'_, CallState>, timer: i64| {
+            caller
+                .data_mut()
+                .effects
+                .push(Effect::CancelTimer(timer as u64));
+            0
+        },
+    )?;
+
+    linker.func_wrap(M, "now_ms", || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    })?;
+
+    linker.func_wrap(
+        M,
+        "close",
+        |mut caller: Caller<'_, CallState>, close_code: i32, reason: i32, rlen: i32| {
+            let reason = string_in(&caller, reason, rlen)?;
+            let state = caller.data_mut();
+            wasmtime::Result::Ok(code((|| {
+                let reason = reason?;
+                if !(1000..=4999).contains(&close_code) || reason.len() > 123 {
+                    return Err(ERR_BAD_ARGUMENT);
+                }
+                state.close = Some((close_code as u16, reason));
+                Ok(0)
+            })()))
+        },
+    )?;
+
+    linker.func_wrap(
+        M,
+        "reject",
+        |mut caller: Caller<'_, CallState>, status: i32, body: i32, blen: i32| {
+            let body = copy_in(&caller, body, blen)?;
+            let state = caller.data_mut();
+            wasmtime::Result::Ok(code((|| {
+                if state.hook != Hook::Open {
+                    return Err(ERR_NOT_ALLOWED);
+                }
+                if !(400..=599).contains(&status) {
+                    return Err(ERR_BAD_ARGUMENT);
+                }
+                state.reject = Some((status as u16, body.into()));
+                Ok(0)
+            })()))
+        },
+    )?;
+
+    linker.func_wrap(
+        M,
+        "log",
+        |mut caller: Caller<'_, CallState>, level: i32, ptr: i32, len: i32| {
+            let text = String::from_utf8_lossy(&copy_in(&caller, ptr, len)?).into_owned();
+            if level <= 1 && caller.data().hook == Hook::Init {
+                // Why an init refused its config: shown in the load error.
+                caller.data_mut().init_complaint = Some(text.clone());
+            }
+            let state = caller.data();
+            let (filter, conn) = (&*state.filter, state.conn.id);
+            match level {
+                0 => tracing::error!(filter, conn, "{text}"),
+                1 => tracing::warn!(filter, conn, "{text}"),
+                2 => tracing::info!(filter, conn, "{text}"),
+                3 => tracing::debug!(filter, conn, "{text}"),
+                4 => tracing::trace!(filter, conn, "{text}"),
+                _ => return Ok(ERR_BAD_ARGUMENT),
+            }
+            wasmtime::Result::Ok(0)
+        },
+    )?;
+
+    linker.func_wrap(
+        M,
+        "metric",
+        |caller: Caller<'_, CallState>, name: i32, nlen: i32, kind: i32, value: f64| {
+            let Ok(name) = string_in(&caller, name, nlen)? else {
+                return Ok(ERR_BAD_ARGUMENT);
+            };
+            let Some(metrics) = caller.data().metrics.as_ref() else {
+                return Ok(0);
+            };
+            wasmtime::Result::Ok(match kind {
+                0 if value >= 0.0 => {
+                    metrics.custom_counter(&name, value);
+                    0
+                }
+                1 => {
+                    metrics.custom_gauge(&name, value);
+                    0
+                }
+                _ => ERR_BAD_ARGUMENT,
+            })
+        },
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_and_reject_truncation() {
+        let mut raw = Vec::new();
+        for (n, v) in [("a", "1"), ("bb", "")] {
+            raw.extend((n.len() as u32).to_le_bytes());
+            raw.extend(n.as_bytes());
+            raw.extend((v.len() as u32).to_le_bytes());
+            raw.extend(v.as_bytes());
+        }
+        let headers = decode_headers(&raw).unwrap();
+        assert_eq!(
+            headers,
+            vec![("a".into(), Bytes::from("1")), ("bb".into(), Bytes::new())]
+        );
+        assert!(decode_headers(&raw[..raw.len() - 1]).is_none());
+        assert_eq!(decode_headers(&[]).unwrap(), vec![]);
+    }
+}

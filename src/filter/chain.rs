@@ -1,0 +1,169 @@
+//! A route's ordered filters: runs a hook through them in the right order, applies each
+//! filter's failure policy, and gathers the effects tagged with the filter that made them.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::abi::{ConnState, Effect, Opcode};
+use super::slot::{CallOutput, FilterFailure, FilterSlot, HookCall};
+use super::{FilterHost, LoadError};
+use crate::config::{FilterRef, OnError};
+
+/// Close code when a `fail_closed` filter fails.
+const INTERNAL_ERROR: u16 = 1011;
+
+/// What becomes of a message after the chain.
+#[derive(Debug)]
+pub enum Verdict {
+    Deliver { opcode: Opcode, payload: Bytes },
+    Drop,
+    Close(u16, String),
+}
+
+/// An effect and the position of the filter that asked for it (results and timers go back there).
+#[derive(Debug)]
+pub struct ChainEffect {
+    pub filter: usize,
+    pub effect: Effect,
+}
+
+#[derive(Default)]
+pub struct Chain {
+    slots: Vec<FilterSlot>,
+}
+
+impl Chain {
+    pub fn build(host: &Arc<FilterHost>, filters: &[FilterRef]) -> Result<Chain, LoadError> {
+        let slots = filters
+            .iter()
+            .map(|f| FilterSlot::new(host, f))
+            .collect::<Result<_, _>>()?;
+        Ok(Chain { slots })
+    }
+
+    /// Calls one filter; `Ok(None)` when it failed open and is to be skipped.
+    fn call(
+        &self,
+        index: usize,
+        conn: &mut ConnState,
+        call: HookCall,
+        effects: &mut Vec<ChainEffect>,
+    ) -> Result<Option<CallOutput>, FilterFailure> {
+        let slot = &self.slots[index];
+        match slot.call(conn, call) {
+            Ok(mut output) => {
+                effects.extend(output.effects.drain(..).map(|effect| ChainEffect {
+                    filter: index,
+                    effect,
+                }));
+                Ok(Some(output))
+            }
+            Err(_) if slot.on_error == OnError::FailOpen => Ok(None),
+            Err(failure) => Err(failure),
+        }
+    }
+
+    /// Asks every filter, in order, whether the upgrade may go on: `Err` is the HTTP refusal.
+    pub fn open(&self, conn: &mut ConnState) -> (Result<(), (u16, Bytes)>, Vec<ChainEffect>) {
+        let mut effects = Vec::new();
+        for index in 0..self.slots.len() {
+            match self.call(index, conn, HookCall::Open, &mut effects) {
+                Ok(Some(output)) if output.code != 0 => {
+                    let refusal = output.reject.unwrap_or((403, Bytes::new()));
+                    return (Err(refusal), effects);
+                }
+                Ok(_) => {}
+                Err(_) => return (Err((500, Bytes::from_static(b"filter failed\n"))), effects),
+            }
+        }
+        (Ok(()), effects)
+    }
+
+    /// Runs a message through the chain: first to last from the client, last to first towards it.
+    pub fn message(
+        &self,
+        conn: &mut ConnState,
+        towards_client: bool,
+        opcode: Opcode,
+        mut payload: Bytes,
+        message_meta: &[(&'static str, String)],
+    ) -> (Verdict, Vec<ChainEffect>) {
+        let mut effects = Vec::new();
+        let order: Box<dyn Iterator<Item = usize>> = if towards_client {
+            Box::new((0..self.slots.len()).rev())
+        } else {
+            Box::new(0..self.slots.len())
+        };
+        for index in order {
+            let call = HookCall::Message {
+                dir: i32::from(towards_client),
+                opcode,
+                payload: payload.clone(),
+                message_meta: message_meta.to_vec(),
+            };
+            let output = match self.call(index, conn, call, &mut effects) {
+                Ok(Some(output)) => output,
+                Ok(None) => continue,
+                Err(failure) => return (failed(&failure), effects),
+            };
+            match output.code {
+                0 => {
+                    if let Some(replaced) = output.replaced {
+                        payload = replaced;
+                    }
+                }
+                1 => return (Verdict::Drop, effects),
+                2 => {
+                    let (code, reason) = output.close.unwrap_or((1000, String::new()));
+                    return (Verdict::Close(code, reason), effects);
+                }
+                other => {
+                    let failure = FilterFailure {
+                        filter: self.slots[index].name.clone(),
+                        kind: "verdict",
+                        message: format!("fg_on_message returned {other}, expected 0, 1 or 2"),
+                    };
+                    return (failed(&failure), effects);
+                }
+            }
+        }
+        // A message keeps its opcode through the chain (`replace` checks text stays UTF-8).
+        (Verdict::Deliver { opcode, payload }, effects)
+    }
+
+    /// Hands a hook that belongs to one filter (a result, a timer) to that filter.
+    pub fn notify(
+        &self,
+        conn: &mut ConnState,
+        filter: usize,
+        call: HookCall,
+    ) -> (Option<(u16, String)>, Vec<ChainEffect>) {
+        let mut effects = Vec::new();
+        if filter >= self.slots.len() {
+            return (None, effects);
+        }
+        match self.call(filter, conn, call, &mut effects) {
+            Ok(Some(output)) => (output.close, effects),
+            Ok(None) => (None, effects),
+            Err(failure) => match failed(&failure) {
+                Verdict::Close(code, reason) => (Some((code, reason)), effects),
+                _ => (None, effects),
+            },
+        }
+    }
+
+    /// Tells every filter the connection ended.
+    pub fn close(&self, conn: &mut ConnState, code: u16) {
+        let mut ignored = Vec::new();
+        for index in 0..self.slots.len() {
+            let _ = self.call(index, conn, HookCall::Close(code), &mut ignored);
+        }
+    }
+}
+
+fn failed(failure: &FilterFailure) -> Verdict {
+    let mut reason = format!("filter {} failed", failure.filter);
+    reason.truncate(123);
+    Verdict::Close(INTERNAL_ERROR, reason)
+}

@@ -1,0 +1,317 @@
+//! The filter host: one wasmtime engine (pooling allocator, epoch deadlines), the registry of
+//! loaded modules with their current version, loading and checking modules, and hot swap.
+//! It knows modules and their configs, never which route or connection a call is for.
+
+pub mod abi;
+mod chain;
+mod slot;
+pub mod watch;
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use wasmtime::{Engine, ExternType, InstancePre, Linker, Module, ValType};
+
+use crate::config::FiltersConfig;
+use crate::metrics::Metrics;
+use abi::CallState;
+
+pub use chain::{Chain, ChainEffect, Verdict};
+pub use slot::{FilterFailure, HookCall};
+
+/// How often the epoch advances: the unit of every call deadline.
+const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Why a module could not be loaded or swapped in.
+#[derive(Debug, thiserror::Error)]
+#[error("filter module {file}: {reason}")]
+pub struct LoadError {
+    pub file: String,
+    pub reason: String,
+}
+
+/// One compiled version of a module, ready to instantiate.
+pub struct ModuleVersion {
+    pub id: u64,
+    pub hash: String,
+    pub loaded_at: SystemTime,
+    pre: InstancePre<CallState>,
+}
+
+/// What `/filters` shows of a module.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ModuleStatus {
+    pub name: String,
+    pub file: String,
+    pub version_hash: Option<String>,
+    pub loaded_at_ms: Option<u64>,
+    pub reloads: u64,
+    pub last_reload_error: Option<String>,
+}
+
+pub struct FilterHost {
+    engine: Engine,
+    linker: Linker<CallState>,
+    dir: PathBuf,
+    pool_size: usize,
+    metrics: Arc<Metrics>,
+    modules: RwLock<HashMap<String, Arc<ArcSwap<ModuleVersion>>>>,
+    status: Mutex<BTreeMap<String, ModuleStatus>>,
+    /// The filter configs (JSON) each module runs with in the current routes; a new version
+    /// must accept all of them before it is swapped in.
+    configs: Mutex<HashMap<String, Vec<String>>>,
+    next_version: AtomicU64,
+}
+
+impl FilterHost {
+    pub fn new(config: &FiltersConfig, metrics: Arc<Metrics>) -> anyhow::Result<Arc<FilterHost>> {
+        let mut pooling = wasmtime::PoolingAllocationConfig::default();
+        pooling
+            .total_core_instances(config.max_instances)
+            .total_memories(config.max_instances)
+            .total_tables(config.max_instances)
+            .max_memory_size((config.max_memory_mb as usize) << 20);
+        let mut wasm = wasmtime::Config::new();
+        wasm.epoch_interruption(true)
+            .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+        let engine = Engine::new(&wasm)
+            .map_err(|e| anyhow::anyhow!("cannot start the Wasm engine: {e:#}"))?;
+        let ticker = engine.weak();
+        std::thread::Builder::new()
+            .name("framegate-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = ticker.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        let mut linker = Linker::new(&engine);
+        abi::define(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot define the filter ABI: {e:#}"))?;
+        Ok(Arc::new(FilterHost {
+            engine,
+            linker,
+            dir: config.dir.clone(),
+            pool_size: config.pool_size,
+            metrics,
+            modules: RwLock::default(),
+            status: Mutex::default(),
+            configs: Mutex::default(),
+            next_version: AtomicU64::new(1),
+        }))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file a module is loaded from: `NAME.wasm`, else `NAME.wat`.
+    fn module_file(&self, name: &str) -> PathBuf {
+        let wasm = self.dir.join(format!("{name}.wasm"));
+        let wat = self.dir.join(format!("{name}.wat"));
+        if !wasm.exists() && wat.exists() {
+            wat
+        } else {
+            wasm
+        }
+    }
+
+    /// Records the configs each module serves in the routes about to go live; modules no
+    /// route uses any more stay loaded (a later config may use them again) but are not checked.
+    pub fn set_configs(&self, configs: HashMap<String, Vec<String>>) {
+        *self.configs.lock().unwrap() = configs;
+    }
+
+    /// The current version of a module, loading it first if needed, and checked with `config`.
+    pub fn module(
+        &self,
+        name: &str,
+        config: &str,
+    ) -> Result<Arc<ArcSwap<ModuleVersion>>, LoadError> {
+        if let Some(current) = self.modules.read().unwrap().get(name) {
+            self.check_init(name, &current.load(), config)?;
+            return Ok(current.clone());
+        }
+        let version = self.compile(name, &[config.to_string()])?;
+        let mut modules = self.modules.write().unwrap();
+        let slot = modules
+            .entry(name.to_string())
+            .or_insert_with(|| Arc::new(ArcSwap::from_pointee(version)));
+        self.record_loaded(name, &slot.load(), false);
+        Ok(slot.clone())
+    }
+
+    /// Compiles the module's file again and swaps it in if it passes every check; otherwise
+    /// the old version keeps serving. Called by the watcher.
+    pub fn reload(&self, name: &str) {
+        let Some(current) = self.modules.read().unwrap().get(name).cloned() else {
+            return; // not used by any route: loaded when a config asks for it
+        };
+        let configs = self
+            .configs
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
+        let configs = if configs.is_empty() {
+            vec!["{}".to_string()]
+        } else {
+            configs
+        };
+        let filter_metrics = self.metrics.filter(name);
+        match self.compile(name, &configs) {
+            Ok(version) if version.hash == current.load().hash => {
+                tracing::debug!(
+                    module = name,
+                    "file touched, same contents: nothing to swap"
+                );
+            }
+            Ok(version) => {
+                current.store(Arc::new(version));
+                filter_metrics.reloads.inc();
+                self.record_loaded(name, &current.load(), true);
+                tracing::info!(module = name, hash = %current.load().hash, "filter swapped in");
+            }
+            Err(e) => {
+                filter_metrics.reload_failures.inc();
+                tracing::error!(
+                    module = name,
+                    "reload refused, the old version keeps serving: {e}"
+                );
+                let mut status = self.status.lock().unwrap();
+                status
+                    .entry(name.to_string())
+                    .or_default()
+                    .last_reload_error = Some(e.to_string());
+            }
+        }
+    }
+
+    fn record_loaded(&self, name: &str, version: &ModuleVersion, reload: bool) {
+        let mut status = self.status.lock().unwrap();
+        let entry = status.entry(name.to_string()).or_default();
+        entry.name = name.to_string();
+        entry.file = self.module_file(name).display().to_string();
+        entry.version_hash = Some(version.hash.clone());
+        entry.loaded_at_ms = version
+            .loaded_at
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_millis() as u64);
+        entry.last_reload_error = None;
+        entry.reloads += u64::from(reload);
+    }
+
+    /// Every loaded module, for the admin listener.
+    pub fn status(&self) -> Vec<ModuleStatus> {
+        self.status.lock().unwrap().values().cloned().collect()
+    }
+
+    /// Reads, compiles and checks a module file against every config it must accept.
+    fn compile(&self, name: &str, configs: &[String]) -> Result<ModuleVersion, LoadError> {
+        let path = self.module_file(name);
+        let fail = |reason: String| LoadError {
+            file: path.display().to_string(),
+            reason,
+        };
+        let bytes = std::fs::read(&path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        if bytes.starts_with(b"\0asm") && bytes.get(4..8) != Some(&[1, 0, 0, 0]) {
+            return Err(fail(
+                "a WebAssembly component; framegate loads core modules speaking ABI v1 (docs/abi.md)".into(),
+            ));
+        }
+        let module = Module::new(&self.engine, &bytes)
+            .map_err(|e| fail(format!("does not compile: {e:#}")))?;
+        check_exports(&module).map_err(fail)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| fail(format!("cannot link: {e:#}")))?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut hasher);
+        let version = ModuleVersion {
+            id: self.next_version.fetch_add(1, Ordering::Relaxed),
+            hash: format!("{:016x}", hasher.finish()),
+            loaded_at: SystemTime::now(),
+            pre,
+        };
+        for config in configs {
+            self.check_init(name, &version, config)?;
+        }
+        Ok(version)
+    }
+
+    /// Runs `fg_init` with `config` in a scratch instance.
+    fn check_init(
+        &self,
+        name: &str,
+        version: &ModuleVersion,
+        config: &str,
+    ) -> Result<(), LoadError> {
+        let limits = slot::Limits::default();
+        slot::instantiate(
+            self,
+            version,
+            config.as_bytes().to_vec().into(),
+            &limits,
+            name.into(),
+        )
+        .map(drop)
+        .map_err(|reason| LoadError {
+            file: self.module_file(name).display().to_string(),
+            reason: format!("fg_init with config {config}: {reason}"),
+        })
+    }
+}
+
+/// The exports ABI v1 requires, with their types.
+fn check_exports(module: &Module) -> Result<(), String> {
+    use ValType::{I32, I64};
+    if module.get_export("proxy_abi_version_0_2_1").is_some() {
+        return Err(
+            "a Proxy-Wasm module; framegate loads modules speaking its own ABI v1 (docs/abi.md)"
+                .into(),
+        );
+    }
+    let expected: [(&str, &[ValType], &[ValType], bool); 7] = [
+        ("fg_abi_v1", &[], &[], true),
+        ("fg_on_message", &[I64, I32, I32, I32], &[I32], true),
+        ("fg_init", &[I32], &[I32], false),
+        ("fg_on_open", &[I64], &[I32], false),
+        ("fg_on_result", &[I64, I64, I32, I32], &[], false),
+        ("fg_on_timer", &[I64, I64], &[], false),
+        ("fg_on_close", &[I64, I32], &[], false),
+    ];
+    match module.get_export("memory") {
+        Some(ExternType::Memory(_)) => {}
+        _ => return Err("missing export `memory`".into()),
+    }
+    for (name, params, results, required) in expected {
+        match module.get_export(name) {
+            None if required => {
+                return Err(format!("missing export `{name}` (ABI v1, docs/abi.md)"));
+            }
+            None => {}
+            Some(ExternType::Func(f)) => {
+                let same = |a: &mut dyn ExactSizeIterator<Item = ValType>, b: &[ValType]| {
+                    a.len() == b.len() && a.zip(b).all(|(x, y)| ValType::eq(&x, y))
+                };
+                if !same(&mut f.params(), params) || !same(&mut f.results(), results) {
+                    return Err(format!(
+                        "export `{name}` has type {f}, expected params {params:?} results {results:?}"
+                    ));
+                }
+            }
+            Some(_) => return Err(format!("export `{name}` is not a function")),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,365 @@
+//! One filter of one route: its module (whatever version is current), its config, its limits,
+//! and a small pool of warm instances. Any instance serves any connection: the connection's
+//! state is lent to the store for the length of one hook call.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use wasmtime::{Store, StoreLimitsBuilder, Trap, TypedFunc};
+
+use super::abi::{CallState, ConnState, Effect, Hook, Opcode};
+use super::{FilterHost, ModuleVersion};
+use crate::config::{FilterRef, OnError};
+use crate::metrics::FilterMetrics;
+
+/// The limits of every call into one filter.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub timeout_ms: u64,
+    pub memory_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout_ms: 1_000,
+            memory_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Why a call was cut off.
+#[derive(Debug, thiserror::Error)]
+#[error("filter {filter}: {kind}: {message}")]
+pub struct FilterFailure {
+    pub filter: Arc<str>,
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// The hook to call and what it gets.
+pub enum HookCall {
+    Open,
+    Message {
+        dir: i32,
+        opcode: Opcode,
+        payload: Bytes,
+        message_meta: Vec<(&'static str, String)>,
+    },
+    Result {
+        ticket: u64,
+        outcome: Result<String, String>,
+        context: Bytes,
+    },
+    Timer(u64),
+    Close(u16),
+}
+
+/// What a call left behind.
+pub struct CallOutput {
+    /// The hook's return value (0 for hooks without one).
+    pub code: i32,
+    /// The message as replaced, if `replace` was called.
+    pub replaced: Option<Bytes>,
+    pub effects: Vec<Effect>,
+    pub close: Option<(u16, String)>,
+    pub reject: Option<(u16, Bytes)>,
+}
+
+struct Hooks {
+    on_message: TypedFunc<(i64, i32, i32, i32), i32>,
+    on_open: Option<TypedFunc<i64, i32>>,
+    on_result: Option<TypedFunc<(i64, i64, i32, i32), ()>>,
+    on_timer: Option<TypedFunc<(i64, i64), ()>>,
+    on_close: Option<TypedFunc<(i64, i32), ()>>,
+}
+
+pub(super) struct Warm {
+    version: u64,
+    store: Store<CallState>,
+    hooks: Hooks,
+}
+
+/// Makes an instance of `version` and runs its `fg_init` with `config`.
+pub(super) fn instantiate(
+    host: &FilterHost,
+    version: &ModuleVersion,
+    config: Bytes,
+    limits: &Limits,
+    filter: Arc<str>,
+) -> Result<Warm, String> {
+    let metrics = Some(host.metrics.filter(&filter));
+    let state = CallState {
+        limits: StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .trap_on_grow_failure(true)
+            .instances(1)
+            .build(),
+        config,
+        filter,
+        metrics,
+        ..CallState::default()
+    };
+    let mut store = Store::new(&host.engine, state);
+    store.limiter(|s| &mut s.limits);
+    store.set_epoch_deadline(limits.timeout_ms);
+    let instance = version
+        .pre
+        .instantiate(&mut store)
+        .map_err(|e| format!("{e:#}"))?;
+    store.data_mut().memory = instance.get_memory(&mut store, "memory");
+    let mut func = |name: &str| instance.get_func(&mut store, name);
+    let (has_open, has_result, has_timer, has_close, has_init) = (
+        func("fg_on_open").is_some(),
+        func("fg_on_result").is_some(),
+        func("fg_on_timer").is_some(),
+        func("fg_on_close").is_some(),
+        func("fg_init").is_some(),
+    );
+    let typed_err = |e: wasmtime::Error| format!("{e:#}");
+    let hooks = Hooks {
+        on_message: instance
+            .get_typed_func(&mut store, "fg_on_message")
+            .map_err(typed_err)?,
+        on_open: has_open
+            .then(|| instance.get_typed_func(&mut store, "fg_on_open"))
+            .transpose()
+            .map_err(typed_err)?,
+        on_result: has_result
+            .then(|| instance.get_typed_func(&mut store, "fg_on_result"))
+            .transpose()
+            .map_err(typed_err)?,
+        on_timer: has_timer
+            .then(|| instance.get_typed_func(&mut store, "fg_on_timer"))
+            .transpose()
+            .map_err(typed_err)?,
+        on_close: has_close
+            .then(|| instance.get_typed_func(&mut store, "fg_on_close"))
+            .transpose()
+            .map_err(typed_err)?,
+    };
+    if has_init {
+        let init: TypedFunc<i32, i32> = instance
+            .get_typed_func(&mut store, "fg_init")
+            .map_err(typed_err)?;
+        let len = store.data().config.len() as i32;
+        match init.call(&mut store, len) {
+            Ok(0) => {}
+            Ok(code) => {
+                let why = store.data_mut().init_complaint.take().unwrap_or_default();
+                return Err(
+                    format!("fg_init refused the config (returned {code}) {why}")
+                        .trim_end()
+                        .to_string(),
+                );
+            }
+            Err(e) => return Err(describe(&e).1),
+        }
+    }
+    store.data_mut().config = Bytes::new();
+    Ok(Warm {
+        version: version.id,
+        store,
+        hooks,
+    })
+}
+
+/// Sorts a failed call into timeout, memory or trap, with a readable message.
+fn describe(error: &wasmtime::Error) -> (&'static str, String) {
+    let message = format!("{error:#}");
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return ("timeout", "ran past its deadline".into());
+    }
+    if message.contains("forcing trap when growing memory") {
+        return ("memory", "grew past its memory limit".into());
+    }
+    (
+        "trap",
+        message.lines().next().unwrap_or_default().to_string(),
+    )
+}
+
+pub struct FilterSlot {
+    pub name: Arc<str>,
+    pub on_error: OnError,
+    host: Arc<FilterHost>,
+    module: Arc<ArcSwap<ModuleVersion>>,
+    config: Bytes,
+    limits: Limits,
+    metrics: Arc<FilterMetrics>,
+    pool: Mutex<Vec<Warm>>,
+}
+
+impl FilterSlot {
+    pub fn new(host: &Arc<FilterHost>, filter: &FilterRef) -> Result<FilterSlot, super::LoadError> {
+        let config = filter.config_json();
+        let module = host.module(&filter.module, &config)?;
+        Ok(FilterSlot {
+            name: filter.module.as_str().into(),
+            on_error: filter.on_error,
+            host: host.clone(),
+            module,
+            config: config.into(),
+            limits: Limits {
+                timeout_ms: filter.timeout_ms,
+                memory_bytes: (filter.memory_limit_mb as usize) << 20,
+            },
+            metrics: host.metrics.filter(&filter.module),
+            pool: Mutex::default(),
+        })
+    }
+
+    /// Takes a warm instance of the current version, or makes one.
+    fn take(&self) -> Result<Warm, FilterFailure> {
+        let current = self.module.load();
+        {
+            let mut pool = self.pool.lock().unwrap();
+            while let Some(warm) = pool.pop() {
+                if warm.version == current.id {
+                    return Ok(warm);
+                }
+                // An older version: dropped here, lazily, at the first call after a swap.
+            }
+        }
+        instantiate(
+            &self.host,
+            &current,
+            self.config.clone(),
+            &self.limits,
+            self.name.clone(),
+        )
+        .map_err(|message| {
+            self.metrics.failure("init");
+            FilterFailure {
+                filter: self.name.clone(),
+                kind: "init",
+                message,
+            }
+        })
+    }
+
+    fn give_back(&self, warm: Warm) {
+        let mut pool = self.pool.lock().unwrap();
+        if pool.len() < self.host.pool_size {
+            pool.push(warm);
+        }
+    }
+
+    /// Runs one hook with the connection's state lent to the instance.
+    pub fn call(&self, conn: &mut ConnState, call: HookCall) -> Result<CallOutput, FilterFailure> {
+        let mut warm = self.take()?;
+        // A call that fails leaves no trace: its effects are dropped, and so are these changes.
+        let (meta_before, handles_before) = (conn.meta.clone(), conn.handles);
+        let started = Instant::now();
+        let state = warm.store.data_mut();
+        std::mem::swap(&mut state.conn, conn);
+        let conn_id = state.conn.id as i64;
+        let hooks = &warm.hooks;
+        let store = &mut warm.store;
+        store.set_epoch_deadline(self.limits.timeout_ms);
+        let result = match call {
+            HookCall::Open => {
+                store.data_mut().hook = Hook::Open;
+                match &hooks.on_open {
+                    Some(f) => f.call(&mut *store, conn_id),
+                    None => Ok(0),
+                }
+            }
+            HookCall::Message {
+                dir,
+                opcode,
+                payload,
+                message_meta,
+            } => {
+                let state = store.data_mut();
+                state.hook = Hook::Message;
+                state.opcode = Some(opcode);
+                let len = payload.len() as i32;
+                state.payload = payload;
+                state.message_meta = message_meta;
+                hooks
+                    .on_message
+                    .call(&mut *store, (conn_id, dir, opcode as i32, len))
+            }
+            HookCall::Result {
+                ticket,
+                outcome,
+                context,
+            } => {
+                let state = store.data_mut();
+                state.hook = Hook::Result;
+                let (status, detail) = match outcome {
+                    Ok(id) => (0, id),
+                    Err(reason) => (1, reason),
+                };
+                let len = detail.len() as i32;
+                state.result = Some(detail.into());
+                state.context = Some(context);
+                match &hooks.on_result {
+                    Some(f) => f
+                        .call(&mut *store, (conn_id, ticket as i64, status, len))
+                        .map(|()| 0),
+                    None => Ok(0),
+                }
+            }
+            HookCall::Timer(timer) => {
+                store.data_mut().hook = Hook::Timer;
+                match &hooks.on_timer {
+                    Some(f) => f.call(&mut *store, (conn_id, timer as i64)).map(|()| 0),
+                    None => Ok(0),
+                }
+            }
+            HookCall::Close(code) => {
+                store.data_mut().hook = Hook::Close;
+                match &hooks.on_close {
+                    Some(f) => f.call(&mut *store, (conn_id, code as i32)).map(|()| 0),
+                    None => Ok(0),
+                }
+            }
+        };
+        self.metrics
+            .call_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let state = warm.store.data_mut();
+        std::mem::swap(&mut state.conn, conn);
+        let output = CallOutput {
+            code: 0,
+            replaced: state.replaced.then(|| std::mem::take(&mut state.payload)),
+            effects: std::mem::take(&mut state.effects),
+            close: state.close.take(),
+            reject: state.reject.take(),
+        };
+        state.replaced = false;
+        state.payload = Bytes::new();
+        state.message_meta.clear();
+        state.opcode = None;
+        state.result = None;
+        state.context = None;
+        match result {
+            Ok(code) => {
+                self.give_back(warm);
+                Ok(CallOutput { code, ..output })
+            }
+            Err(error) => {
+                // The instance may be in any state: it is dropped, a fresh one serves the next call.
+                conn.meta = meta_before;
+                conn.handles = handles_before;
+                let (kind, message) = describe(&error);
+                self.metrics.failure(kind);
+                tracing::warn!(
+                    filter = &*self.name,
+                    conn = conn_id,
+                    kind,
+                    "filter call cut off: {message}"
+                );
+                Err(FilterFailure {
+                    filter: self.name.clone(),
+                    kind,
+                    message,
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The `framegate` command: `run` the proxy on a config file or the embedded default, or
+//! `check` a config file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use framegate::config::{Config, DEFAULT_CONFIG};
+use framegate::proxy::Proxy;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "A WebSocket edge proxy with hot-swappable WebAssembly filters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format on standard error.
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy; without CONFIG, on the embedded default configuration.
+    Run { config: Option<PathBuf> },
+    /// Validate a configuration file (and that its filter modules load).
+    Check { config: PathBuf },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::parse(DEFAULT_CONFIG, "(embedded default config)")?,
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    let result = match cli.command {
+        Command::Run { config } => run(config).await,
+        Command::Check { config } => check(&config),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads everything `run` would, without listening: sinks are started and dropped.
+fn check(path: &PathBuf) -> anyhow::Result<()> {
+    let config = load(Some(path))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async { Proxy::new(config, None).map(drop) })?;
+    println!("{}: ok", path.display());
+    Ok(())
+}
+
+async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = load(path.as_ref())?;
+    let watch = config.filters.watch;
+    let proxy = Proxy::new(config, path)?;
+    let bound = proxy.bind().await?;
+    let _watcher = if watch {
+        Some(framegate::filter::watch::start(proxy.clone())?)
+    } else {
+        None
+    };
+    let admin = bound.admin.map_or("off".to_string(), |a| a.to_string());
+    tracing::info!(
+        "framegate listening ws={} admin={} filters={}",
+        bound.ws,
+        admin,
+        proxy.host.dir().display()
+    );
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    proxy.shut_down().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

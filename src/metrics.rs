@@ -1,0 +1,346 @@
+//! Prometheus metrics: the families, registered once, and per-route, per-filter and per-sink
+//! handles resolved once so that the hot path never looks a label up.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::MetricConstructor;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The metric of one label set. `get_or_create` hands out a read guard: taking a second one
+/// while the first lives (as in one struct literal) deadlocks, so every lookup goes through here.
+fn owned<S, M, C>(family: &Family<S, M, C>, labels: &S) -> M
+where
+    S: Clone + std::hash::Hash + Eq,
+    M: Clone,
+    C: MetricConstructor<M>,
+{
+    family.get_or_create(labels).clone()
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlowLabel {
+    route: String,
+    dir: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabel {
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FilterLabel {
+    filter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabel {
+    filter: String,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CustomLabel {
+    filter: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabel {
+    sink: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabel {
+    topic: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    connections_active: Family<RouteLabel, Gauge>,
+    connections: Family<RouteLabel, Counter>,
+    refused: Family<RefusedLabel, Counter>,
+    messages: Family<FlowLabel, Counter>,
+    bytes: Family<FlowLabel, Counter>,
+    filter_calls: Family<FilterLabel, Histogram, fn() -> Histogram>,
+    filter_failures: Family<FailureLabel, Counter>,
+    filter_reloads: Family<FilterLabel, Counter>,
+    filter_reload_failures: Family<FilterLabel, Counter>,
+    custom_counters: Family<CustomLabel, Counter<f64, AtomicU64>>,
+    custom_gauges: Family<CustomLabel, Gauge<f64, AtomicU64>>,
+    sink_records: Family<SinkLabel, Counter>,
+    bus_dropped: Family<TopicLabel, Counter>,
+    filters: Mutex<HashMap<String, Arc<FilterMetrics>>>,
+}
+
+/// Filter call times from 1 microsecond to about a second.
+fn call_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1e-6, 4.0, 11))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("framegate");
+        let connections_active = Family::default();
+        let connections = Family::default();
+        let refused = Family::default();
+        let messages = Family::default();
+        let bytes = Family::default();
+        let filter_calls = Family::new_with_constructor(call_histogram as fn() -> Histogram);
+        let filter_failures = Family::default();
+        let filter_reloads = Family::default();
+        let filter_reload_failures = Family::default();
+        let custom_counters = Family::default();
+        let custom_gauges = Family::default();
+        let sink_records = Family::default();
+        let bus_dropped = Family::default();
+        registry.register(
+            "connections_active",
+            "Open client connections",
+            connections_active.clone(),
+        );
+        registry.register(
+            "connections",
+            "Client connections accepted",
+            connections.clone(),
+        );
+        registry.register(
+            "upgrades_refused",
+            "Upgrades refused, by HTTP status",
+            refused.clone(),
+        );
+        registry.register(
+            "messages",
+            "Messages, by route and direction",
+            messages.clone(),
+        );
+        registry.register(
+            "bytes",
+            "Payload bytes, by route and direction",
+            bytes.clone(),
+        );
+        registry.register(
+            "filter_call_seconds",
+            "Time of one filter hook call",
+            filter_calls.clone(),
+        );
+        registry.register(
+            "filter_failures",
+            "Filter calls cut off: trap, timeout, memory, init",
+            filter_failures.clone(),
+        );
+        registry.register(
+            "filter_reloads",
+            "Filter versions swapped in",
+            filter_reloads.clone(),
+        );
+        registry.register(
+            "filter_reload_failures",
+            "Filter files refused on reload",
+            filter_reload_failures.clone(),
+        );
+        registry.register(
+            "filter_custom",
+            "Counters filters keep with `metric`",
+            custom_counters.clone(),
+        );
+        registry.register(
+            "filter_custom_gauge",
+            "Gauges filters set with `metric`",
+            custom_gauges.clone(),
+        );
+        registry.register(
+            "sink_records",
+            "Records by sink and outcome",
+            sink_records.clone(),
+        );
+        registry.register(
+            "bus_dropped",
+            "Bus messages a slow subscriber missed",
+            bus_dropped.clone(),
+        );
+        Metrics {
+            registry,
+            connections_active,
+            connections,
+            refused,
+            messages,
+            bytes,
+            filter_calls,
+            filter_failures,
+            filter_reloads,
+            filter_reload_failures,
+            custom_counters,
+            custom_gauges,
+            sink_records,
+            bus_dropped,
+            filters: Mutex::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
+        out
+    }
+
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        let label = RouteLabel {
+            route: route.into(),
+        };
+        let flow = |dir| FlowLabel {
+            route: route.into(),
+            dir,
+        };
+        RouteMetrics {
+            route: route.into(),
+            active: owned(&self.connections_active, &label),
+            opened: owned(&self.connections, &label),
+            refused: self.refused.clone(),
+            messages_in: owned(&self.messages, &flow("in")),
+            messages_out: owned(&self.messages, &flow("out")),
+            bytes_in: owned(&self.bytes, &flow("in")),
+            bytes_out: owned(&self.bytes, &flow("out")),
+        }
+    }
+
+    pub fn filter(&self, filter: &str) -> Arc<FilterMetrics> {
+        let mut filters = self.filters.lock().unwrap();
+        filters
+            .entry(filter.to_string())
+            .or_insert_with(|| {
+                let label = FilterLabel {
+                    filter: filter.into(),
+                };
+                Arc::new(FilterMetrics {
+                    filter: filter.into(),
+                    call_seconds: owned(&self.filter_calls, &label),
+                    reloads: owned(&self.filter_reloads, &label),
+                    reload_failures: owned(&self.filter_reload_failures, &label),
+                    failures: self.filter_failures.clone(),
+                    custom_counters: self.custom_counters.clone(),
+                    custom_gauges: self.custom_gauges.clone(),
+                })
+            })
+            .clone()
+    }
+
+    pub fn sink(&self, sink: &str) -> SinkMetrics {
+        let outcome = |outcome| {
+            owned(
+                &self.sink_records,
+                &SinkLabel {
+                    sink: sink.into(),
+                    outcome,
+                },
+            )
+        };
+        SinkMetrics {
+            delivered: outcome("delivered"),
+            failed: outcome("failed"),
+            retried: outcome("retried"),
+            dead_lettered: outcome("dead_lettered"),
+        }
+    }
+
+    pub fn bus_dropped(&self, topic: &str) -> Counter {
+        owned(
+            &self.bus_dropped,
+            &TopicLabel {
+                topic: topic.into(),
+            },
+        )
+    }
+}
+
+/// One route's handles.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    route: String,
+    pub active: Gauge,
+    pub opened: Counter,
+    refused: Family<RefusedLabel, Counter>,
+    pub messages_in: Counter,
+    pub messages_out: Counter,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+}
+
+impl RouteMetrics {
+    pub fn refused(&self, status: u16) {
+        self.refused
+            .get_or_create(&RefusedLabel {
+                route: self.route.clone(),
+                status,
+            })
+            .inc();
+    }
+}
+
+/// One filter module's handles.
+pub struct FilterMetrics {
+    filter: String,
+    pub call_seconds: Histogram,
+    pub reloads: Counter,
+    pub reload_failures: Counter,
+    failures: Family<FailureLabel, Counter>,
+    custom_counters: Family<CustomLabel, Counter<f64, AtomicU64>>,
+    custom_gauges: Family<CustomLabel, Gauge<f64, AtomicU64>>,
+}
+
+impl FilterMetrics {
+    pub fn failure(&self, kind: &'static str) {
+        self.failures
+            .get_or_create(&FailureLabel {
+                filter: self.filter.clone(),
+                kind,
+            })
+            .inc();
+    }
+
+    fn custom(&self, name: &str) -> CustomLabel {
+        CustomLabel {
+            filter: self.filter.clone(),
+            name: name.into(),
+        }
+    }
+
+    pub fn custom_counter(&self, name: &str, value: f64) {
+        self.custom_counters
+            .get_or_create(&self.custom(name))
+            .inc_by(value);
+    }
+
+    pub fn custom_gauge(&self, name: &str, value: f64) {
+        self.custom_gauges
+            .get_or_create(&self.custom(name))
+            .set(value);
+    }
+}
+
+/// One sink's handles.
+#[derive(Clone)]
+pub struct SinkMetrics {
+    pub delivered: Counter,
+    pub failed: Counter,
+    pub retried: Counter,
+    pub dead_lettered: Counter,
+}

@@ -1,0 +1,70 @@
+//! The admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text) and `/filters`
+//! (the loaded filter modules as JSON).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::proxy::Proxy;
+
+pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
+    loop {
+        let stream = tokio::select! {
+            _ = proxy.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(_) => continue,
+            },
+        };
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(answer(&proxy, request)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn answer(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match request.uri().path() {
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/readyz" if proxy.shutdown.is_cancelled() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "shutting down\n".to_string(),
+        ),
+        "/readyz" => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            proxy.metrics.render(),
+        ),
+        "/filters" => {
+            let modules =
+                serde_json::to_string_pretty(&proxy.host.status()).expect("plain data serializes");
+            (StatusCode::OK, "application/json", modules + "\n")
+        }
+        other => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            format!("no admin endpoint {other}\n"),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

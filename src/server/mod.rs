@@ -1,0 +1,233 @@
+//! Listeners: accepts TCP (and TLS) connections, speaks HTTP/1.1 with hyper, answers what is
+//! not a WebSocket upgrade (404, 426, 503), runs the chain's open hook, and hands upgraded
+//! connections to a session. Knows no protocol beyond HTTP and WebSocket.
+
+pub mod admin;
+pub mod router;
+mod tls;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+use crate::filter::abi::ConnState;
+use crate::proxy::Proxy;
+use crate::session::{self, Opening, meta};
+
+pub use tls::acceptor as tls_acceptor;
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+type Body = Full<Bytes>;
+
+fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+}
+
+/// Accepts connections until shutdown.
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = proxy.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => serve_http(proxy, TokioIo::new(stream), peer).await,
+                    Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                },
+                None => serve_http(proxy, TokioIo::new(stream), peer).await,
+            }
+        });
+    }
+}
+
+async fn serve_http<I>(proxy: Arc<Proxy>, io: I, peer: SocketAddr)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(upgrade(proxy, request, peer).await) }
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades()
+        .await
+    {
+        tracing::debug!(%peer, "HTTP connection ended: {e}");
+    }
+}
+
+/// Whether a header holds a token, as `Connection: keep-alive, Upgrade` does.
+fn has_token(request: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    request
+        .headers()
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+async fn upgrade(
+    proxy: Arc<Proxy>,
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    let Some((route, captures)) = proxy.router.load().find(&path) else {
+        return respond(StatusCode::NOT_FOUND, format!("no route for {path}\n"));
+    };
+    let is_upgrade = request.method() == http::Method::GET
+        && has_token(&request, header::CONNECTION, "upgrade")
+        && has_token(&request, header::UPGRADE, "websocket");
+    if !is_upgrade {
+        route.metrics.refused(426);
+        let mut response = respond(
+            StatusCode::UPGRADE_REQUIRED,
+            "this route speaks WebSocket\n",
+        );
+        response
+            .headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return response;
+    }
+    if request
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        route.metrics.refused(426);
+        let mut response = respond(StatusCode::UPGRADE_REQUIRED, "WebSocket version 13 only\n");
+        response.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return response;
+    }
+    let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+        route.metrics.refused(400);
+        return respond(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    let Some(_slot) = proxy.connection_slot() else {
+        route.metrics.refused(503);
+        return respond(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
+    };
+
+    let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let query = request.uri().query().unwrap_or("").to_string();
+    let mut conn = ConnState {
+        id,
+        meta: meta::from_request(&meta::RequestInfo {
+            conn_id: id,
+            route: &route.name,
+            path: &path,
+            query: &query,
+            peer,
+            captures: &captures,
+            headers: request.headers(),
+        }),
+        sinks: route.sink_names.clone(),
+        max_message_size: route.settings.max_message_size,
+        ..ConnState::default()
+    };
+    let (verdict, effects) = route.chain.open(&mut conn);
+    if let Err((status, body)) = verdict {
+        route.metrics.refused(status);
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+        return respond(status, body);
+    }
+    let inbound = Opening::inbound_channel();
+    let upstream = match route.upstream() {
+        Some((name, options)) => {
+            match crate::sink::ws::connect(
+                name,
+                &options,
+                route.settings.max_message_size,
+                inbound.0.clone(),
+            )
+            .await
+            {
+                Ok(upstream) => Some(upstream),
+                Err(reason) => {
+                    tracing::warn!(conn = id, "{reason}");
+                    route.metrics.refused(502);
+                    return respond(StatusCode::BAD_GATEWAY, format!("{reason}\n"));
+                }
+            }
+        }
+        None => None,
+    };
+
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let opening = Opening {
+        route: route.clone(),
+        conn,
+        effects,
+        upstream,
+        inbound,
+    };
+    let sources = proxy.sources.clone();
+    let shutdown = proxy.shutdown.clone();
+    let config = session::ws_config(route.settings.max_message_size);
+    proxy.sessions.spawn(async move {
+        let _slot = _slot;
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let stream = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(config),
+                )
+                .await;
+                session::run(stream, opening, sources, shutdown).await;
+            }
+            Err(e) => tracing::debug!(conn = id, "upgrade failed: {e}"),
+        }
+    });
+
+    let mut response = respond(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let accept = derive_accept_key(key.as_bytes());
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is a valid header"),
+    );
+    response
+}

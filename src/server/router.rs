@@ -1,0 +1,122 @@
+//! Routes as the server uses them: path template, filter chain, sinks and per-route settings,
+//! built from the config; a reload keeps every route whose config and sinks did not change.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{Config, RouteConfig, RoutePath};
+use crate::filter::{Chain, FilterHost};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::sink::{RouteSink, Sinks, ws};
+
+pub struct Route {
+    pub name: Arc<str>,
+    path: RoutePath,
+    /// The route's config: its message limit, keepalive and idle settings.
+    pub settings: RouteConfig,
+    pub chain: Chain,
+    /// Where a message goes after the chain, in config order.
+    pub sinks: Vec<RouteSink>,
+    sinks_by_name: HashMap<String, RouteSink>,
+    /// The sinks filters may `emit` to.
+    pub sink_names: Arc<[String]>,
+    pub metrics: RouteMetrics,
+}
+
+impl Route {
+    pub fn sink(&self, name: &str) -> Option<RouteSink> {
+        self.sinks_by_name.get(name).cloned()
+    }
+
+    /// The route's upstream `ws` sink, if it has one (at most one is used).
+    pub fn upstream(&self) -> Option<(Arc<str>, Arc<ws::Options>)> {
+        self.sinks.iter().find_map(|s| match s {
+            RouteSink::Upstream(name, options) => Some((name.clone(), options.clone())),
+            RouteSink::Queued(_) => None,
+        })
+    }
+
+    fn same_sinks(&self, sinks: &[RouteSink]) -> bool {
+        self.sinks.len() == sinks.len()
+            && self.sinks.iter().zip(sinks).all(|pair| match pair {
+                (RouteSink::Queued(a), RouteSink::Queued(b)) => Arc::ptr_eq(a, b),
+                (RouteSink::Upstream(_, a), RouteSink::Upstream(_, b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            })
+    }
+}
+
+#[derive(Default)]
+pub struct Router {
+    /// Most literal first, so `/a/b` wins over `/a/{x}`.
+    routes: Vec<Arc<Route>>,
+}
+
+impl Router {
+    pub fn build(
+        config: &Config,
+        sinks: &Sinks,
+        host: &Arc<FilterHost>,
+        metrics: &Metrics,
+        previous: &Router,
+    ) -> anyhow::Result<Router> {
+        let mut routes = Vec::new();
+        for (name, route) in &config.routes {
+            let route_sinks: Vec<RouteSink> = route
+                .sinks
+                .iter()
+                .map(|s| sinks.get(s).expect("config validation checked sink names"))
+                .collect();
+            let unchanged = previous
+                .routes
+                .iter()
+                .find(|r| &*r.name == name && r.settings == *route && r.same_sinks(&route_sinks));
+            if let Some(old) = unchanged {
+                routes.push(old.clone());
+                continue;
+            }
+            let chain = Chain::build(host, &route.filters)
+                .map_err(|e| anyhow::anyhow!("routes.{name}: {e}"))?;
+            routes.push(Arc::new(Route {
+                name: name.as_str().into(),
+                path: RoutePath::parse(&route.path).map_err(anyhow::Error::msg)?,
+                settings: route.clone(),
+                chain,
+                sinks_by_name: route
+                    .sinks
+                    .iter()
+                    .cloned()
+                    .zip(route_sinks.iter().cloned())
+                    .collect(),
+                sinks: route_sinks,
+                sink_names: route.sinks.clone().into(),
+                metrics: metrics.route(name),
+            }));
+        }
+        routes.sort_by_key(|r| std::cmp::Reverse(r.path.specificity()));
+        Ok(Router { routes })
+    }
+
+    /// The route serving `path`, with its captures.
+    pub fn find(&self, path: &str) -> Option<(Arc<Route>, Vec<(String, String)>)> {
+        self.routes.iter().find_map(|route| {
+            route
+                .path
+                .matches(path)
+                .map(|captures| (route.clone(), captures))
+        })
+    }
+
+    /// The configs each filter module serves with, for checking new module versions.
+    pub fn filter_configs(config: &Config) -> HashMap<String, Vec<String>> {
+        let mut configs: HashMap<String, Vec<String>> = HashMap::new();
+        for filter in config.routes.values().flat_map(|r| &r.filters) {
+            let list = configs.entry(filter.module.clone()).or_default();
+            let json = filter.config_json();
+            if !list.contains(&json) {
+                list.push(json);
+            }
+        }
+        configs
+    }
+}

@@ -1,0 +1,449 @@
+//! One connection's life after the upgrade: the read loop, the batching write loop, the filter
+//! chain in both directions, the effects filters ask for (sends, records, subscriptions,
+//! timers), keepalive, idle timeout, and closing with the right code. It never knows which
+//! broker is behind a sink.
+
+pub mod meta;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_util::sync::CancellationToken;
+use tokio_util::time::{DelayQueue, delay_queue};
+
+use crate::filter::abi::{ConnState, Effect, Opcode};
+use crate::filter::{ChainEffect, HookCall, Verdict};
+use crate::server::router::Route;
+use crate::sink::ws::UpstreamWriter;
+use crate::sink::{Record, Reply, RouteSink, SinkResult};
+use crate::source::{Delivered, Sources, Subscription};
+
+/// Messages waiting for the client's socket before the session stops reading.
+const WRITE_QUEUE: usize = 256;
+/// Deliveries from subscriptions and the upstream waiting for the chain.
+const INBOUND_QUEUE: usize = 256;
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// The close code of a connection that broke without one.
+const ABNORMAL: u16 = 1006;
+
+/// Buffer sizes that keep idle connections small and large messages whole.
+pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 << 10)
+        .write_buffer_size(0)
+        .max_write_buffer_size(usize::MAX)
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size))
+}
+
+/// What a session starts with, prepared during the upgrade.
+pub struct Opening {
+    pub route: Arc<Route>,
+    pub conn: ConnState,
+    /// Effects of `fg_on_open` (subscriptions, timers), applied first.
+    pub effects: Vec<ChainEffect>,
+    /// The upstream connection, when the route has a `ws` sink.
+    pub upstream: Option<(UpstreamWriter, tokio::task::JoinHandle<()>)>,
+    pub inbound: (mpsc::Sender<Delivered>, mpsc::Receiver<Delivered>),
+}
+
+impl Opening {
+    pub fn inbound_channel() -> (mpsc::Sender<Delivered>, mpsc::Receiver<Delivered>) {
+        mpsc::channel(INBOUND_QUEUE)
+    }
+}
+
+struct Session {
+    route: Arc<Route>,
+    conn: ConnState,
+    sources: Arc<Sources>,
+    to_client: mpsc::Sender<Message>,
+    upstream: Option<UpstreamWriter>,
+    inbound: mpsc::Sender<Delivered>,
+    results: mpsc::UnboundedSender<SinkResult>,
+    /// Subscription id to the subscription and the filter that made it.
+    subscriptions: HashMap<u64, (Subscription, usize)>,
+    timers: DelayQueue<(u64, usize)>,
+    timer_keys: HashMap<u64, delay_queue::Key>,
+    /// Set once the session decided to close: (code, reason).
+    closing: Option<(u16, String)>,
+}
+
+/// Runs a connection to its end.
+pub async fn run<S>(
+    stream: WebSocketStream<S>,
+    opening: Opening,
+    sources: Arc<Sources>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (writer, mut reader) = stream.split();
+    let (to_client, client_queue) = mpsc::channel(WRITE_QUEUE);
+    let writer_task = tokio::spawn(write_loop(writer, client_queue));
+    let (results, mut results_rx) = mpsc::unbounded_channel();
+    let (inbound, mut inbound_rx) = opening.inbound;
+    let (upstream, mut upstream_task) = match opening.upstream {
+        Some((writer, task)) => (Some(writer), Some(task)),
+        None => (None, None),
+    };
+    let route = opening.route;
+    let mut session = Session {
+        route: route.clone(),
+        conn: opening.conn,
+        sources,
+        to_client,
+        upstream,
+        inbound,
+        results,
+        subscriptions: HashMap::new(),
+        timers: DelayQueue::new(),
+        timer_keys: HashMap::new(),
+        closing: None,
+    };
+    route.metrics.opened.inc();
+    route.metrics.active.inc();
+    session.apply(opening.effects).await;
+
+    let settings = &route.settings;
+    let mut ping = (settings.ping_interval_ms > 0).then(|| {
+        let period = Duration::from_millis(settings.ping_interval_ms);
+        tokio::time::interval_at(Instant::now() + period, period)
+    });
+    let idle_limit =
+        (settings.idle_timeout_ms > 0).then(|| Duration::from_millis(settings.idle_timeout_ms));
+    let idle = tokio::time::sleep(idle_limit.unwrap_or(Duration::MAX / 4));
+    tokio::pin!(idle);
+    let mut peer_close: Option<u16> = None;
+
+    while session.closing.is_none() {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => session.close(1001, "server shutting down"),
+            Some(result) = results_rx.recv() => session.on_result(result).await,
+            Some(delivered) = inbound_rx.recv() => session.towards_client(delivered).await,
+            Some(expired) = session.timers.next(), if !session.timers.is_empty() => {
+                let (timer, filter) = expired.into_inner();
+                session.timer_keys.remove(&timer);
+                session.conn.handles = session.conn.handles.saturating_sub(1);
+                let (close, effects) = route.chain.notify(&mut session.conn, filter, HookCall::Timer(timer));
+                session.after_hook(close, effects).await;
+            }
+            read = reader.next() => {
+                if let Some(limit) = idle_limit {
+                    idle.as_mut().reset(Instant::now() + limit);
+                }
+                match read {
+                    Some(Ok(Message::Text(text))) => session.from_client(Opcode::Text, text.into()).await,
+                    Some(Ok(Message::Binary(bytes))) => session.from_client(Opcode::Binary, bytes).await,
+                    Some(Ok(Message::Close(frame))) => {
+                        // tungstenite answers the close frame; reading on finishes the handshake.
+                        peer_close = Some(frame.map_or(1005, |f| u16::from(f.code)));
+                    }
+                    Some(Ok(_)) => {} // ping, pong: tungstenite answers pings itself
+                    Some(Err(error)) => match close_for(&error) {
+                        Some((code, reason)) => session.close(code, reason),
+                        None => break,
+                    },
+                    None => break,
+                }
+            }
+            _ = async { ping.as_mut().unwrap().tick().await }, if ping.is_some() => {
+                session.write(Message::Ping(Bytes::new())).await;
+            }
+            _ = &mut idle, if idle_limit.is_some() => session.close(1001, "idle timeout"),
+            _ = async { upstream_task.as_mut().unwrap().await }, if upstream_task.is_some() => {
+                upstream_task = None;
+                session.close(1001, "upstream closed");
+            }
+        }
+    }
+
+    let code = match (session.closing.clone(), peer_close) {
+        (_, Some(code)) => code,
+        (Some((code, reason)), None) => {
+            let frame = CloseFrame {
+                code: CloseCode::from(code),
+                reason: reason.into(),
+            };
+            session.write(Message::Close(Some(frame))).await;
+            // Wait (briefly) for the client's answer so the close handshake completes.
+            let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                while let Some(Ok(_)) = reader.next().await {}
+            })
+            .await;
+            code
+        }
+        (None, None) => ABNORMAL,
+    };
+    route.chain.close(&mut session.conn, code);
+    if let Some(mut upstream) = session.upstream.take() {
+        let _ = upstream.close().await;
+    }
+    if let Some(task) = upstream_task {
+        task.abort();
+    }
+    drop(session);
+    let _ = writer_task.await;
+    route.metrics.active.dec();
+}
+
+/// The close a read error calls for; `None` when the connection is simply gone.
+fn close_for(error: &WsError) -> Option<(u16, &'static str)> {
+    match error {
+        WsError::Capacity(_) => Some((1009, "message too big")),
+        WsError::Utf8(_) => Some((1007, "invalid UTF-8 in a text message")),
+        WsError::Protocol(_) => Some((1002, "protocol error")),
+        _ => None,
+    }
+}
+
+/// Writes every message that is ready, then flushes once: a flush per frame costs ~20x.
+async fn write_loop<S>(
+    mut writer: SplitSink<WebSocketStream<S>, Message>,
+    mut queue: mpsc::Receiver<Message>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    while let Some(first) = queue.recv().await {
+        let mut closing = matches!(first, Message::Close(_));
+        if writer.feed(first).await.is_err() {
+            return;
+        }
+        while !closing {
+            let Ok(next) = queue.try_recv() else { break };
+            closing = matches!(next, Message::Close(_));
+            if writer.feed(next).await.is_err() {
+                return;
+            }
+        }
+        if writer.flush().await.is_err() || closing {
+            return;
+        }
+    }
+}
+
+fn to_message(opcode: Opcode, payload: Bytes) -> Message {
+    match opcode {
+        // Text payloads were checked as UTF-8 where they entered (tungstenite or `replace`/`send`).
+        Opcode::Text => match Utf8Bytes::try_from(payload.clone()) {
+            Ok(text) => Message::Text(text),
+            Err(_) => Message::Binary(payload),
+        },
+        Opcode::Binary => Message::Binary(payload),
+    }
+}
+
+impl Session {
+    fn close(&mut self, code: u16, reason: &str) {
+        if self.closing.is_none() {
+            self.closing = Some((code, reason.to_string()));
+        }
+    }
+
+    async fn write(&mut self, message: Message) {
+        // A full queue waits: a slow client slows what feeds it.
+        if self.to_client.send(message).await.is_err() {
+            self.close(ABNORMAL, "");
+        }
+    }
+
+    async fn from_client(&mut self, opcode: Opcode, payload: Bytes) {
+        let metrics = &self.route.metrics;
+        metrics.messages_in.inc();
+        metrics.bytes_in.inc_by(payload.len() as u64);
+        let route = self.route.clone();
+        let (verdict, effects) = route
+            .chain
+            .message(&mut self.conn, false, opcode, payload, &[]);
+        self.apply(effects).await;
+        match verdict {
+            Verdict::Deliver { opcode, payload } => {
+                for sink in &route.sinks {
+                    self.deliver(sink, opcode, None, payload.clone(), Vec::new(), None)
+                        .await;
+                }
+            }
+            Verdict::Drop => {}
+            Verdict::Close(code, reason) => self.close(code, &reason),
+        }
+    }
+
+    async fn towards_client(&mut self, delivered: Delivered) {
+        let mut message_meta = vec![
+            ("msg.source", delivered.source.to_string()),
+            ("msg.id", delivered.id),
+        ];
+        if let Some(sub) = delivered.sub {
+            message_meta.push(("msg.sub", sub.to_string()));
+        }
+        let route = self.route.clone();
+        let (verdict, effects) = route.chain.message(
+            &mut self.conn,
+            true,
+            delivered.opcode,
+            delivered.payload,
+            &message_meta,
+        );
+        self.apply(effects).await;
+        match verdict {
+            Verdict::Deliver { opcode, payload } => self.send_to_client(opcode, payload).await,
+            Verdict::Drop => {}
+            Verdict::Close(code, reason) => self.close(code, &reason),
+        }
+    }
+
+    async fn send_to_client(&mut self, opcode: Opcode, payload: Bytes) {
+        self.route.metrics.messages_out.inc();
+        self.route.metrics.bytes_out.inc_by(payload.len() as u64);
+        self.write(to_message(opcode, payload)).await;
+    }
+
+    async fn on_result(&mut self, result: SinkResult) {
+        let call = HookCall::Result {
+            ticket: result.ticket,
+            outcome: result.outcome,
+            context: result.context,
+        };
+        let route = self.route.clone();
+        let (close, effects) = route.chain.notify(&mut self.conn, result.filter, call);
+        self.after_hook(close, effects).await;
+    }
+
+    async fn after_hook(&mut self, close: Option<(u16, String)>, effects: Vec<ChainEffect>) {
+        self.apply(effects).await;
+        if let Some((code, reason)) = close {
+            self.close(code, &reason);
+        }
+    }
+
+    /// Hands a record to a sink; `reply` brings the outcome back to the filter that emitted it.
+    async fn deliver(
+        &mut self,
+        sink: &RouteSink,
+        opcode: Opcode,
+        key: Option<Bytes>,
+        payload: Bytes,
+        headers: Vec<(String, Bytes)>,
+        reply: Option<Reply>,
+    ) {
+        match sink {
+            RouteSink::Queued(handle) => {
+                let record = Record {
+                    route: self.route.name.clone(),
+                    conn: self.conn.id,
+                    opcode,
+                    key,
+                    payload,
+                    headers,
+                    meta: self.conn.meta.clone(),
+                };
+                handle.submit(record, reply).await;
+            }
+            RouteSink::Upstream(name, _) => {
+                let outcome = match self.upstream.as_mut() {
+                    Some(upstream) => upstream
+                        .send(to_message(opcode, payload))
+                        .await
+                        .map(|()| String::new())
+                        .map_err(|e| format!("upstream {name}: {e}")),
+                    None => Err(format!("upstream {name} is not connected")),
+                };
+                if let Some(reply) = reply {
+                    reply.send(outcome);
+                }
+            }
+        }
+    }
+
+    /// Carries out what the filters asked for, in the order they asked.
+    async fn apply(&mut self, effects: Vec<ChainEffect>) {
+        for ChainEffect { filter, effect } in effects {
+            match effect {
+                Effect::Send { opcode, payload } => self.send_to_client(opcode, payload).await,
+                Effect::Emit {
+                    ticket,
+                    sink,
+                    key,
+                    payload,
+                    headers,
+                    context,
+                } => {
+                    let reply = Reply {
+                        to: self.results.clone(),
+                        ticket,
+                        filter,
+                        context,
+                    };
+                    let Some(target) = self.route.sink(&sink) else {
+                        continue; // `emit` only hands out tickets for the route's sinks
+                    };
+                    let opcode = if std::str::from_utf8(&payload).is_ok() {
+                        Opcode::Text
+                    } else {
+                        Opcode::Binary
+                    };
+                    self.deliver(&target, opcode, key, payload, headers, Some(reply))
+                        .await;
+                }
+                Effect::Subscribe { id, source, spec } => {
+                    match self
+                        .sources
+                        .subscribe(&source, &spec, id, self.inbound.clone())
+                    {
+                        Ok(subscription) => {
+                            self.subscriptions.insert(id, (subscription, filter));
+                        }
+                        Err(reason) => {
+                            // The filter learns it through its result hook, with the id as ticket.
+                            self.conn.handles = self.conn.handles.saturating_sub(1);
+                            let _ = self.results.send(SinkResult {
+                                ticket: id,
+                                filter,
+                                context: Bytes::new(),
+                                outcome: Err(reason),
+                            });
+                        }
+                    }
+                }
+                Effect::Ack { sub, id } => {
+                    if let Some((subscription, _)) = self.subscriptions.get(&sub) {
+                        subscription.ack(&id);
+                    }
+                }
+                Effect::Nack { sub, id } => {
+                    if let Some((subscription, _)) = self.subscriptions.get(&sub) {
+                        subscription.nack(&id);
+                    }
+                }
+                Effect::Unsubscribe(sub) => {
+                    if self.subscriptions.remove(&sub).is_some() {
+                        self.conn.handles = self.conn.handles.saturating_sub(1);
+                    }
+                }
+                Effect::SetTimer { id, ms } => {
+                    let key = self.timers.insert((id, filter), Duration::from_millis(ms));
+                    self.timer_keys.insert(id, key);
+                }
+                Effect::CancelTimer(id) => {
+                    if let Some(key) = self.timer_keys.remove(&id) {
+                        self.timers.remove(&key);
+                        self.conn.handles = self.conn.handles.saturating_sub(1);
+                    }
+                }
+            }
+        }
+    }
+}

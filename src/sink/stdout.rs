@@ -1,0 +1,29 @@
+//! The `stdout` sink: every record as one JSON line on standard output.
+
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+
+use super::{Deliver, Outcome, Record, json_line};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {}
+
+#[derive(Default)]
+pub struct Stdout;
+
+impl Deliver for Stdout {
+    async fn deliver(&mut self, batch: &[Record]) -> Vec<Outcome> {
+        let lines: Vec<u8> = batch.iter().flat_map(json_line).collect();
+        let mut out = tokio::io::stdout();
+        let written = async {
+            out.write_all(&lines).await?;
+            out.flush().await
+        };
+        let outcome = written
+            .await
+            .map(|()| String::new())
+            .map_err(|e| format!("cannot write to stdout: {e}"));
+        vec![outcome; batch.len()]
+    }
+}
