@@ -1,6 +1,7 @@
 //! The `framegate` command: `run` the proxy on a config file or the embedded default, or
 //! `check` a config file.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,7 +25,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy; without CONFIG, on the embedded default configuration.
-    Run { config: Option<PathBuf> },
+    Run {
+        config: Option<PathBuf>,
+        /// Listen here instead of `server.listen` (port 0: any free port).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Serve the admin endpoints here instead of `server.admin`.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
     /// Validate a configuration file (and that its filter modules load).
     Check { config: PathBuf },
 }
@@ -59,7 +68,11 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
     let result = match cli.command {
-        Command::Run { config } => run(config).await,
+        Command::Run {
+            config,
+            listen,
+            admin,
+        } => run(config, listen, admin).await,
         Command::Check { config } => check(&config),
     };
     match result {
@@ -82,8 +95,14 @@ fn check(path: &PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(path: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = load(path.as_ref())?;
+async fn run(
+    path: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let mut config = load(path.as_ref())?;
+    config.server.listen = listen.unwrap_or(config.server.listen);
+    config.server.admin = admin.or(config.server.admin);
     let watch = config.filters.watch;
     let proxy = Proxy::new(config, path)?;
     let bound = proxy.bind().await?;

@@ -1,0 +1,20 @@
+;; Answers every message with: a version letter, a per-connection counter kept in host metadata
+;; (u32 LE, key "count"), then the payload. Tests write it with LETTER replaced.
+(module
+  (import "framegate" "read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "framegate" "send" (func $send (param i32 i32 i32) (result i32)))
+  (import "framegate" "meta_get" (func $meta_get (param i32 i32 i32 i32) (result i32)))
+  (import "framegate" "meta_set" (func $meta_set (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (data (i32.const 0) "count")
+  (data (i32.const 16) "LETTER")
+  (func (export "fg_abi_v1"))
+  (func (export "fg_on_message") (param i64 i32 i32 i32) (result i32)
+    (i32.store (i32.const 8) (i32.const 0))
+    (drop (call $meta_get (i32.const 0) (i32.const 5) (i32.const 8) (i32.const 4)))
+    (i32.store (i32.const 8) (i32.add (i32.load (i32.const 8)) (i32.const 1)))
+    (drop (call $meta_set (i32.const 0) (i32.const 5) (i32.const 8) (i32.const 4)))
+    (i32.store (i32.const 17) (i32.load (i32.const 8)))
+    (drop (call $read (i32.const 0) (i32.const 0) (i32.const 21) (local.get 3)))
+    (drop (call $send (i32.const 2) (i32.const 16) (i32.add (local.get 3) (i32.const 5))))
+    (i32.const 1)))
