@@ -84,13 +84,10 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Loads everything `run` would, without listening: sinks are started and dropped.
+/// Loads everything `run` would (filters included), without listening.
 fn check(path: &PathBuf) -> anyhow::Result<()> {
     let config = load(Some(path))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async { Proxy::new(config, None).map(drop) })?;
+    Proxy::new(config, None)?;
     println!("{}: ok", path.display());
     Ok(())
 }

@@ -41,7 +41,17 @@ pub struct ModuleVersion {
     pub id: u64,
     pub hash: String,
     pub loaded_at: SystemTime,
+    /// The optional hooks the module exports; a hook it lacks is not worth an instance.
+    pub exports: Exports,
     pre: InstancePre<CallState>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Exports {
+    pub open: bool,
+    pub result: bool,
+    pub timer: bool,
+    pub close: bool,
 }
 
 /// What `/filters` shows of a module.
@@ -241,6 +251,12 @@ impl FilterHost {
             id: self.next_version.fetch_add(1, Ordering::Relaxed),
             hash: format!("{:016x}", hasher.finish()),
             loaded_at: SystemTime::now(),
+            exports: Exports {
+                open: module.get_export("fg_on_open").is_some(),
+                result: module.get_export("fg_on_result").is_some(),
+                timer: module.get_export("fg_on_timer").is_some(),
+                close: module.get_export("fg_on_close").is_some(),
+            },
             pre,
         };
         for config in configs {

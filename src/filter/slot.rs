@@ -58,6 +58,7 @@ pub enum HookCall {
 }
 
 /// What a call left behind.
+#[derive(Default)]
 pub struct CallOutput {
     /// The hook's return value (0 for hooks without one).
     pub code: i32,
@@ -168,17 +169,15 @@ pub(super) fn instantiate(
 
 /// Sorts a failed call into timeout, memory or trap, with a readable message.
 fn describe(error: &wasmtime::Error) -> (&'static str, String) {
-    let message = format!("{error:#}");
+    // The outer error is "error while executing at wasm backtrace: ..."; the cause says why.
+    let cause = error.root_cause().to_string();
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return ("timeout", "ran past its deadline".into());
     }
-    if message.contains("forcing trap when growing memory") {
+    if cause.contains("forcing trap when growing memory") {
         return ("memory", "grew past its memory limit".into());
     }
-    (
-        "trap",
-        message.lines().next().unwrap_or_default().to_string(),
-    )
+    ("trap", cause)
 }
 
 pub struct FilterSlot {
@@ -249,6 +248,17 @@ impl FilterSlot {
 
     /// Runs one hook with the connection's state lent to the instance.
     pub fn call(&self, conn: &mut ConnState, call: HookCall) -> Result<CallOutput, FilterFailure> {
+        let exports = self.module.load().exports;
+        let exported = match call {
+            HookCall::Message { .. } => true,
+            HookCall::Open => exports.open,
+            HookCall::Result { .. } => exports.result,
+            HookCall::Timer(_) => exports.timer,
+            HookCall::Close(_) => exports.close,
+        };
+        if !exported {
+            return Ok(CallOutput::default());
+        }
         let mut warm = self.take()?;
         // A call that fails leaves no trace: its effects are dropped, and so are these changes.
         let (meta_before, handles_before) = (conn.meta.clone(), conn.handles);

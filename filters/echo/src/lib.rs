@@ -1,1 +1,25 @@
+//! The bundled `echo` filter: every message from the client goes straight back to it, with
+//! the same opcode; messages towards the client pass unchanged.
 
+use framegate_guest::{Conn, Filter, Message, Verdict, export_filter};
+
+#[derive(Default)]
+struct Echo {
+    /// Reused for every message: no allocation per call once it has grown.
+    buffer: Vec<u8>,
+}
+
+impl Filter for Echo {
+    fn on_message(&mut self, conn: &Conn, message: &mut Message) -> Verdict {
+        if !message.from_client() {
+            return Verdict::Continue;
+        }
+        message.read_into(&mut self.buffer);
+        match conn.send(message.opcode(), &self.buffer) {
+            Ok(()) => Verdict::Drop,
+            Err(_) => Verdict::Close,
+        }
+    }
+}
+
+export_filter!(Echo);

@@ -1,0 +1,78 @@
+//! The raw ABI v1 (docs/abi.md): the `framegate` imports and their constants. Filters use the
+//! safe API of the crate root; this module is for what it does not cover.
+//!
+//! Off wasm32 (documentation, host-side unit tests) the imports are stand-ins that panic: the
+//! real ones exist only inside framegate.
+
+/// The current message (in `fg_on_message`).
+pub const BUF_PAYLOAD: i32 = 0;
+/// The filter's config as JSON (in `fg_init`).
+pub const BUF_CONFIG: i32 = 1;
+/// A sink result's detail: the broker's id, or the error (in `fg_on_result`).
+pub const BUF_RESULT: i32 = 2;
+/// The context given to `emit` (in `fg_on_result`).
+pub const BUF_CONTEXT: i32 = 3;
+
+/// Declares the imports once: real ones on wasm32, panicking stand-ins elsewhere.
+macro_rules! imports {
+    ($($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {
+        #[cfg(target_arch = "wasm32")]
+        #[link(wasm_import_module = "framegate")]
+        unsafe extern "C" {
+            $($(#[$doc])* pub fn $name($($arg: $ty),*) $(-> $ret)?;)*
+        }
+        $(
+            #[cfg(not(target_arch = "wasm32"))]
+            $(#[$doc])*
+            ///
+            /// # Safety
+            /// Pointers and lengths must describe the caller's own memory.
+            #[allow(unused_variables)]
+            pub unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
+                panic!(concat!("framegate::", stringify!($name), " exists only inside framegate (wasm32)"))
+            }
+        )*
+    };
+}
+
+imports! {
+    /// Length of a buffer, or -1 if it is not set in this hook.
+    fn buf_len(buf: i32) -> i32;
+    /// Copies up to `cap` bytes of a buffer from `offset`; returns the count.
+    fn read(buf: i32, offset: i32, dst: *mut u8, cap: i32) -> i32;
+    /// Replaces the current message.
+    fn replace(src: *const u8, len: i32) -> i32;
+    /// Copies up to `cap` bytes of a metadata value; returns its whole length, -1 if absent.
+    fn meta_get(key: *const u8, klen: i32, dst: *mut u8, cap: i32) -> i32;
+    /// Sets connection metadata; `vlen` -1 deletes the key.
+    fn meta_set(key: *const u8, klen: i32, val: *const u8, vlen: i32) -> i32;
+    /// Queues a message to the client.
+    fn send(opcode: i32, src: *const u8, len: i32) -> i32;
+    /// Enqueues a record to a sink of the route; returns a ticket.
+    fn emit(
+        sink: *const u8, slen: i32, key: *const u8, klen: i32, src: *const u8, len: i32,
+        hdrs: *const u8, hlen: i32, ctx: *const u8, clen: i32
+    ) -> i64;
+    /// Starts a flow from a source to this connection; returns a subscription id.
+    fn subscribe(source: *const u8, slen: i32, spec: *const u8, splen: i32) -> i64;
+    /// Acknowledges a delivered message.
+    fn ack(sub: i64, id: *const u8, idlen: i32) -> i32;
+    /// Refuses a delivered message.
+    fn nack(sub: i64, id: *const u8, idlen: i32) -> i32;
+    /// Stops a subscription.
+    fn unsubscribe(sub: i64) -> i32;
+    /// A one-shot timer; returns its id.
+    fn set_timer(ms: i32) -> i64;
+    /// Cancels a timer.
+    fn cancel_timer(timer: i64) -> i32;
+    /// Milliseconds since the Unix epoch.
+    fn now_ms() -> i64;
+    /// Closes the connection after this call.
+    fn close(code: i32, reason: *const u8, rlen: i32) -> i32;
+    /// In `fg_on_open`: the HTTP status and body of a refusal.
+    fn reject(status: i32, body: *const u8, blen: i32) -> i32;
+    /// Logs a line: 0 error, 1 warn, 2 info, 3 debug, 4 trace.
+    fn log(level: i32, ptr: *const u8, len: i32) -> i32;
+    /// Kind 0 adds to a counter, kind 1 sets a gauge.
+    fn metric(name: *const u8, nlen: i32, kind: i32, value: f64) -> i32;
+}
