@@ -27,7 +27,7 @@ macro_rules! imports {
             ///
             /// # Safety
             /// Pointers and lengths must describe the caller's own memory.
-            #[allow(unused_variables)]
+            #[allow(unused_variables, clippy::too_many_arguments)]
             pub unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
                 panic!(concat!("framegate::", stringify!($name), " exists only inside framegate (wasm32)"))
             }

@@ -264,13 +264,13 @@ impl Config {
             if sink.queue == 0 {
                 return Err(err(key("queue"), "expected at least 1".into()));
             }
-            if let Some(dead) = &sink.dead_letter {
-                if dead == name || !self.sinks.contains_key(dead) {
-                    return Err(err(
-                        key("dead_letter"),
-                        format!("expected the name of another sink, got {dead:?}"),
-                    ));
-                }
+            if let Some(dead) = &sink.dead_letter
+                && (dead == name || !self.sinks.contains_key(dead))
+            {
+                return Err(err(
+                    key("dead_letter"),
+                    format!("expected the name of another sink, got {dead:?}"),
+                ));
             }
             crate::sink::check_options(&sink.kind, &sink.options)
                 .map_err(|m| err(format!("sinks.{name}"), m))?;

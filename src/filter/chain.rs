@@ -153,12 +153,13 @@ impl Chain {
         }
     }
 
-    /// Tells every filter the connection ended.
-    pub fn close(&self, conn: &mut ConnState, code: u16) {
-        let mut ignored = Vec::new();
+    /// Tells every filter the connection ended; what they emit on the way out still goes.
+    pub fn close(&self, conn: &mut ConnState, code: u16) -> Vec<ChainEffect> {
+        let mut effects = Vec::new();
         for index in 0..self.slots.len() {
-            let _ = self.call(index, conn, HookCall::Close(code), &mut ignored);
+            let _ = self.call(index, conn, HookCall::Close(code), &mut effects);
         }
+        effects
     }
 }
 

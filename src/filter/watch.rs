@@ -26,7 +26,7 @@ pub fn start(proxy: Arc<Proxy>) -> anyhow::Result<notify::RecommendedWatcher> {
     let config_file = proxy
         .config_path
         .as_ref()
-        .map(|p| std::path::absolute(p))
+        .map(std::path::absolute)
         .transpose()?;
     let (events, mut changes) = mpsc::unbounded_channel();
     let dir = std::path::absolute(&dir)?;

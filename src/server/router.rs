@@ -9,6 +9,9 @@ use crate::filter::{Chain, FilterHost};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::sink::{RouteSink, Sinks, ws};
 
+/// `{name}` captures of a matched path: (name, value).
+pub type Captures = Vec<(String, String)>;
+
 pub struct Route {
     pub name: Arc<str>,
     path: RoutePath,
@@ -98,7 +101,7 @@ impl Router {
     }
 
     /// The route serving `path`, with its captures.
-    pub fn find(&self, path: &str) -> Option<(Arc<Route>, Vec<(String, String)>)> {
+    pub fn find(&self, path: &str) -> Option<(Arc<Route>, Captures)> {
         self.routes.iter().find_map(|route| {
             route
                 .path

@@ -44,14 +44,9 @@ pub fn from_request(info: &RequestInfo<'_>) -> Meta {
     for pair in info.query.split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = format!("query.{}", crate::config::percent_decode_with(name, true));
-        if !meta.contains_key(&name) {
-            meta.insert(
-                name,
-                crate::config::percent_decode_with(value, true)
-                    .into_bytes()
-                    .into(),
-            );
-        }
+        // The first value of a repeated parameter wins.
+        meta.entry(name)
+            .or_insert_with(|| crate::config::percent_decode_with(value, true).into_bytes().into());
     }
     for (name, value) in info.headers {
         let key = format!("header.{}", name.as_str());

@@ -146,8 +146,8 @@ pub async fn run<S>(
                     idle.as_mut().reset(Instant::now() + limit);
                 }
                 match read {
-                    Some(Ok(Message::Text(text))) => session.from_client(Opcode::Text, text.into()).await,
-                    Some(Ok(Message::Binary(bytes))) => session.from_client(Opcode::Binary, bytes).await,
+                    Some(Ok(Message::Text(text))) => session.client_message(Opcode::Text, text.into()).await,
+                    Some(Ok(Message::Binary(bytes))) => session.client_message(Opcode::Binary, bytes).await,
                     Some(Ok(Message::Close(frame))) => {
                         // tungstenite answers the close frame; reading on finishes the handshake.
                         peer_close = Some(frame.map_or(1005, |f| u16::from(f.code)));
@@ -188,7 +188,8 @@ pub async fn run<S>(
         }
         (None, None) => ABNORMAL,
     };
-    route.chain.close(&mut session.conn, code);
+    let farewell = route.chain.close(&mut session.conn, code);
+    session.apply(farewell).await;
     if let Some(mut upstream) = session.upstream.take() {
         let _ = upstream.close().await;
     }
@@ -260,7 +261,7 @@ impl Session {
         }
     }
 
-    async fn from_client(&mut self, opcode: Opcode, payload: Bytes) {
+    async fn client_message(&mut self, opcode: Opcode, payload: Bytes) {
         let metrics = &self.route.metrics;
         metrics.messages_in.inc();
         metrics.bytes_in.inc_by(payload.len() as u64);

@@ -286,7 +286,7 @@ impl Sinks {
             "stdout" => {
                 parse::<stdout::Options>(options).map_err(bad)?;
                 ctx.tasks
-                    .spawn(run(stdout::Stdout::default(), receiver, policy));
+                    .spawn(run(stdout::Stdout, receiver, policy));
             }
             "file" => {
                 let file = file::File::new(name, parse(options).map_err(bad)?);

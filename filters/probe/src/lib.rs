@@ -81,10 +81,10 @@ impl Filter for Probe {
             let _ = conn.reject(status.parse().unwrap_or(403), b"rejected by probe");
             return Open::Reject;
         }
-        if let Some(topic) = conn.meta_str("query.sub") {
-            if conn.subscribe("bus", &topic).is_err() {
-                framegate_guest::log(Level::Warn, "subscribe at open failed");
-            }
+        if let Some(topic) = conn.meta_str("query.sub")
+            && conn.subscribe("bus", &topic).is_err()
+        {
+            framegate_guest::log(Level::Warn, "subscribe at open failed");
         }
         Open::Accept
     }
