@@ -10,10 +10,7 @@ use framegate::config::{Config, DEFAULT_CONFIG};
 use framegate::proxy::Proxy;
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "A WebSocket edge proxy with hot-swappable WebAssembly filters"
-)]
+#[command(version, about = "A WebSocket edge proxy with hot-swappable WebAssembly filters")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,11 +66,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
     let result = match cli.command {
-        Command::Run {
-            config,
-            listen,
-            admin,
-        } => run(config, listen, admin).await,
+        Command::Run { config, listen, admin } => run(config, listen, admin).await,
         Command::Check { config } => check(&config),
     };
     match result {
@@ -93,11 +86,7 @@ fn check(path: &PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(
-    path: Option<PathBuf>,
-    listen: Option<SocketAddr>,
-    admin: Option<SocketAddr>,
-) -> anyhow::Result<()> {
+async fn run(path: Option<PathBuf>, listen: Option<SocketAddr>, admin: Option<SocketAddr>) -> anyhow::Result<()> {
     let mut config = load(path.as_ref())?;
     config.server.listen = listen.unwrap_or(config.server.listen);
     config.server.admin = admin.or(config.server.admin);

@@ -113,26 +113,10 @@ impl Default for Metrics {
             "Open client connections",
             connections_active.clone(),
         );
-        registry.register(
-            "connections",
-            "Client connections accepted",
-            connections.clone(),
-        );
-        registry.register(
-            "upgrades_refused",
-            "Upgrades refused, by HTTP status",
-            refused.clone(),
-        );
-        registry.register(
-            "messages",
-            "Messages, by route and direction",
-            messages.clone(),
-        );
-        registry.register(
-            "bytes",
-            "Payload bytes, by route and direction",
-            bytes.clone(),
-        );
+        registry.register("connections", "Client connections accepted", connections.clone());
+        registry.register("upgrades_refused", "Upgrades refused, by HTTP status", refused.clone());
+        registry.register("messages", "Messages, by route and direction", messages.clone());
+        registry.register("bytes", "Payload bytes, by route and direction", bytes.clone());
         registry.register(
             "filter_call_seconds",
             "Time of one filter hook call",
@@ -143,11 +127,7 @@ impl Default for Metrics {
             "Filter calls cut off: trap, timeout, memory, init",
             filter_failures.clone(),
         );
-        registry.register(
-            "filter_reloads",
-            "Filter versions swapped in",
-            filter_reloads.clone(),
-        );
+        registry.register("filter_reloads", "Filter versions swapped in", filter_reloads.clone());
         registry.register(
             "filter_reload_failures",
             "Filter files refused on reload",
@@ -163,11 +143,7 @@ impl Default for Metrics {
             "Gauges filters set with `metric`",
             custom_gauges.clone(),
         );
-        registry.register(
-            "sink_records",
-            "Records by sink and outcome",
-            sink_records.clone(),
-        );
+        registry.register("sink_records", "Records by sink and outcome", sink_records.clone());
         registry.register(
             "bus_dropped",
             "Bus messages a slow subscriber missed",
@@ -197,15 +173,12 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out
     }
 
     pub fn route(&self, route: &str) -> RouteMetrics {
-        let label = RouteLabel {
-            route: route.into(),
-        };
+        let label = RouteLabel { route: route.into() };
         let flow = |dir| FlowLabel {
             route: route.into(),
             dir,
@@ -227,9 +200,7 @@ impl Metrics {
         filters
             .entry(filter.to_string())
             .or_insert_with(|| {
-                let label = FilterLabel {
-                    filter: filter.into(),
-                };
+                let label = FilterLabel { filter: filter.into() };
                 Arc::new(FilterMetrics {
                     filter: filter.into(),
                     call_seconds: owned(&self.filter_calls, &label),
@@ -262,12 +233,7 @@ impl Metrics {
     }
 
     pub fn bus_dropped(&self, topic: &str) -> Counter {
-        owned(
-            &self.bus_dropped,
-            &TopicLabel {
-                topic: topic.into(),
-            },
-        )
+        owned(&self.bus_dropped, &TopicLabel { topic: topic.into() })
     }
 }
 
@@ -324,15 +290,11 @@ impl FilterMetrics {
     }
 
     pub fn custom_counter(&self, name: &str, value: f64) {
-        self.custom_counters
-            .get_or_create(&self.custom(name))
-            .inc_by(value);
+        self.custom_counters.get_or_create(&self.custom(name)).inc_by(value);
     }
 
     pub fn custom_gauge(&self, name: &str, value: f64) {
-        self.custom_gauges
-            .get_or_create(&self.custom(name))
-            .set(value);
+        self.custom_gauges.get_or_create(&self.custom(name)).set(value);
     }
 }
 

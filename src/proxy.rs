@@ -82,13 +82,7 @@ impl Proxy {
         let mut sinks = self.sinks.lock().unwrap();
         let new_sinks = Sinks::build(&config, &sinks, &self.sink_context)?;
         self.host.set_configs(Router::filter_configs(&config));
-        let router = Router::build(
-            &config,
-            &new_sinks,
-            &self.host,
-            &self.metrics,
-            &self.router.load(),
-        )?;
+        let router = Router::build(&config, &new_sinks, &self.host, &self.metrics, &self.router.load())?;
         self.router.store(Arc::new(router));
         *sinks = new_sinks;
         let mut current = self.config.lock().unwrap();
@@ -123,11 +117,7 @@ impl Proxy {
     /// Binds the listeners and serves until `shutdown` is cancelled.
     pub async fn bind(self: &Arc<Self>) -> anyhow::Result<Bound> {
         let server = self.config.lock().unwrap().server.clone();
-        let tls = server
-            .tls
-            .as_ref()
-            .map(crate::server::tls_acceptor)
-            .transpose()?;
+        let tls = server.tls.as_ref().map(crate::server::tls_acceptor).transpose()?;
         let listener = TcpListener::bind(server.listen)
             .await
             .with_context(|| format!("server.listen: cannot listen on {}", server.listen))?;
@@ -152,10 +142,7 @@ impl Proxy {
         let grace = Duration::from_millis(self.config.lock().unwrap().server.shutdown_grace_ms);
         self.shutdown.cancel();
         self.sessions.close();
-        if tokio::time::timeout(grace, self.sessions.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, self.sessions.wait()).await.is_err() {
             tracing::warn!("some connections did not close within {grace:?}");
         }
         // Dropping the routes and sinks closes the sink queues; each sink drains and ends.

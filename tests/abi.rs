@@ -100,7 +100,12 @@ async fn metadata_from_the_request_and_from_filters() {
 
     assert_eq!(ask(&mut ws, "count hits").await, "ok");
     assert_eq!(ask(&mut ws, "count hits").await, "ok");
-    assert_eq!(proxy.metric("framegate_filter_custom_total{filter=\"probe\",name=\"hits\"}").await, 2.0);
+    assert_eq!(
+        proxy
+            .metric("framegate_filter_custom_total{filter=\"probe\",name=\"hits\"}")
+            .await,
+        2.0
+    );
 }
 
 #[tokio::test]
@@ -122,17 +127,37 @@ async fn emitted_records_come_back_as_results() {
     let ticket: u64 = ticket.strip_prefix("ok ").unwrap().parse().unwrap();
     let result = next_text(&mut ws).await;
     assert!(
-        result.starts_with(&format!("result {ticket} failed cannot write framegate.toml/cannot.jsonl")),
+        result.starts_with(&format!(
+            "result {ticket} failed cannot write framegate.toml/cannot.jsonl"
+        )),
         "{result}"
     );
     assert!(result.ends_with(" ctx:lost"), "{result}");
-    eventually("the failed record in the dead letter sink", || async { records(&proxy, "dlq.jsonl").len() == 1 }).await;
+    eventually("the failed record in the dead letter sink", || async {
+        records(&proxy, "dlq.jsonl").len() == 1
+    })
+    .await;
     let dead = &records(&proxy, "dlq.jsonl")[0];
     assert_eq!(dead["payload"], "lost");
     assert_eq!(dead["headers"]["framegate-sink"], "broken");
-    assert!(dead["headers"]["framegate-error"].as_str().unwrap().starts_with("cannot write"));
-    assert_eq!(proxy.metric("framegate_sink_records_total{sink=\"broken\",outcome=\"failed\"}").await, 1.0);
-    assert_eq!(proxy.metric("framegate_sink_records_total{sink=\"broken\",outcome=\"retried\"}").await, 1.0);
+    assert!(
+        dead["headers"]["framegate-error"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot write")
+    );
+    assert_eq!(
+        proxy
+            .metric("framegate_sink_records_total{sink=\"broken\",outcome=\"failed\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        proxy
+            .metric("framegate_sink_records_total{sink=\"broken\",outcome=\"retried\"}")
+            .await,
+        1.0
+    );
 
     // fire_and_forget: the result comes when the record is queued.
     let ticket = ask(&mut ws, "emit quick fast").await;
@@ -150,7 +175,9 @@ async fn emitted_records_come_back_as_results() {
     // fg_on_close may still emit: the probe logs the close code.
     ws.close(None).await.unwrap();
     eventually("the close logged", || async {
-        records(&proxy, "log.jsonl").iter().any(|r| r["payload"] == "closed 1005")
+        records(&proxy, "log.jsonl")
+            .iter()
+            .any(|r| r["payload"] == "closed 1005")
     })
     .await;
 }
@@ -172,7 +199,11 @@ async fn bus_subscriptions_reach_the_client_through_the_chain() {
     let mut subscriber = proxy.connect("/probe/r").await;
     let sub = ask(&mut subscriber, "sub bus news").await.replace("ok ", "");
     let mut at_open = proxy.connect("/probe/r?sub=news").await;
-    assert_eq!(ask(&mut at_open, "meta route").await, "probe", "the open hook ran and its effects applied");
+    assert_eq!(
+        ask(&mut at_open, "meta route").await,
+        "probe",
+        "the open hook ran and its effects applied"
+    );
     assert_eq!(ask(&mut subscriber, "sub nosuch x").await, "err UnknownTarget");
 
     let mut publisher = proxy.connect("/publish").await;
@@ -180,13 +211,24 @@ async fn bus_subscriptions_reach_the_client_through_the_chain() {
         send_text(&mut publisher, &format!("headline {i}")).await;
     }
     for i in 1..=3 {
-        assert_eq!(next_text(&mut subscriber).await, format!("[sub {sub} msg {i}] headline {i}"));
-        assert!(next_text(&mut at_open).await.ends_with(&format!("msg {i}] headline {i}")));
+        assert_eq!(
+            next_text(&mut subscriber).await,
+            format!("[sub {sub} msg {i}] headline {i}")
+        );
+        assert!(
+            next_text(&mut at_open)
+                .await
+                .ends_with(&format!("msg {i}] headline {i}"))
+        );
     }
     assert_eq!(ask(&mut subscriber, &format!("unsub {sub}")).await, "ok ");
     send_text(&mut publisher, "headline 4").await;
     assert!(next_text(&mut at_open).await.ends_with("headline 4"));
-    assert_eq!(ask(&mut subscriber, "meta route").await, "probe", "nothing after unsubscribing");
+    assert_eq!(
+        ask(&mut subscriber, "meta route").await,
+        "probe",
+        "nothing after unsubscribing"
+    );
 }
 
 #[tokio::test]
@@ -210,7 +252,33 @@ async fn a_filter_written_in_c() {
     let mut ws = proxy.connect("/upper").await;
     assert_eq!(ask(&mut ws, "hello, C filter").await, "HELLO, C FILTER");
     let big = "abc".repeat(50_000);
-    assert_eq!(ask(&mut ws, &big).await, big.to_uppercase(), "larger than its initial memory");
+    assert_eq!(
+        ask(&mut ws, &big).await,
+        big.to_uppercase(),
+        "larger than its initial memory"
+    );
     ws.send(Message::binary(b"abc".to_vec())).await.unwrap();
-    assert_eq!(next_message(&mut ws).await, Message::binary(b"abc".to_vec()), "binary passes unchanged");
+    assert_eq!(
+        next_message(&mut ws).await,
+        Message::binary(b"abc".to_vec()),
+        "binary passes unchanged"
+    );
+}
+
+#[tokio::test]
+async fn the_default_config_publishes_and_subscribes_on_the_bus() {
+    let proxy = start_default();
+    let mut readers = [proxy.connect("/news").await, proxy.connect("/news").await];
+    let mut publisher = proxy.connect("/publish").await;
+    send_text(&mut publisher, "extra!").await;
+    for reader in &mut readers {
+        assert_eq!(next_text(reader).await, "extra!");
+    }
+    let mut ingest = proxy.connect("/ingest").await;
+    send_text(&mut ingest, "{\"n\":1}").await;
+    eventually("the ingested line", || async {
+        std::fs::read_to_string(proxy.dir.path().join("target/framegate-ingest.jsonl"))
+            .is_ok_and(|t| t.contains("\"payload\":\"{\\\"n\\\":1}\""))
+    })
+    .await;
 }

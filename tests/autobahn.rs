@@ -9,15 +9,7 @@ use common::*;
 
 #[test]
 fn autobahn_cases_pass_against_the_default_echo_route() {
-    let dir = tempfile::tempdir().unwrap();
-    let filters = dir.path().join("target/filters");
-    std::fs::create_dir_all(&filters).unwrap();
-    std::fs::copy(built_filters().join("echo.wasm"), filters.join("echo.wasm"))
-        .expect("target/filters/echo.wasm: run scripts/build-filters");
-    let proxy = Proxy::spawn(
-        dir,
-        &["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
-    );
+    let proxy = start_default();
     let reports = proxy.dir.path().join("autobahn");
     let run = Command::new("kosoku")
         .args(["-m", "fuzzingclient", "-x", "12.*", "-x", "13.*", "-o"])
@@ -33,8 +25,5 @@ fn autobahn_cases_pass_against_the_default_echo_route() {
         summary.into_iter().rev().collect::<Vec<_>>().join("\n"),
         String::from_utf8_lossy(&run.stderr)
     );
-    assert!(
-        report.contains("301"),
-        "expected 301 cases to run:\n{report}"
-    );
+    assert!(report.contains("301"), "expected 301 cases to run:\n{report}");
 }

@@ -11,19 +11,14 @@ use common::*;
 fn check(config: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("filters")).unwrap();
-    std::fs::copy(
-        built_filters().join("echo.wasm"),
-        dir.path().join("filters/echo.wasm"),
-    )
-    .unwrap();
+    std::fs::copy(built_filters().join("echo.wasm"), dir.path().join("filters/echo.wasm")).unwrap();
     std::fs::write(dir.path().join("framegate.toml"), config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_framegate"))
         .args(["check", "framegate.toml"])
         .current_dir(dir.path())
         .output()
         .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -40,10 +35,7 @@ fn check_accepts_a_good_file_and_names_what_is_wrong_in_a_bad_one() {
             "[routes.e]\npath = \"/e\"\nfilterz = []\n",
             "framegate.toml: (syntax): TOML parse error at line",
         ),
-        (
-            "[routes.e]\npath = \"/e\"\nfilterz = []\n",
-            "unknown field `filterz`",
-        ),
+        ("[routes.e]\npath = \"/e\"\nfilterz = []\n", "unknown field `filterz`"),
         (
             "[routes.e]\npath = \"/e\"\nsinks = [\"out\"]\n",
             "framegate.toml: routes.e.sinks[0]: no sink named \"out\" in [sinks]",
@@ -89,9 +81,8 @@ fn check_accepts_a_good_file_and_names_what_is_wrong_in_a_bad_one() {
 
 #[tokio::test]
 async fn a_changed_config_applies_live() {
-    let route = |name: &str, path: &str| {
-        format!("[routes.{name}]\npath = \"{path}\"\nfilters = [{{ module = \"echo\" }}]\n")
-    };
+    let route =
+        |name: &str, path: &str| format!("[routes.{name}]\npath = \"{path}\"\nfilters = [{{ module = \"echo\" }}]\n");
     let first = format!("{}\n{}{}", head(""), route("a", "/a"), route("b", "/b"));
     let proxy = Proxy::start(&first, &["echo"], &[]);
     let mut kept = proxy.connect("/a").await;
@@ -122,11 +113,7 @@ async fn a_changed_config_applies_live() {
         proxy.logs().contains("config reload refused")
     })
     .await;
-    assert_eq!(
-        upgrade_status(proxy.ws, "/c").await.0,
-        101,
-        "the running config stays"
-    );
+    assert_eq!(upgrade_status(proxy.ws, "/c").await.0, 101, "the running config stays");
     send_text(&mut kept, "after").await;
     assert_eq!(next_text(&mut kept).await, "after");
 }

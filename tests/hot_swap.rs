@@ -18,9 +18,7 @@ const PER_CLIENT: u32 = 5_000;
 const WINDOW: u32 = 64;
 
 fn counter(letter: &str) -> Vec<u8> {
-    include_str!("wat/counter.wat")
-        .replace("LETTER", letter)
-        .into_bytes()
+    include_str!("wat/counter.wat").replace("LETTER", letter).into_bytes()
 }
 
 /// One answer: (version letter, connection counter, sequence number sent).
@@ -43,12 +41,8 @@ async fn stream(proxy: Arc<Proxy>, swapped: Arc<AtomicBool>) -> Vec<((u8, u32, u
     let sender = tokio::spawn(async move {
         for seq in 0..PER_CLIENT {
             credit.recv().await.unwrap();
-            sent_after_swap_tx
-                .send(swapped.load(Ordering::SeqCst))
-                .unwrap();
-            tx.send(Message::binary(seq.to_le_bytes().to_vec()))
-                .await
-                .unwrap();
+            sent_after_swap_tx.send(swapped.load(Ordering::SeqCst)).unwrap();
+            tx.send(Message::binary(seq.to_le_bytes().to_vec())).await.unwrap();
         }
         tx
     });
@@ -72,11 +66,7 @@ async fn swap_under_traffic_loses_nothing() {
         "{}\n[routes.count]\npath = \"/count\"\nfilters = [{{ module = \"counter\" }}]\n",
         head("")
     );
-    let proxy = Arc::new(Proxy::start(
-        &config,
-        &[],
-        &[("counter.wat", &counter("A"))],
-    ));
+    let proxy = Arc::new(Proxy::start(&config, &[], &[("counter.wat", &counter("A"))]));
     let swapped = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| tokio::spawn(stream(proxy.clone(), swapped.clone())))

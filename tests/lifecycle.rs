@@ -24,17 +24,11 @@ async fn pings_keep_alive_and_silence_times_out() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert!(
-        matches!(first, Message::Ping(_)),
-        "expected a ping, got {first:?}"
-    );
+    assert!(matches!(first, Message::Ping(_)), "expected a ping, got {first:?}");
 
     let mut quiet = proxy.connect("/quiet").await;
     let started = std::time::Instant::now();
-    assert_eq!(
-        closed_with(&mut quiet).await,
-        (1001, "idle timeout".to_string())
-    );
+    assert_eq!(closed_with(&mut quiet).await, (1001, "idle timeout".to_string()));
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
 
@@ -55,10 +49,7 @@ async fn shutdown_closes_clients_and_flushes_sinks() {
         clients.push(ws);
     }
     eventually("every message read", || async {
-        proxy
-            .metric("framegate_messages_total{route=\"in\",dir=\"in\"}")
-            .await
-            == 300.0
+        proxy.metric("framegate_messages_total{route=\"in\",dir=\"in\"}").await == 300.0
     })
     .await;
 
@@ -67,18 +58,12 @@ async fn shutdown_closes_clients_and_flushes_sinks() {
         (status, proxy)
     });
     for ws in &mut clients {
-        assert_eq!(
-            closed_with(ws).await,
-            (1001, "server shutting down".to_string())
-        );
+        assert_eq!(closed_with(ws).await, (1001, "server shutting down".to_string()));
     }
     let (status, proxy) = status.await.unwrap();
     assert!(status.success(), "exit status {status}");
     let lines = std::fs::read_to_string(proxy.dir.path().join("out/records.jsonl")).unwrap();
-    let records: Vec<serde_json::Value> = lines
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let records: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(records.len(), 300);
     for c in 0..3 {
         let sent: Vec<String> = records
@@ -86,9 +71,7 @@ async fn shutdown_closes_clients_and_flushes_sinks() {
             .map(|r| r["payload"].as_str().unwrap().to_string())
             .filter(|p| p.starts_with(&format!("{{\"client\":{c},")))
             .collect();
-        let expected: Vec<String> = (0..100)
-            .map(|i| format!("{{\"client\":{c},\"i\":{i}}}"))
-            .collect();
+        let expected: Vec<String> = (0..100).map(|i| format!("{{\"client\":{c},\"i\":{i}}}")).collect();
         assert_eq!(sent, expected, "client {c}'s records, in order");
     }
 }

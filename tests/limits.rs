@@ -75,15 +75,10 @@ async fn runaway_filters_are_cut_off_and_others_keep_serving() {
         assert_eq!(next_text(&mut open).await, format!("m{i}"));
     }
 
-    let failures = |filter: &str, kind: &str| {
-        format!("framegate_filter_failures_total{{filter=\"{filter}\",kind=\"{kind}\"}}")
-    };
+    let failures =
+        |filter: &str, kind: &str| format!("framegate_filter_failures_total{{filter=\"{filter}\",kind=\"{kind}\"}}");
     assert_eq!(proxy.metric(&failures("spin", "timeout")).await, 4.0);
     assert_eq!(proxy.metric(&failures("hog", "memory")).await, 1.0);
     assert_eq!(proxy.metric(&failures("wild", "trap")).await, 3.0);
-    assert!(
-        proxy
-            .logs()
-            .contains("filter passed a pointer outside its memory")
-    );
+    assert!(proxy.logs().contains("filter passed a pointer outside its memory"));
 }

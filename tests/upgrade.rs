@@ -29,10 +29,7 @@ async fn answers_before_and_at_the_upgrade() {
     assert_eq!(status, 404, "the capture needs a segment");
 
     let (status, body) = http_get(proxy.ws, "/echo/a").await;
-    assert_eq!(
-        (status, body.as_str()),
-        (426, "this route speaks WebSocket\n")
-    );
+    assert_eq!((status, body.as_str()), (426, "this route speaks WebSocket\n"));
 
     let mut first = proxy.connect("/echo/a").await;
     let _second = proxy.connect("/echo/b").await;
@@ -50,18 +47,12 @@ async fn answers_before_and_at_the_upgrade() {
     send_text(&mut first, &fits).await;
     assert_eq!(next_text(&mut first).await, fits);
     first.send(Message::text("y".repeat(1025))).await.unwrap();
-    assert_eq!(
-        closed_with(&mut first).await,
-        (1009, "message too big".to_string())
-    );
+    assert_eq!(closed_with(&mut first).await, (1009, "message too big".to_string()));
     drop(first);
 
     // The place it held is free again.
     eventually("the closed connection's place is free", || async {
-        proxy
-            .metric("framegate_connections_active{route=\"echo\"}")
-            .await
-            == 1.0
+        proxy.metric("framegate_connections_active{route=\"echo\"}").await == 1.0
     })
     .await;
     let mut third = proxy.connect("/echo/c").await;
@@ -72,14 +63,8 @@ async fn answers_before_and_at_the_upgrade() {
 #[tokio::test]
 async fn admin_endpoints() {
     let proxy = Proxy::start(&config(), &["echo"], &[]);
-    assert_eq!(
-        http_get(proxy.admin, "/healthz").await,
-        (200, "ok\n".to_string())
-    );
-    assert_eq!(
-        http_get(proxy.admin, "/readyz").await,
-        (200, "ready\n".to_string())
-    );
+    assert_eq!(http_get(proxy.admin, "/healthz").await, (200, "ok\n".to_string()));
+    assert_eq!(http_get(proxy.admin, "/readyz").await, (200, "ready\n".to_string()));
     let (status, filters) = http_get(proxy.admin, "/filters").await;
     assert_eq!(status, 200);
     let filters: serde_json::Value = serde_json::from_str(&filters).unwrap();

@@ -52,11 +52,7 @@ async fn relays_both_ways_through_the_chain() {
     assert_eq!(next_text(&mut client).await, ">welcome");
     for word in ["one", "two", "three"] {
         send_text(&mut client, word).await;
-        assert_eq!(
-            seen.recv().await.unwrap(),
-            format!(">{word}"),
-            "up: through the chain"
-        );
+        assert_eq!(seen.recv().await.unwrap(), format!(">{word}"), "up: through the chain");
         assert_eq!(
             next_text(&mut client).await,
             format!(">>{word}"),
@@ -64,10 +60,7 @@ async fn relays_both_ways_through_the_chain() {
         );
     }
     send_text(&mut client, "bye").await;
-    assert_eq!(
-        closed_with(&mut client).await,
-        (1001, "upstream closed".to_string())
-    );
+    assert_eq!(closed_with(&mut client).await, (1001, "upstream closed".to_string()));
 
     let (status, body) = upgrade_status(proxy.ws, "/down").await;
     assert_eq!(status, 502);

@@ -165,11 +165,7 @@ impl Message {
             } else {
                 Direction::ToClient
             },
-            opcode: if opcode == 1 {
-                Opcode::Text
-            } else {
-                Opcode::Binary
-            },
+            opcode: if opcode == 1 { Opcode::Text } else { Opcode::Binary },
             len: len.max(0) as usize,
             payload: None,
         }
@@ -241,8 +237,7 @@ impl Message {
     /// ```
     pub fn payload(&mut self) -> &[u8] {
         let len = self.len;
-        self.payload
-            .get_or_insert_with(|| read_buffer(sys::BUF_PAYLOAD, len))
+        self.payload.get_or_insert_with(|| read_buffer(sys::BUF_PAYLOAD, len))
     }
 
     /// Copies the payload into `buffer` (cleared first), reusing its allocation: for filters
@@ -261,8 +256,7 @@ impl Message {
             None => {
                 buffer.resize(self.len, 0);
                 // SAFETY: `buffer` is ours, `len` bytes long.
-                let n =
-                    unsafe { sys::read(sys::BUF_PAYLOAD, 0, buffer.as_mut_ptr(), self.len as i32) };
+                let n = unsafe { sys::read(sys::BUF_PAYLOAD, 0, buffer.as_mut_ptr(), self.len as i32) };
                 buffer.truncate(n.max(0) as usize);
             }
         }
@@ -383,14 +377,7 @@ impl Conn {
         let mut value = vec![0u8; 64];
         loop {
             // SAFETY: key and value are ours; `cap` is value's length.
-            let whole = unsafe {
-                sys::meta_get(
-                    key.as_ptr(),
-                    len(key.as_bytes()),
-                    value.as_mut_ptr(),
-                    len(&value),
-                )
-            };
+            let whole = unsafe { sys::meta_get(key.as_ptr(), len(key.as_bytes()), value.as_mut_ptr(), len(&value)) };
             if whole < 0 {
                 return None;
             }
@@ -424,14 +411,7 @@ impl Conn {
     /// ```
     pub fn set_meta(&self, key: &str, value: &[u8]) -> Result<(), Error> {
         // SAFETY: slices we own.
-        check32(unsafe {
-            sys::meta_set(
-                key.as_ptr(),
-                len(key.as_bytes()),
-                value.as_ptr(),
-                len(value),
-            )
-        })
+        check32(unsafe { sys::meta_set(key.as_ptr(), len(key.as_bytes()), value.as_ptr(), len(value)) })
     }
 
     /// Removes a metadata key a filter set.
@@ -776,30 +756,16 @@ pub mod __private {
         })
     }
 
-    pub fn on_message<F: Filter>(
-        slot: &'static Slot<F>,
-        conn: i64,
-        dir: i32,
-        opcode: i32,
-        len: i32,
-    ) -> i32 {
+    pub fn on_message<F: Filter>(slot: &'static Slot<F>, conn: i64, dir: i32, opcode: i32, len: i32) -> i32 {
         let mut message = Message::new(dir, opcode, len);
-        with(slot, |f| {
-            match f.on_message(&Conn::new(conn), &mut message) {
-                Verdict::Continue => 0,
-                Verdict::Drop => 1,
-                Verdict::Close => 2,
-            }
+        with(slot, |f| match f.on_message(&Conn::new(conn), &mut message) {
+            Verdict::Continue => 0,
+            Verdict::Drop => 1,
+            Verdict::Close => 2,
         })
     }
 
-    pub fn on_result<F: Filter>(
-        slot: &'static Slot<F>,
-        conn: i64,
-        ticket: i64,
-        status: i32,
-        len: i32,
-    ) {
+    pub fn on_result<F: Filter>(slot: &'static Slot<F>, conn: i64, ticket: i64, status: i32, len: i32) {
         let detail = read_buffer(sys::BUF_RESULT, len.max(0) as usize);
         // SAFETY: no pointers.
         let context_len = unsafe { sys::buf_len(sys::BUF_CONTEXT) }.max(0) as usize;
@@ -898,9 +864,7 @@ mod tests {
         let raw = encode_headers(&[("ab", b"x"), ("c", b"")]);
         assert_eq!(
             raw,
-            [
-                2, 0, 0, 0, b'a', b'b', 1, 0, 0, 0, b'x', 1, 0, 0, 0, b'c', 0, 0, 0, 0
-            ]
+            [2, 0, 0, 0, b'a', b'b', 1, 0, 0, 0, b'x', 1, 0, 0, 0, b'c', 0, 0, 0, 0]
         );
     }
 }

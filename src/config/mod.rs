@@ -238,16 +238,10 @@ impl Config {
             message,
         };
         if self.server.max_connections == 0 {
-            return Err(err(
-                "server.max_connections".into(),
-                "expected at least 1".into(),
-            ));
+            return Err(err("server.max_connections".into(), "expected at least 1".into()));
         }
         if self.filters.pool_size == 0 {
-            return Err(err(
-                "filters.pool_size".into(),
-                "expected at least 1".into(),
-            ));
+            return Err(err("filters.pool_size".into(), "expected at least 1".into()));
         }
         for (name, sink) in &self.sinks {
             let key = |k: &str| format!("sinks.{name}.{k}");
@@ -272,8 +266,7 @@ impl Config {
                     format!("expected the name of another sink, got {dead:?}"),
                 ));
             }
-            crate::sink::check_options(&sink.kind, &sink.options)
-                .map_err(|m| err(format!("sinks.{name}"), m))?;
+            crate::sink::check_options(&sink.kind, &sink.options).map_err(|m| err(format!("sinks.{name}"), m))?;
         }
         let mut paths = BTreeMap::new();
         for (name, route) in &self.routes {
@@ -310,15 +303,10 @@ impl Config {
                 if filter.timeout_ms == 0 {
                     return Err(err(key("timeout_ms"), "expected at least 1".into()));
                 }
-                if filter.memory_limit_mb == 0
-                    || filter.memory_limit_mb > self.filters.max_memory_mb
-                {
+                if filter.memory_limit_mb == 0 || filter.memory_limit_mb > self.filters.max_memory_mb {
                     return Err(err(
                         key("memory_limit_mb"),
-                        format!(
-                            "expected 1 to {} (filters.max_memory_mb)",
-                            self.filters.max_memory_mb
-                        ),
+                        format!("expected 1 to {} (filters.max_memory_mb)", self.filters.max_memory_mb),
                     ));
                 }
             }
@@ -329,10 +317,7 @@ impl Config {
 
 /// A module name is a file stem: no path separators, nothing a shell would trip on.
 pub fn is_module_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 #[cfg(test)]
@@ -361,10 +346,7 @@ mod tests {
     #[test]
     fn missing_sink_is_named() {
         let e = parse_err("[routes.a]\npath = \"/a\"\nsinks = [\"nope\"]\n");
-        assert_eq!(
-            e,
-            "test.toml: routes.a.sinks[0]: no sink named \"nope\" in [sinks]"
-        );
+        assert_eq!(e, "test.toml: routes.a.sinks[0]: no sink named \"nope\" in [sinks]");
     }
 
     #[test]
@@ -372,15 +354,9 @@ mod tests {
         let e = parse_err("[sinks.f]\ntype = \"file\"\n");
         assert_eq!(e, "test.toml: sinks.f: missing field `path`");
         let e = parse_err("[sinks.f]\ntype = \"kafkaa\"\n");
-        assert!(
-            e.contains("sinks.f.type: unknown sink type \"kafkaa\""),
-            "{e}"
-        );
+        assert!(e.contains("sinks.f.type: unknown sink type \"kafkaa\""), "{e}");
         let e = parse_err("[sinks.f]\ntype = \"stdout\"\nfoo = 1\n");
-        assert!(
-            e.starts_with("test.toml: sinks.f: unknown field `foo`"),
-            "{e}"
-        );
+        assert!(e.starts_with("test.toml: sinks.f: unknown field `foo`"), "{e}");
     }
 
     #[test]
@@ -391,10 +367,7 @@ mod tests {
             "{e}"
         );
         let e = parse_err("[routes.a]\npath = \"/a\"\nfilters = [{ module = \"../x\" }]\n");
-        assert!(
-            e.starts_with("test.toml: routes.a.filters[0].module:"),
-            "{e}"
-        );
+        assert!(e.starts_with("test.toml: routes.a.filters[0].module:"), "{e}");
         let e = parse_err("[routes.a]\npath = \"/{x}\"\n[routes.b]\npath = \"/{y}\"\n");
         assert!(e.contains("already served by route \"a\""), "{e}");
     }

@@ -180,12 +180,11 @@ fn guest_slice(data: &[u8], ptr: i32, len: i32) -> wasmtime::Result<&[u8]> {
 fn guest_slice_mut(data: &mut [u8], ptr: i32, len: i32) -> wasmtime::Result<&mut [u8]> {
     let (start, len) = (ptr as u32 as usize, len as u32 as usize);
     let size = data.len();
-    data.get_mut(start..start.saturating_add(len))
-        .ok_or_else(|| {
-            wasmtime::Error::msg(format!(
-                "filter passed a pointer outside its memory ({start}+{len}, memory is {size} bytes)"
-            ))
-        })
+    data.get_mut(start..start.saturating_add(len)).ok_or_else(|| {
+        wasmtime::Error::msg(format!(
+            "filter passed a pointer outside its memory ({start}+{len}, memory is {size} bytes)"
+        ))
+    })
 }
 
 fn memory(caller: &Caller<'_, CallState>) -> wasmtime::Result<Memory> {
@@ -201,21 +200,12 @@ fn copy_in(caller: &Caller<'_, CallState>, ptr: i32, len: i32) -> wasmtime::Resu
     Ok(guest_slice(mem.data(caller), ptr, len)?.to_vec())
 }
 
-fn string_in(
-    caller: &Caller<'_, CallState>,
-    ptr: i32,
-    len: i32,
-) -> wasmtime::Result<Result<String, i32>> {
+fn string_in(caller: &Caller<'_, CallState>, ptr: i32, len: i32) -> wasmtime::Result<Result<String, i32>> {
     Ok(String::from_utf8(copy_in(caller, ptr, len)?).map_err(|_| ERR_BAD_ARGUMENT))
 }
 
 /// Copies as much of `value` as fits in `cap` bytes at `dst`.
-fn copy_out(
-    caller: &mut Caller<'_, CallState>,
-    value: &[u8],
-    dst: i32,
-    cap: i32,
-) -> wasmtime::Result<()> {
+fn copy_out(caller: &mut Caller<'_, CallState>, value: &[u8], dst: i32, cap: i32) -> wasmtime::Result<()> {
     let mem = memory(caller)?;
     let n = value.len().min(cap.max(0) as usize);
     guest_slice_mut(mem.data_mut(caller), dst, n as i32)?.copy_from_slice(&value[..n]);
@@ -285,24 +275,20 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         },
     )?;
 
-    linker.func_wrap(
-        M,
-        "replace",
-        |mut caller: Caller<'_, CallState>, src: i32, len: i32| {
-            let payload = copy_in(&caller, src, len)?;
-            let state = caller.data_mut();
-            wasmtime::Result::Ok(code((|| {
-                let opcode = state
-                    .opcode
-                    .filter(|_| state.hook == Hook::Message)
-                    .ok_or(ERR_NOT_ALLOWED)?;
-                payload_fits(state, opcode, &payload)?;
-                state.payload = payload.into();
-                state.replaced = true;
-                Ok(0)
-            })()))
-        },
-    )?;
+    linker.func_wrap(M, "replace", |mut caller: Caller<'_, CallState>, src: i32, len: i32| {
+        let payload = copy_in(&caller, src, len)?;
+        let state = caller.data_mut();
+        wasmtime::Result::Ok(code((|| {
+            let opcode = state
+                .opcode
+                .filter(|_| state.hook == Hook::Message)
+                .ok_or(ERR_NOT_ALLOWED)?;
+            payload_fits(state, opcode, &payload)?;
+            state.payload = payload.into();
+            state.replaced = true;
+            Ok(0)
+        })()))
+    })?;
 
     linker.func_wrap(
         M,
@@ -329,9 +315,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             if meta::is_reserved(&key) {
                 return Ok(ERR_NOT_ALLOWED);
             }
-            let value = (vlen >= 0)
-                .then(|| copy_in(&caller, val, vlen))
-                .transpose()?;
+            let value = (vlen >= 0).then(|| copy_in(&caller, val, vlen)).transpose()?;
             let meta = Arc::make_mut(&mut caller.data_mut().conn.meta);
             match value {
                 Some(v) => meta.insert(key, v.into()),
@@ -377,9 +361,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
          ctx: i32,
          clen: i32| {
             let sink = string_in(&caller, sink, slen)?;
-            let key = (klen > 0)
-                .then(|| copy_in(&caller, key, klen))
-                .transpose()?;
+            let key = (klen > 0).then(|| copy_in(&caller, key, klen)).transpose()?;
             let payload = copy_in(&caller, src, len)?;
             let headers = copy_in(&caller, hdrs, hlen)?;
             let context = copy_in(&caller, ctx, clen)?;
@@ -447,46 +429,28 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         )?;
     }
 
-    linker.func_wrap(
-        M,
-        "unsubscribe",
-        |mut caller: Caller<'_, CallState>, sub: i64| {
-            caller
-                .data_mut()
-                .effects
-                .push(Effect::Unsubscribe(sub as u64));
-            0
-        },
-    )?;
+    linker.func_wrap(M, "unsubscribe", |mut caller: Caller<'_, CallState>, sub: i64| {
+        caller.data_mut().effects.push(Effect::Unsubscribe(sub as u64));
+        0
+    })?;
 
-    linker.func_wrap(
-        M,
-        "set_timer",
-        |mut caller: Caller<'_, CallState>, ms: i32| {
-            let state = caller.data_mut();
-            code64((|| {
-                if ms < 0 {
-                    return Err(ERR_BAD_ARGUMENT);
-                }
-                state.take_handle()?;
-                let id = state.conn.next_id();
-                state.effects.push(Effect::SetTimer { id, ms: ms as u64 });
-                Ok(id as i64)
-            })())
-        },
-    )?;
+    linker.func_wrap(M, "set_timer", |mut caller: Caller<'_, CallState>, ms: i32| {
+        let state = caller.data_mut();
+        code64((|| {
+            if ms < 0 {
+                return Err(ERR_BAD_ARGUMENT);
+            }
+            state.take_handle()?;
+            let id = state.conn.next_id();
+            state.effects.push(Effect::SetTimer { id, ms: ms as u64 });
+            Ok(id as i64)
+        })())
+    })?;
 
-    linker.func_wrap(
-        M,
-        "cancel_timer",
-        |mut caller: Caller<'_, CallState>, timer: i64| {
-            caller
-                .data_mut()
-                .effects
-                .push(Effect::CancelTimer(timer as u64));
-            0
-        },
-    )?;
+    linker.func_wrap(M, "cancel_timer", |mut caller: Caller<'_, CallState>, timer: i64| {
+        caller.data_mut().effects.push(Effect::CancelTimer(timer as u64));
+        0
+    })?;
 
     linker.func_wrap(M, "now_ms", || {
         std::time::SystemTime::now()

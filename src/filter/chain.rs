@@ -53,10 +53,12 @@ impl Chain {
         let slot = &self.slots[index];
         match slot.call(conn, call) {
             Ok(mut output) => {
-                effects.extend(output.effects.drain(..).map(|effect| ChainEffect {
-                    filter: index,
-                    effect,
-                }));
+                effects.extend(
+                    output
+                        .effects
+                        .drain(..)
+                        .map(|effect| ChainEffect { filter: index, effect }),
+                );
                 Ok(Some(output))
             }
             Err(_) if slot.on_error == OnError::FailOpen => Ok(None),

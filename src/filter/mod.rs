@@ -90,8 +90,7 @@ impl FilterHost {
         let mut wasm = wasmtime::Config::new();
         wasm.epoch_interruption(true)
             .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
-        let engine = Engine::new(&wasm)
-            .map_err(|e| anyhow::anyhow!("cannot start the Wasm engine: {e:#}"))?;
+        let engine = Engine::new(&wasm).map_err(|e| anyhow::anyhow!("cannot start the Wasm engine: {e:#}"))?;
         let ticker = engine.weak();
         std::thread::Builder::new()
             .name("framegate-epoch".into())
@@ -103,8 +102,7 @@ impl FilterHost {
                 }
             })?;
         let mut linker = Linker::new(&engine);
-        abi::define(&mut linker)
-            .map_err(|e| anyhow::anyhow!("cannot define the filter ABI: {e:#}"))?;
+        abi::define(&mut linker).map_err(|e| anyhow::anyhow!("cannot define the filter ABI: {e:#}"))?;
         Ok(Arc::new(FilterHost {
             engine,
             linker,
@@ -126,11 +124,7 @@ impl FilterHost {
     fn module_file(&self, name: &str) -> PathBuf {
         let wasm = self.dir.join(format!("{name}.wasm"));
         let wat = self.dir.join(format!("{name}.wat"));
-        if !wasm.exists() && wat.exists() {
-            wat
-        } else {
-            wasm
-        }
+        if !wasm.exists() && wat.exists() { wat } else { wasm }
     }
 
     /// Records the configs each module serves in the routes about to go live; modules no
@@ -140,11 +134,7 @@ impl FilterHost {
     }
 
     /// The current version of a module, loading it first if needed, and checked with `config`.
-    pub fn module(
-        &self,
-        name: &str,
-        config: &str,
-    ) -> Result<Arc<ArcSwap<ModuleVersion>>, LoadError> {
+    pub fn module(&self, name: &str, config: &str) -> Result<Arc<ArcSwap<ModuleVersion>>, LoadError> {
         if let Some(current) = self.modules.read().unwrap().get(name) {
             self.check_init(name, &current.load(), config)?;
             return Ok(current.clone());
@@ -164,13 +154,7 @@ impl FilterHost {
         let Some(current) = self.modules.read().unwrap().get(name).cloned() else {
             return; // not used by any route: loaded when a config asks for it
         };
-        let configs = self
-            .configs
-            .lock()
-            .unwrap()
-            .get(name)
-            .cloned()
-            .unwrap_or_default();
+        let configs = self.configs.lock().unwrap().get(name).cloned().unwrap_or_default();
         let configs = if configs.is_empty() {
             vec!["{}".to_string()]
         } else {
@@ -179,10 +163,7 @@ impl FilterHost {
         let filter_metrics = self.metrics.filter(name);
         match self.compile(name, &configs) {
             Ok(version) if version.hash == current.load().hash => {
-                tracing::debug!(
-                    module = name,
-                    "file touched, same contents: nothing to swap"
-                );
+                tracing::debug!(module = name, "file touched, same contents: nothing to swap");
             }
             Ok(version) => {
                 current.store(Arc::new(version));
@@ -192,15 +173,9 @@ impl FilterHost {
             }
             Err(e) => {
                 filter_metrics.reload_failures.inc();
-                tracing::error!(
-                    module = name,
-                    "reload refused, the old version keeps serving: {e}"
-                );
+                tracing::error!(module = name, "reload refused, the old version keeps serving: {e}");
                 let mut status = self.status.lock().unwrap();
-                status
-                    .entry(name.to_string())
-                    .or_default()
-                    .last_reload_error = Some(e.to_string());
+                status.entry(name.to_string()).or_default().last_reload_error = Some(e.to_string());
             }
         }
     }
@@ -238,8 +213,7 @@ impl FilterHost {
                 "a WebAssembly component; framegate loads core modules speaking ABI v1 (docs/abi.md)".into(),
             ));
         }
-        let module = Module::new(&self.engine, &bytes)
-            .map_err(|e| fail(format!("does not compile: {e:#}")))?;
+        let module = Module::new(&self.engine, &bytes).map_err(|e| fail(format!("does not compile: {e:#}")))?;
         check_exports(&module).map_err(fail)?;
         let pre = self
             .linker
@@ -266,25 +240,14 @@ impl FilterHost {
     }
 
     /// Runs `fg_init` with `config` in a scratch instance.
-    fn check_init(
-        &self,
-        name: &str,
-        version: &ModuleVersion,
-        config: &str,
-    ) -> Result<(), LoadError> {
+    fn check_init(&self, name: &str, version: &ModuleVersion, config: &str) -> Result<(), LoadError> {
         let limits = slot::Limits::default();
-        slot::instantiate(
-            self,
-            version,
-            config.as_bytes().to_vec().into(),
-            &limits,
-            name.into(),
-        )
-        .map(drop)
-        .map_err(|reason| LoadError {
-            file: self.module_file(name).display().to_string(),
-            reason: format!("fg_init with config {config}: {reason}"),
-        })
+        slot::instantiate(self, version, config.as_bytes().to_vec().into(), &limits, name.into())
+            .map(drop)
+            .map_err(|reason| LoadError {
+                file: self.module_file(name).display().to_string(),
+                reason: format!("fg_init with config {config}: {reason}"),
+            })
     }
 }
 
@@ -292,10 +255,7 @@ impl FilterHost {
 fn check_exports(module: &Module) -> Result<(), String> {
     use ValType::{I32, I64};
     if module.get_export("proxy_abi_version_0_2_1").is_some() {
-        return Err(
-            "a Proxy-Wasm module; framegate loads modules speaking its own ABI v1 (docs/abi.md)"
-                .into(),
-        );
+        return Err("a Proxy-Wasm module; framegate loads modules speaking its own ABI v1 (docs/abi.md)".into());
     }
     let expected: [(&str, &[ValType], &[ValType], bool); 7] = [
         ("fg_abi_v1", &[], &[], true),

@@ -106,10 +106,7 @@ pub(super) fn instantiate(
     let mut store = Store::new(&host.engine, state);
     store.limiter(|s| &mut s.limits);
     store.set_epoch_deadline(limits.timeout_ms);
-    let instance = version
-        .pre
-        .instantiate(&mut store)
-        .map_err(|e| format!("{e:#}"))?;
+    let instance = version.pre.instantiate(&mut store).map_err(|e| format!("{e:#}"))?;
     store.data_mut().memory = instance.get_memory(&mut store, "memory");
     let mut func = |name: &str| instance.get_func(&mut store, name);
     let (has_open, has_result, has_timer, has_close, has_init) = (
@@ -142,19 +139,15 @@ pub(super) fn instantiate(
             .map_err(typed_err)?,
     };
     if has_init {
-        let init: TypedFunc<i32, i32> = instance
-            .get_typed_func(&mut store, "fg_init")
-            .map_err(typed_err)?;
+        let init: TypedFunc<i32, i32> = instance.get_typed_func(&mut store, "fg_init").map_err(typed_err)?;
         let len = store.data().config.len() as i32;
         match init.call(&mut store, len) {
             Ok(0) => {}
             Ok(code) => {
                 let why = store.data_mut().init_complaint.take().unwrap_or_default();
-                return Err(
-                    format!("fg_init refused the config (returned {code}) {why}")
-                        .trim_end()
-                        .to_string(),
-                );
+                return Err(format!("fg_init refused the config (returned {code}) {why}")
+                    .trim_end()
+                    .to_string());
             }
             Err(e) => return Err(describe(&e).1),
         }
@@ -289,9 +282,7 @@ impl FilterSlot {
                 let len = payload.len() as i32;
                 state.payload = payload;
                 state.message_meta = message_meta;
-                hooks
-                    .on_message
-                    .call(&mut *store, (conn_id, dir, opcode as i32, len))
+                hooks.on_message.call(&mut *store, (conn_id, dir, opcode as i32, len))
             }
             HookCall::Result {
                 ticket,
@@ -308,9 +299,7 @@ impl FilterSlot {
                 state.result = Some(detail.into());
                 state.context = Some(context);
                 match &hooks.on_result {
-                    Some(f) => f
-                        .call(&mut *store, (conn_id, ticket as i64, status, len))
-                        .map(|()| 0),
+                    Some(f) => f.call(&mut *store, (conn_id, ticket as i64, status, len)).map(|()| 0),
                     None => Ok(0),
                 }
             }
@@ -329,9 +318,7 @@ impl FilterSlot {
                 }
             }
         };
-        self.metrics
-            .call_seconds
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.call_seconds.observe(started.elapsed().as_secs_f64());
         let state = warm.store.data_mut();
         std::mem::swap(&mut state.conn, conn);
         let output = CallOutput {

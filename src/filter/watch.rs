@@ -23,11 +23,7 @@ enum Change {
 pub fn start(proxy: Arc<Proxy>) -> anyhow::Result<notify::RecommendedWatcher> {
     let dir = proxy.host.dir().to_path_buf();
     std::fs::create_dir_all(&dir)?;
-    let config_file = proxy
-        .config_path
-        .as_ref()
-        .map(std::path::absolute)
-        .transpose()?;
+    let config_file = proxy.config_path.as_ref().map(std::path::absolute).transpose()?;
     let (events, mut changes) = mpsc::unbounded_channel();
     let dir = std::path::absolute(&dir)?;
     let watched_dir = dir.clone();
@@ -88,8 +84,7 @@ fn classify(path: &Path, dir: &Path, config: Option<&Path>) -> Option<Change> {
     }
     let ext = path.extension()?.to_str()?;
     let stem = path.file_stem()?.to_str()?;
-    (matches!(ext, "wasm" | "wat") && crate::config::is_module_name(stem))
-        .then(|| Change::Module(stem.to_string()))
+    (matches!(ext, "wasm" | "wat") && crate::config::is_module_name(stem)).then(|| Change::Module(stem.to_string()))
 }
 
 #[cfg(test)]

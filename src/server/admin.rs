@@ -51,8 +51,7 @@ fn answer(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes>> {
             proxy.metrics.render(),
         ),
         "/filters" => {
-            let modules =
-                serde_json::to_string_pretty(&proxy.host.status()).expect("plain data serializes");
+            let modules = serde_json::to_string_pretty(&proxy.host.status()).expect("plain data serializes");
             (StatusCode::OK, "application/json", modules + "\n")
         }
         other => (

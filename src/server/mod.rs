@@ -39,11 +39,7 @@ fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 }
 
 /// Accepts connections until shutdown.
-pub async fn serve(
-    proxy: Arc<Proxy>,
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-) {
+pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
     loop {
         let (stream, peer) = tokio::select! {
             _ = proxy.shutdown.cancelled() => return,
@@ -98,11 +94,7 @@ fn has_token(request: &Request<Incoming>, name: header::HeaderName, token: &str)
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-async fn upgrade(
-    proxy: Arc<Proxy>,
-    mut request: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<Body> {
+async fn upgrade(proxy: Arc<Proxy>, mut request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let path = request.uri().path().to_string();
     let Some((route, captures)) = proxy.router.load().find(&path) else {
         return respond(StatusCode::NOT_FOUND, format!("no route for {path}\n"));
@@ -112,17 +104,13 @@ async fn upgrade(
         && has_token(&request, header::UPGRADE, "websocket");
     if !is_upgrade {
         route.metrics.refused(426);
-        let mut response = respond(
-            StatusCode::UPGRADE_REQUIRED,
-            "this route speaks WebSocket\n",
-        );
+        let mut response = respond(StatusCode::UPGRADE_REQUIRED, "this route speaks WebSocket\n");
         response
             .headers_mut()
             .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        response.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         return response;
     }
     if request
@@ -133,10 +121,9 @@ async fn upgrade(
     {
         route.metrics.refused(426);
         let mut response = respond(StatusCode::UPGRADE_REQUIRED, "WebSocket version 13 only\n");
-        response.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
+        response
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
         return response;
     }
     let Some(key) = request.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
@@ -174,14 +161,7 @@ async fn upgrade(
     let inbound = Opening::inbound_channel();
     let upstream = match route.upstream() {
         Some((name, options)) => {
-            match crate::sink::ws::connect(
-                name,
-                &options,
-                route.settings.max_message_size,
-                inbound.0.clone(),
-            )
-            .await
-            {
+            match crate::sink::ws::connect(name, &options, route.settings.max_message_size, inbound.0.clone()).await {
                 Ok(upstream) => Some(upstream),
                 Err(reason) => {
                     tracing::warn!(conn = id, "{reason}");
@@ -208,12 +188,7 @@ async fn upgrade(
         let _slot = _slot;
         match on_upgrade.await {
             Ok(upgraded) => {
-                let stream = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(config),
-                )
-                .await;
+                let stream = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
                 session::run(stream, opening, sources, shutdown).await;
             }
             Err(e) => tracing::debug!(conn = id, "upgrade failed: {e}"),

@@ -78,19 +78,13 @@ impl Router {
                 routes.push(old.clone());
                 continue;
             }
-            let chain = Chain::build(host, &route.filters)
-                .map_err(|e| anyhow::anyhow!("routes.{name}: {e}"))?;
+            let chain = Chain::build(host, &route.filters).map_err(|e| anyhow::anyhow!("routes.{name}: {e}"))?;
             routes.push(Arc::new(Route {
                 name: name.as_str().into(),
                 path: RoutePath::parse(&route.path).map_err(anyhow::Error::msg)?,
                 settings: route.clone(),
                 chain,
-                sinks_by_name: route
-                    .sinks
-                    .iter()
-                    .cloned()
-                    .zip(route_sinks.iter().cloned())
-                    .collect(),
+                sinks_by_name: route.sinks.iter().cloned().zip(route_sinks.iter().cloned()).collect(),
                 sinks: route_sinks,
                 sink_names: route.sinks.clone().into(),
                 metrics: metrics.route(name),
@@ -102,12 +96,9 @@ impl Router {
 
     /// The route serving `path`, with its captures.
     pub fn find(&self, path: &str) -> Option<(Arc<Route>, Captures)> {
-        self.routes.iter().find_map(|route| {
-            route
-                .path
-                .matches(path)
-                .map(|captures| (route.clone(), captures))
-        })
+        self.routes
+            .iter()
+            .find_map(|route| route.path.matches(path).map(|captures| (route.clone(), captures)))
     }
 
     /// The configs each filter module serves with, for checking new module versions.

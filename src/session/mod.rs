@@ -82,12 +82,8 @@ struct Session {
 }
 
 /// Runs a connection to its end.
-pub async fn run<S>(
-    stream: WebSocketStream<S>,
-    opening: Opening,
-    sources: Arc<Sources>,
-    shutdown: CancellationToken,
-) where
+pub async fn run<S>(stream: WebSocketStream<S>, opening: Opening, sources: Arc<Sources>, shutdown: CancellationToken)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (writer, mut reader) = stream.split();
@@ -122,8 +118,7 @@ pub async fn run<S>(
         let period = Duration::from_millis(settings.ping_interval_ms);
         tokio::time::interval_at(Instant::now() + period, period)
     });
-    let idle_limit =
-        (settings.idle_timeout_ms > 0).then(|| Duration::from_millis(settings.idle_timeout_ms));
+    let idle_limit = (settings.idle_timeout_ms > 0).then(|| Duration::from_millis(settings.idle_timeout_ms));
     let idle = tokio::time::sleep(idle_limit.unwrap_or(Duration::MAX / 4));
     tokio::pin!(idle);
     let mut peer_close: Option<u16> = None;
@@ -180,10 +175,7 @@ pub async fn run<S>(
             };
             session.write(Message::Close(Some(frame))).await;
             // Wait (briefly) for the client's answer so the close handshake completes.
-            let _ = tokio::time::timeout(CLOSE_WAIT, async {
-                while let Some(Ok(_)) = reader.next().await {}
-            })
-            .await;
+            let _ = tokio::time::timeout(CLOSE_WAIT, async { while let Some(Ok(_)) = reader.next().await {} }).await;
             code
         }
         (None, None) => ABNORMAL,
@@ -212,10 +204,8 @@ fn close_for(error: &WsError) -> Option<(u16, &'static str)> {
 }
 
 /// Writes every message that is ready, then flushes once: a flush per frame costs ~20x.
-async fn write_loop<S>(
-    mut writer: SplitSink<WebSocketStream<S>, Message>,
-    mut queue: mpsc::Receiver<Message>,
-) where
+async fn write_loop<S>(mut writer: SplitSink<WebSocketStream<S>, Message>, mut queue: mpsc::Receiver<Message>)
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     while let Some(first) = queue.recv().await {
@@ -266,9 +256,7 @@ impl Session {
         metrics.messages_in.inc();
         metrics.bytes_in.inc_by(payload.len() as u64);
         let route = self.route.clone();
-        let (verdict, effects) = route
-            .chain
-            .message(&mut self.conn, false, opcode, payload, &[]);
+        let (verdict, effects) = route.chain.message(&mut self.conn, false, opcode, payload, &[]);
         self.apply(effects).await;
         match verdict {
             Verdict::Deliver { opcode, payload } => {
@@ -283,21 +271,15 @@ impl Session {
     }
 
     async fn towards_client(&mut self, delivered: Delivered) {
-        let mut message_meta = vec![
-            ("msg.source", delivered.source.to_string()),
-            ("msg.id", delivered.id),
-        ];
+        let mut message_meta = vec![("msg.source", delivered.source.to_string()), ("msg.id", delivered.id)];
         if let Some(sub) = delivered.sub {
             message_meta.push(("msg.sub", sub.to_string()));
         }
         let route = self.route.clone();
-        let (verdict, effects) = route.chain.message(
-            &mut self.conn,
-            true,
-            delivered.opcode,
-            delivered.payload,
-            &message_meta,
-        );
+        let (verdict, effects) =
+            route
+                .chain
+                .message(&mut self.conn, true, delivered.opcode, delivered.payload, &message_meta);
         self.apply(effects).await;
         match verdict {
             Verdict::Deliver { opcode, payload } => self.send_to_client(opcode, payload).await,
@@ -396,14 +378,10 @@ impl Session {
                     } else {
                         Opcode::Binary
                     };
-                    self.deliver(&target, opcode, key, payload, headers, Some(reply))
-                        .await;
+                    self.deliver(&target, opcode, key, payload, headers, Some(reply)).await;
                 }
                 Effect::Subscribe { id, source, spec } => {
-                    match self
-                        .sources
-                        .subscribe(&source, &spec, id, self.inbound.clone())
-                    {
+                    match self.sources.subscribe(&source, &spec, id, self.inbound.clone()) {
                         Ok(subscription) => {
                             self.subscriptions.insert(id, (subscription, filter));
                         }

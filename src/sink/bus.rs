@@ -32,12 +32,7 @@ impl Deliver for BusSink {
     async fn deliver(&mut self, batch: &[Record]) -> Vec<Outcome> {
         batch
             .iter()
-            .map(|r| {
-                Ok(self
-                    .bus
-                    .publish(&self.topic, r.opcode, r.payload.clone())
-                    .to_string())
-            })
+            .map(|r| Ok(self.bus.publish(&self.topic, r.opcode, r.payload.clone()).to_string()))
             .collect()
     }
 }

@@ -44,11 +44,7 @@ pub struct File {
 impl File {
     pub fn new(name: &str, options: Options) -> File {
         let shown = std::path::absolute(&options.path).unwrap_or_else(|_| options.path.clone());
-        tracing::info!(
-            sink = name,
-            "file sink writes JSON lines to {}",
-            shown.display()
-        );
+        tracing::info!(sink = name, "file sink writes JSON lines to {}", shown.display());
         File {
             options,
             file: None,
@@ -58,12 +54,7 @@ impl File {
 
     async fn write(&mut self, batch: &[Record]) -> std::io::Result<()> {
         if self.file.is_none() {
-            if let Some(dir) = self
-                .options
-                .path
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-            {
+            if let Some(dir) = self.options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 tokio::fs::create_dir_all(dir).await?;
             }
             let file = tokio::fs::OpenOptions::new()
@@ -79,9 +70,7 @@ impl File {
         file.flush().await?;
         let due = match self.options.fsync {
             Fsync::Always => true,
-            Fsync::Interval => {
-                self.last_sync.elapsed() >= Duration::from_millis(self.options.fsync_interval_ms)
-            }
+            Fsync::Interval => self.last_sync.elapsed() >= Duration::from_millis(self.options.fsync_interval_ms),
             Fsync::Never => false,
         };
         if due {
@@ -94,15 +83,11 @@ impl File {
 
 impl Deliver for File {
     async fn deliver(&mut self, batch: &[Record]) -> Vec<Outcome> {
-        let outcome = self
-            .write(batch)
-            .await
-            .map(|()| String::new())
-            .map_err(|e| {
-                // Reopen next time: the file may have been moved away or its disk replaced.
-                self.file = None;
-                format!("cannot write {}: {e}", self.options.path.display())
-            });
+        let outcome = self.write(batch).await.map(|()| String::new()).map_err(|e| {
+            // Reopen next time: the file may have been moved away or its disk replaced.
+            self.file = None;
+            format!("cannot write {}: {e}", self.options.path.display())
+        });
         vec![outcome; batch.len()]
     }
 }

@@ -120,9 +120,7 @@ impl SinkHandle {
             }
             (_, reply) => reply,
         };
-        if let Err(mpsc::error::SendError(envelope)) =
-            self.queue.send(Envelope { record, reply }).await
-        {
+        if let Err(mpsc::error::SendError(envelope)) = self.queue.send(Envelope { record, reply }).await {
             let reason = format!("sink {} is shut down", self.name);
             tracing::warn!(conn = envelope.record.conn, "{reason}");
             if let Some(reply) = envelope.reply {
@@ -148,9 +146,7 @@ async fn run<D: Deliver>(mut connector: D, mut queue: mpsc::Receiver<Envelope>, 
         let mut outcomes = connector.deliver(&records).await;
         let mut backoff = policy.backoff;
         for _ in 0..policy.max_retries {
-            let failed: Vec<usize> = (0..outcomes.len())
-                .filter(|&i| outcomes[i].is_err())
-                .collect();
+            let failed: Vec<usize> = (0..outcomes.len()).filter(|&i| outcomes[i].is_err()).collect();
             if failed.is_empty() {
                 break;
             }
@@ -172,9 +168,7 @@ async fn run<D: Deliver>(mut connector: D, mut queue: mpsc::Receiver<Envelope>, 
                     tracing::warn!(sink = &*policy.name, "record failed: {reason}");
                     if let Some(dead_letter) = &policy.dead_letter {
                         let mut record = envelope.record.clone();
-                        record
-                            .headers
-                            .push(("framegate-error".into(), reason.clone().into()));
+                        record.headers.push(("framegate-error".into(), reason.clone().into()));
                         record
                             .headers
                             .push(("framegate-sink".into(), policy.name.to_string().into()));
@@ -241,10 +235,8 @@ impl Sinks {
         }
         let sink = &config.sinks[name];
         if sink.kind == "ws" {
-            self.upstream.insert(
-                name.into(),
-                Arc::new(parse(&sink.options).map_err(anyhow::Error::msg)?),
-            );
+            self.upstream
+                .insert(name.into(), Arc::new(parse(&sink.options).map_err(anyhow::Error::msg)?));
             return Ok(());
         }
         let dead_letter = match &sink.dead_letter {
@@ -261,10 +253,7 @@ impl Sinks {
         // Unchanged config and unchanged dead letter: the running sink carries on.
         if let Some(old) = previous.queued.get(name) {
             let same_dead_letter = match (&dead_letter, &sink.dead_letter) {
-                (Some(new), Some(target)) => previous
-                    .queued
-                    .get(target)
-                    .is_some_and(|o| Arc::ptr_eq(o, new)),
+                (Some(new), Some(target)) => previous.queued.get(target).is_some_and(|o| Arc::ptr_eq(o, new)),
                 _ => true,
             };
             if old.config == *sink && same_dead_letter {
@@ -285,8 +274,7 @@ impl Sinks {
         match sink.kind.as_str() {
             "stdout" => {
                 parse::<stdout::Options>(options).map_err(bad)?;
-                ctx.tasks
-                    .spawn(run(stdout::Stdout, receiver, policy));
+                ctx.tasks.spawn(run(stdout::Stdout, receiver, policy));
             }
             "file" => {
                 let file = file::File::new(name, parse(options).map_err(bad)?);

@@ -33,10 +33,7 @@ impl Options {
         if self.url.starts_with("ws://") || self.url.starts_with("wss://") {
             Ok(())
         } else {
-            Err(format!(
-                "url: expected a ws:// or wss:// URL, got {:?}",
-                self.url
-            ))
+            Err(format!("url: expected a ws:// or wss:// URL, got {:?}", self.url))
         }
     }
 }
@@ -64,11 +61,7 @@ pub async fn connect(
 }
 
 /// Upstream messages towards the session; ends (dropping `out`) when the upstream closes.
-async fn relay_down(
-    name: Arc<str>,
-    mut reader: SplitStream<Upstream>,
-    out: mpsc::Sender<Delivered>,
-) {
+async fn relay_down(name: Arc<str>, mut reader: SplitStream<Upstream>, out: mpsc::Sender<Delivered>) {
     let mut seq = 0u64;
     while let Some(message) = reader.next().await {
         let (opcode, payload) = match message {

@@ -15,8 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
-pub type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// How long any single wait of a test may take before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -24,6 +23,20 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 /// The folder scripts/build-filters writes the bundled filters to.
 pub fn built_filters() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/filters")
+}
+
+/// Runs `framegate run` on the embedded default config, with the bundled filters where that
+/// config looks for them, on ephemeral ports.
+pub fn start_default() -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    let filters = dir.path().join("target/filters");
+    std::fs::create_dir_all(&filters).unwrap();
+    for name in ["echo", "subscribe"] {
+        let file = format!("{name}.wasm");
+        std::fs::copy(built_filters().join(&file), filters.join(&file))
+            .unwrap_or_else(|e| panic!("target/filters/{file}: {e}: run scripts/build-filters"));
+    }
+    Proxy::spawn(dir, &["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
 }
 
 /// A running proxy, stopped (SIGTERM, then kill) when dropped.
@@ -53,12 +66,8 @@ impl Proxy {
         std::fs::create_dir_all(&filter_dir).unwrap();
         for name in filters {
             let from = built_filters().join(format!("{name}.wasm"));
-            std::fs::copy(&from, filter_dir.join(format!("{name}.wasm"))).unwrap_or_else(|e| {
-                panic!(
-                    "{} is missing ({e}): run scripts/build-filters",
-                    from.display()
-                )
-            });
+            std::fs::copy(&from, filter_dir.join(format!("{name}.wasm")))
+                .unwrap_or_else(|e| panic!("{} is missing ({e}): run scripts/build-filters", from.display()));
         }
         for (name, bytes) in extra {
             std::fs::write(filter_dir.join(name), bytes).unwrap();
@@ -91,10 +100,7 @@ impl Proxy {
         });
         let Ok(listening) = rx.recv_timeout(PATIENCE) else {
             let _ = child.kill();
-            panic!(
-                "framegate did not start:\n{}",
-                logs.lock().unwrap().join("\n")
-            );
+            panic!("framegate did not start:\n{}", logs.lock().unwrap().join("\n"));
         };
         let field = |name: &str| -> SocketAddr {
             let value = listening
@@ -117,11 +123,10 @@ impl Proxy {
     }
 
     pub async fn connect(&self, path: &str) -> Ws {
-        let (ws, _) =
-            tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(self.url(path)))
-                .await
-                .expect("connect timed out")
-                .unwrap_or_else(|e| panic!("connect {path}: {e}"));
+        let (ws, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(self.url(path)))
+            .await
+            .expect("connect timed out")
+            .unwrap_or_else(|e| panic!("connect {path}: {e}"));
         ws
     }
 
@@ -196,16 +201,8 @@ pub async fn http_request(addr: SocketAddr, request: &str) -> (u16, String) {
         .expect("HTTP answer timed out")
         .unwrap();
     let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("0")
-        .parse()
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
+    let status = answer.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
     (status, body)
 }
 
@@ -223,16 +220,8 @@ pub async fn upgrade_status(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap()
         .unwrap();
     let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("0")
-        .parse()
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
+    let status = answer.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
     (status, body)
 }
 
@@ -287,10 +276,7 @@ where
 {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

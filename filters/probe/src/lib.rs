@@ -10,9 +10,7 @@
 //! Towards the client, messages are acked and tagged `[sub ID msg MSG] `. On close, the code is
 //! emitted to the sink `log` if the route has one.
 
-use framegate_guest::{
-    Conn, Filter, Level, Message, Open, Record, SinkResult, Verdict, export_filter,
-};
+use framegate_guest::{Conn, Filter, Level, Message, Open, Record, SinkResult, Verdict, export_filter};
 
 #[derive(Default)]
 struct Probe;
@@ -98,11 +96,7 @@ impl Filter for Probe {
         if let Ok(sub) = sub.parse() {
             let _ = conn.ack(sub, &id);
         }
-        let tagged = [
-            format!("[sub {sub} msg {id}] ").as_bytes(),
-            message.payload(),
-        ]
-        .concat();
+        let tagged = [format!("[sub {sub} msg {id}] ").as_bytes(), message.payload()].concat();
         match message.replace(&tagged) {
             Ok(()) => Verdict::Continue,
             Err(_) => Verdict::Drop,

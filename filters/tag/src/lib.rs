@@ -17,8 +17,7 @@ struct Tag {
 
 impl Filter for Tag {
     fn init(&mut self, config: &[u8]) -> Result<(), String> {
-        let config: Config =
-            serde_json::from_slice(config).map_err(|e| format!("tag: config: {e}"))?;
+        let config: Config = serde_json::from_slice(config).map_err(|e| format!("tag: config: {e}"))?;
         self.prefix = config.prefix.into_bytes();
         Ok(())
     }
