@@ -75,3 +75,41 @@ async fn shutdown_closes_clients_and_flushes_sinks() {
         assert_eq!(sent, expected, "client {c}'s records, in order");
     }
 }
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_slowed_down_not_buffered() {
+    use futures_util::SinkExt;
+    let config = format!(
+        "{}\n[routes.echo]\npath = \"/echo\"\nfilters = [{{ module = \"echo\" }}]\n",
+        head("")
+    );
+    let proxy = Proxy::start(&config, &["echo"], &[]);
+    let mut ws = proxy.connect("/echo").await;
+    let chunk = "x".repeat(64 << 10);
+    const TRIES: u32 = 4_000; // 256 MiB, were nothing pushing back
+    let mut sent = 0;
+    while sent < TRIES {
+        match tokio::time::timeout(Duration::from_secs(2), ws.send(Message::text(chunk.clone()))).await {
+            Ok(result) => result.unwrap(),
+            Err(_) => break, // the proxy stopped reading: backpressure
+        }
+        sent += 1;
+    }
+    assert!(
+        sent < TRIES,
+        "the proxy read {sent} messages from a client that reads none"
+    );
+    let read = proxy
+        .metric("framegate_messages_total{route=\"echo\",dir=\"in\"}")
+        .await;
+    assert!(
+        read < f64::from(sent),
+        "read {read} of {sent}: some wait in TCP buffers"
+    );
+    let rss = proxy.rss_kib();
+    assert!(
+        rss < 150 << 10,
+        "resident memory {rss} KiB after {read} messages of 64 KiB"
+    );
+    eprintln!("sent {sent}, proxy read {read}, resident {rss} KiB");
+}
