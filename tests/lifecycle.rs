@@ -113,3 +113,20 @@ async fn a_client_that_never_reads_is_slowed_down_not_buffered() {
     );
     eprintln!("sent {sent}, proxy read {read}, resident {rss} KiB");
 }
+
+#[test]
+fn logs_are_json_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("framegate.toml"), head("")).unwrap();
+    let proxy = Proxy::spawn(dir, &["--log-format", "json", "run", "framegate.toml"]);
+    let logs = proxy.logs();
+    let line = logs.lines().find(|l| l.contains("framegate listening")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(record["level"], "INFO");
+    assert!(
+        record["fields"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("framegate listening ws=127.0.0.1:")
+    );
+}

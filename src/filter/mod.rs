@@ -48,6 +48,7 @@ pub struct ModuleVersion {
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Exports {
+    pub init: bool,
     pub open: bool,
     pub result: bool,
     pub timer: bool,
@@ -226,6 +227,7 @@ impl FilterHost {
             hash: format!("{:016x}", hasher.finish()),
             loaded_at: SystemTime::now(),
             exports: Exports {
+                init: module.get_export("fg_init").is_some(),
                 open: module.get_export("fg_on_open").is_some(),
                 result: module.get_export("fg_on_result").is_some(),
                 timer: module.get_export("fg_on_timer").is_some(),

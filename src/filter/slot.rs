@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use wasmtime::{Store, StoreLimitsBuilder, Trap, TypedFunc};
+use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc, WasmParams, WasmResults};
 
 use super::abi::{CallState, ConnState, Effect, Hook, Opcode};
 use super::{FilterHost, ModuleVersion};
@@ -108,38 +108,15 @@ pub(super) fn instantiate(
     store.set_epoch_deadline(limits.timeout_ms);
     let instance = version.pre.instantiate(&mut store).map_err(|e| format!("{e:#}"))?;
     store.data_mut().memory = instance.get_memory(&mut store, "memory");
-    let mut func = |name: &str| instance.get_func(&mut store, name);
-    let (has_open, has_result, has_timer, has_close, has_init) = (
-        func("fg_on_open").is_some(),
-        func("fg_on_result").is_some(),
-        func("fg_on_timer").is_some(),
-        func("fg_on_close").is_some(),
-        func("fg_init").is_some(),
-    );
-    let typed_err = |e: wasmtime::Error| format!("{e:#}");
+    let exports = version.exports;
     let hooks = Hooks {
-        on_message: instance
-            .get_typed_func(&mut store, "fg_on_message")
-            .map_err(typed_err)?,
-        on_open: has_open
-            .then(|| instance.get_typed_func(&mut store, "fg_on_open"))
-            .transpose()
-            .map_err(typed_err)?,
-        on_result: has_result
-            .then(|| instance.get_typed_func(&mut store, "fg_on_result"))
-            .transpose()
-            .map_err(typed_err)?,
-        on_timer: has_timer
-            .then(|| instance.get_typed_func(&mut store, "fg_on_timer"))
-            .transpose()
-            .map_err(typed_err)?,
-        on_close: has_close
-            .then(|| instance.get_typed_func(&mut store, "fg_on_close"))
-            .transpose()
-            .map_err(typed_err)?,
+        on_message: typed(&instance, &mut store, "fg_on_message", true)?.expect("checked at load"),
+        on_open: typed(&instance, &mut store, "fg_on_open", exports.open)?,
+        on_result: typed(&instance, &mut store, "fg_on_result", exports.result)?,
+        on_timer: typed(&instance, &mut store, "fg_on_timer", exports.timer)?,
+        on_close: typed(&instance, &mut store, "fg_on_close", exports.close)?,
     };
-    if has_init {
-        let init: TypedFunc<i32, i32> = instance.get_typed_func(&mut store, "fg_init").map_err(typed_err)?;
+    if let Some(init) = typed::<i32, i32>(&instance, &mut store, "fg_init", exports.init)? {
         let len = store.data().config.len() as i32;
         match init.call(&mut store, len) {
             Ok(0) => {}
@@ -158,6 +135,22 @@ pub(super) fn instantiate(
         store,
         hooks,
     })
+}
+
+/// An export as a typed function, when the module has it (types were checked at load).
+fn typed<P: WasmParams, R: WasmResults>(
+    instance: &Instance,
+    store: &mut Store<CallState>,
+    name: &str,
+    exported: bool,
+) -> Result<Option<TypedFunc<P, R>>, String> {
+    if !exported {
+        return Ok(None);
+    }
+    instance
+        .get_typed_func(store, name)
+        .map(Some)
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// Sorts a failed call into timeout, memory or trap, with a readable message.
