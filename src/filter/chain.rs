@@ -92,12 +92,9 @@ impl Chain {
         message_meta: &[(&'static str, String)],
     ) -> (Verdict, Vec<ChainEffect>) {
         let mut effects = Vec::new();
-        let order: Box<dyn Iterator<Item = usize>> = if towards_client {
-            Box::new((0..self.slots.len()).rev())
-        } else {
-            Box::new(0..self.slots.len())
-        };
-        for index in order {
+        let last = self.slots.len().saturating_sub(1);
+        for step in 0..self.slots.len() {
+            let index = if towards_client { last - step } else { step };
             let call = HookCall::Message {
                 dir: i32::from(towards_client),
                 opcode,

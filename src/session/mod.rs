@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -29,8 +28,8 @@ use crate::sink::ws::UpstreamWriter;
 use crate::sink::{Record, Reply, RouteSink, SinkResult};
 use crate::source::{Delivered, Sources, Subscription};
 
-/// Messages waiting for the client's socket before the session stops reading.
-const WRITE_QUEUE: usize = 256;
+/// Messages handled (read and answered) between two flushes, at most.
+const BATCH: usize = 64;
 /// Deliveries from subscriptions and the upstream waiting for the chain.
 const INBOUND_QUEUE: usize = 256;
 /// How long a closing connection waits for the client's close frame.
@@ -42,8 +41,6 @@ const ABNORMAL: u16 = 1006;
 pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 << 10)
-        .write_buffer_size(0)
-        .max_write_buffer_size(usize::MAX)
         .max_message_size(Some(max_message_size))
         .max_frame_size(Some(max_message_size))
 }
@@ -69,8 +66,11 @@ struct Session {
     route: Arc<Route>,
     conn: ConnState,
     sources: Arc<Sources>,
-    to_client: mpsc::Sender<Message>,
+    /// Messages for the client, written at the next flush.
+    outbox: Vec<Message>,
     upstream: Option<UpstreamWriter>,
+    /// Messages for the upstream, written at the next flush.
+    upstream_outbox: Vec<Message>,
     inbound: mpsc::Sender<Delivered>,
     results: mpsc::UnboundedSender<SinkResult>,
     /// Subscription id to the subscription and the filter that made it.
@@ -79,16 +79,15 @@ struct Session {
     timer_keys: HashMap<u64, delay_queue::Key>,
     /// Set once the session decided to close: (code, reason).
     closing: Option<(u16, String)>,
+    /// The code of the client's close frame, once it came.
+    peer_close: Option<u16>,
 }
 
 /// Runs a connection to its end.
-pub async fn run<S>(stream: WebSocketStream<S>, opening: Opening, sources: Arc<Sources>, shutdown: CancellationToken)
+pub async fn run<S>(mut ws: WebSocketStream<S>, opening: Opening, sources: Arc<Sources>, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (writer, mut reader) = stream.split();
-    let (to_client, client_queue) = mpsc::channel(WRITE_QUEUE);
-    let writer_task = tokio::spawn(write_loop(writer, client_queue));
     let (results, mut results_rx) = mpsc::unbounded_channel();
     let (inbound, mut inbound_rx) = opening.inbound;
     let (upstream, mut upstream_task) = match opening.upstream {
@@ -100,14 +99,16 @@ where
         route: route.clone(),
         conn: opening.conn,
         sources,
-        to_client,
+        outbox: Vec::new(),
         upstream,
+        upstream_outbox: Vec::new(),
         inbound,
         results,
         subscriptions: HashMap::new(),
         timers: DelayQueue::new(),
         timer_keys: HashMap::new(),
         closing: None,
+        peer_close: None,
     };
     route.metrics.opened.inc();
     route.metrics.active.inc();
@@ -121,9 +122,8 @@ where
     let idle_limit = (settings.idle_timeout_ms > 0).then(|| Duration::from_millis(settings.idle_timeout_ms));
     let idle = tokio::time::sleep(idle_limit.unwrap_or(Duration::MAX / 4));
     tokio::pin!(idle);
-    let mut peer_close: Option<u16> = None;
 
-    while session.closing.is_none() {
+    'serving: while session.closing.is_none() {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => session.close(1001, "server shutting down"),
@@ -136,27 +136,16 @@ where
                 let (close, effects) = route.chain.notify(&mut session.conn, filter, HookCall::Timer(timer));
                 session.after_hook(close, effects).await;
             }
-            read = reader.next() => {
+            read = ws.next() => {
                 if let Some(limit) = idle_limit {
                     idle.as_mut().reset(Instant::now() + limit);
                 }
-                match read {
-                    Some(Ok(Message::Text(text))) => session.client_message(Opcode::Text, text.into()).await,
-                    Some(Ok(Message::Binary(bytes))) => session.client_message(Opcode::Binary, bytes).await,
-                    Some(Ok(Message::Close(frame))) => {
-                        // tungstenite answers the close frame; reading on finishes the handshake.
-                        peer_close = Some(frame.map_or(1005, |f| u16::from(f.code)));
-                    }
-                    Some(Ok(_)) => {} // ping, pong: tungstenite answers pings itself
-                    Some(Err(error)) => match close_for(&error) {
-                        Some((code, reason)) => session.close(code, reason),
-                        None => break,
-                    },
-                    None => break,
+                if !session.on_read(read).await {
+                    break 'serving;
                 }
             }
             _ = async { ping.as_mut().unwrap().tick().await }, if ping.is_some() => {
-                session.write(Message::Ping(Bytes::new())).await;
+                session.outbox.push(Message::Ping(Bytes::new()));
             }
             _ = &mut idle, if idle_limit.is_some() => session.close(1001, "idle timeout"),
             _ = async { upstream_task.as_mut().unwrap().await }, if upstream_task.is_some() => {
@@ -164,18 +153,37 @@ where
                 session.close(1001, "upstream closed");
             }
         }
+        // Whatever else is ready is handled before writing: one flush answers all of it.
+        let mut handled = 0;
+        while session.closing.is_none() && handled < BATCH {
+            if let Some(read) = ws.next().now_or_never() {
+                if !session.on_read(read).await {
+                    break 'serving;
+                }
+            } else if let Ok(delivered) = inbound_rx.try_recv() {
+                session.towards_client(delivered).await;
+            } else {
+                break;
+            }
+            handled += 1;
+        }
+        if session.flush(&mut ws).await.is_err() {
+            break 'serving;
+        }
     }
 
-    let code = match (session.closing.clone(), peer_close) {
+    let code = match (session.closing.clone(), session.peer_close) {
         (_, Some(code)) => code,
         (Some((code, reason)), None) => {
             let frame = CloseFrame {
                 code: CloseCode::from(code),
                 reason: reason.into(),
             };
-            session.write(Message::Close(Some(frame))).await;
-            // Wait (briefly) for the client's answer so the close handshake completes.
-            let _ = tokio::time::timeout(CLOSE_WAIT, async { while let Some(Ok(_)) = reader.next().await {} }).await;
+            session.outbox.push(Message::Close(Some(frame)));
+            if session.flush(&mut ws).await.is_ok() {
+                // Wait (briefly) for the client's answer so the close handshake completes.
+                let _ = tokio::time::timeout(CLOSE_WAIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
+            }
             code
         }
         (None, None) => ABNORMAL,
@@ -188,8 +196,6 @@ where
     if let Some(task) = upstream_task {
         task.abort();
     }
-    drop(session);
-    let _ = writer_task.await;
     route.metrics.active.dec();
 }
 
@@ -200,29 +206,6 @@ fn close_for(error: &WsError) -> Option<(u16, &'static str)> {
         WsError::Utf8(_) => Some((1007, "invalid UTF-8 in a text message")),
         WsError::Protocol(_) => Some((1002, "protocol error")),
         _ => None,
-    }
-}
-
-/// Writes every message that is ready, then flushes once: a flush per frame costs ~20x.
-async fn write_loop<S>(mut writer: SplitSink<WebSocketStream<S>, Message>, mut queue: mpsc::Receiver<Message>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    while let Some(first) = queue.recv().await {
-        let mut closing = matches!(first, Message::Close(_));
-        if writer.feed(first).await.is_err() {
-            return;
-        }
-        while !closing {
-            let Ok(next) = queue.try_recv() else { break };
-            closing = matches!(next, Message::Close(_));
-            if writer.feed(next).await.is_err() {
-                return;
-            }
-        }
-        if writer.flush().await.is_err() || closing {
-            return;
-        }
     }
 }
 
@@ -244,11 +227,44 @@ impl Session {
         }
     }
 
-    async fn write(&mut self, message: Message) {
-        // A full queue waits: a slow client slows what feeds it.
-        if self.to_client.send(message).await.is_err() {
-            self.close(ABNORMAL, "");
+    /// Handles one read from the client; `false` when the connection is gone.
+    async fn on_read(&mut self, read: Option<Result<Message, WsError>>) -> bool {
+        match read {
+            Some(Ok(Message::Text(text))) => self.client_message(Opcode::Text, text.into()).await,
+            Some(Ok(Message::Binary(bytes))) => self.client_message(Opcode::Binary, bytes).await,
+            // tungstenite answers the close frame; reading on finishes the handshake.
+            Some(Ok(Message::Close(frame))) => self.peer_close = Some(frame.map_or(1005, |f| u16::from(f.code))),
+            Some(Ok(_)) => {} // ping, pong: tungstenite answers pings itself
+            Some(Err(error)) => match close_for(&error) {
+                Some((code, reason)) => self.close(code, reason),
+                None => return false,
+            },
+            None => return false,
         }
+        true
+    }
+
+    /// Writes every waiting message, then flushes once: a flush per frame costs ~20x. A slow
+    /// client makes this wait, and a waiting session reads nothing: TCP pushes back.
+    async fn flush<S>(&mut self, ws: &mut WebSocketStream<S>) -> Result<(), WsError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if !self.upstream_outbox.is_empty() {
+            if let Some(upstream) = self.upstream.as_mut() {
+                for message in self.upstream_outbox.drain(..) {
+                    upstream.feed(message).await?;
+                }
+                upstream.flush().await?;
+            }
+        }
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
+        for message in self.outbox.drain(..) {
+            ws.feed(message).await?;
+        }
+        ws.flush().await
     }
 
     async fn client_message(&mut self, opcode: Opcode, payload: Bytes) {
@@ -291,7 +307,7 @@ impl Session {
     async fn send_to_client(&mut self, opcode: Opcode, payload: Bytes) {
         self.route.metrics.messages_out.inc();
         self.route.metrics.bytes_out.inc_by(payload.len() as u64);
-        self.write(to_message(opcode, payload)).await;
+        self.outbox.push(to_message(opcode, payload));
     }
 
     async fn on_result(&mut self, result: SinkResult) {
@@ -336,12 +352,11 @@ impl Session {
                 handle.submit(record, reply).await;
             }
             RouteSink::Upstream(name, _) => {
-                let outcome = match self.upstream.as_mut() {
-                    Some(upstream) => upstream
-                        .send(to_message(opcode, payload))
-                        .await
-                        .map(|()| String::new())
-                        .map_err(|e| format!("upstream {name}: {e}")),
+                let outcome = match self.upstream {
+                    Some(_) => {
+                        self.upstream_outbox.push(to_message(opcode, payload));
+                        Ok(String::new())
+                    }
                     None => Err(format!("upstream {name} is not connected")),
                 };
                 if let Some(reply) = reply {

@@ -1,0 +1,307 @@
+//! framegate's benchmark suite (`scripts/bench`): every party on 127.0.0.1, bounded loads,
+//! each figure the median of interleaved repetitions, printed as a table next to the baseline
+//! of the same run and written to target/bench/results.json.
+
+mod echo_server;
+mod load;
+mod parties;
+mod wasm_call;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use load::Load;
+use parties::Party;
+
+#[derive(Parser)]
+#[command(about = "framegate's benchmarks: throughput, latency, CPU and memory, against the baseline and peers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Repetitions of every case (interleaved across parties); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    repetitions: usize,
+    /// Measured seconds of each throughput run (after a half-second warm-up).
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Idle connections opened for the memory case.
+    #[arg(long, default_value_t = 50_000)]
+    idle: usize,
+    /// Run only the cases whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The baseline echo server (started by the suite itself).
+    EchoServer {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
+}
+
+/// One party's figures in one case.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    case: String,
+    party: String,
+    messages_per_s: f64,
+    mb_per_s: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    cpu_us_per_message: f64,
+    /// Messages per second against the baseline of the same case and run.
+    ratio: f64,
+    lost: u64,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+const ECHO: &str = "[routes.echo]\npath = \"/echo\"\nfilters = [{ module = \"echo\" }]\n\
+    [routes.echo3]\npath = \"/echo3\"\n\
+    filters = [{ module = \"tag\", config = { prefix = \"\" } }, { module = \"tag\", config = { prefix = \"\" } }, { module = \"echo\" }]\n";
+
+fn passthrough(upstream: u16) -> String {
+    format!(
+        "[sinks.up]\ntype = \"ws\"\nurl = \"ws://127.0.0.1:{upstream}/\"\n\
+         [routes.up]\npath = \"/up\"\nsinks = [\"up\"]\n\
+         [routes.up1]\npath = \"/up1\"\nfilters = [{{ module = \"tag\", config = {{ prefix = \"\" }} }}]\nsinks = [\"up\"]\n"
+    )
+}
+
+/// A party as a case sees it: its name and the URL to load.
+struct Target {
+    name: String,
+    url: String,
+    pid: u32,
+}
+
+fn targets(parties: &[(&Party, &str, &str)]) -> Vec<Target> {
+    parties
+        .iter()
+        .map(|(party, name, path)| Target {
+            name: name.to_string(),
+            url: format!("{}{}", party.url.trim_end_matches('/'), path),
+            pid: party.pid(),
+        })
+        .collect()
+}
+
+/// Runs `load` against every target, `repetitions` times interleaved; the first target is the baseline.
+async fn case(name: &str, targets: &[Target], load: &Load, repetitions: usize) -> anyhow::Result<Vec<Row>> {
+    let mut samples: BTreeMap<usize, Vec<(f64, f64, f64, f64, f64, u64)>> = BTreeMap::new();
+    for _ in 0..repetitions {
+        for (i, target) in targets.iter().enumerate() {
+            let load = Load {
+                url: target.url.clone(),
+                ..load.clone()
+            };
+            let cpu_before = parties::cpu_micros(target.pid);
+            let outcome = load::run(&load).await?;
+            let cpu = parties::cpu_micros(target.pid) - cpu_before;
+            let rate = outcome.messages as f64 / outcome.elapsed.as_secs_f64();
+            let quantile = |q| outcome.rtt.value_at_quantile(q) as f64 / 1_000.0;
+            samples.entry(i).or_default().push((
+                rate,
+                quantile(0.5),
+                quantile(0.99),
+                quantile(0.999),
+                cpu as f64 / outcome.received.max(1) as f64,
+                outcome.lost,
+            ));
+        }
+    }
+    let pick = |i: usize, f: fn(&(f64, f64, f64, f64, f64, u64)) -> f64| median(samples[&i].iter().map(f).collect());
+    let baseline = pick(0, |s| s.0);
+    let rows: Vec<Row> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, target)| {
+            let rate = pick(i, |s| s.0);
+            Row {
+                case: name.to_string(),
+                party: target.name.clone(),
+                messages_per_s: rate,
+                // Both ways: each message goes to the server and comes back.
+                mb_per_s: rate * load.size as f64 * 2.0 / 1e6,
+                p50_us: pick(i, |s| s.1),
+                p99_us: pick(i, |s| s.2),
+                p999_us: pick(i, |s| s.3),
+                cpu_us_per_message: pick(i, |s| s.4),
+                ratio: rate / baseline,
+                lost: samples[&i].iter().map(|s| s.5).sum(),
+            }
+        })
+        .collect();
+    for row in &rows {
+        print_row(row);
+    }
+    Ok(rows)
+}
+
+fn print_header() {
+    println!(
+        "{:<34} {:<24} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}",
+        "case", "party", "msg/s", "MB/s", "p50 us", "p99 us", "p99.9", "cpu us/m", "ratio"
+    );
+}
+
+fn print_row(row: &Row) {
+    println!(
+        "{:<34} {:<24} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.2} {:>6.2}x",
+        row.case,
+        row.party,
+        row.messages_per_s,
+        row.mb_per_s,
+        row.p50_us,
+        row.p99_us,
+        row.p999_us,
+        row.cpu_us_per_message,
+        row.ratio
+    );
+}
+
+#[derive(Serialize, Default)]
+struct Report {
+    machine: String,
+    throughput: Vec<Row>,
+    idle: Vec<idle::Idle>,
+    hot_swap: Option<hot_swap::HotSwap>,
+    wasm_call_ns: Vec<wasm_call::CallCost>,
+}
+
+mod idle;
+
+mod hot_swap;
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cores} cores, {cpu}")
+}
+
+fn wanted(only: &Option<String>, name: &str) -> bool {
+    only.as_deref().is_none_or(|o| name.contains(o))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::EchoServer { listen }) = cli.command {
+        return echo_server::serve(listen).await;
+    }
+    let mut report = Report {
+        machine: machine(),
+        ..Report::default()
+    };
+    println!("machine: {}\n", report.machine);
+    let measure = Duration::from_secs_f64(cli.seconds);
+    let warmup = Duration::from_millis(500);
+
+    let baseline = Party::echo_server()?;
+    let framegate = Party::framegate("framegate", "/", ECHO)?;
+    let upstream = Party::echo_server()?;
+    let upstream_port: u16 = upstream.url.trim_end_matches('/').rsplit(':').next().unwrap().parse()?;
+    let proxy = Party::framegate("framegate pass-through", "/", &passthrough(upstream_port))?;
+    let mut peers = Vec::new();
+    for (command, start) in [
+        ("nginx", (|p| Party::nginx(p, false)) as fn(u16) -> anyhow::Result<Party>),
+        ("nginx", |p| Party::nginx(p, true)),
+        ("haproxy", Party::haproxy),
+        ("pushpin", Party::pushpin),
+    ] {
+        if !parties::installed(command) {
+            println!("({command} is not installed: left out; scripts/bench installs it)");
+            continue;
+        }
+        match start(upstream_port) {
+            Ok(peer) => peers.push(peer),
+            Err(e) => println!("({command} did not start: {e:#}; left out)"),
+        }
+    }
+
+    let echo_targets = targets(&[
+        (&baseline, "baseline echo", ""),
+        (&framegate, "framegate /echo (1 filter)", "/echo"),
+        (&framegate, "framegate (3 filters)", "/echo3"),
+    ]);
+    let mut pass: Vec<(&Party, &str, &str)> = vec![
+        (&upstream, "upstream echo, direct", ""),
+        (&proxy, "framegate ws sink", "/up"),
+        (&proxy, "framegate ws sink+filter", "/up1"),
+    ];
+    for peer in &peers {
+        pass.push((peer, &peer.name, ""));
+    }
+    let pass_targets = targets(&pass);
+
+    print_header();
+    for size in [100usize, 4096] {
+        for connections in [1usize, 16, 256] {
+            let window = match connections {
+                1 => 64,
+                16 => 32,
+                _ => 4,
+            };
+            let load = Load {
+                url: String::new(),
+                connections,
+                size,
+                window,
+                warmup,
+                measure,
+            };
+            for (group, targets) in [("echo", &echo_targets), ("pass-through", &pass_targets)] {
+                let name = format!("{group} {size}B x{connections}");
+                if wanted(&cli.only, &name) {
+                    report.throughput.extend(case(&name, targets, &load, cli.repetitions).await?);
+                }
+            }
+        }
+    }
+    let ping_pong = Load {
+        url: String::new(),
+        connections: 1,
+        size: 100,
+        window: 1,
+        warmup,
+        measure,
+    };
+    for (group, targets) in [("echo", &echo_targets), ("pass-through", &pass_targets)] {
+        let name = format!("{group} ping-pong 100B");
+        if wanted(&cli.only, &name) {
+            report.throughput.extend(case(&name, targets, &ping_pong, cli.repetitions).await?);
+        }
+    }
+    drop(peers);
+    drop(proxy);
+    drop(upstream);
+
+    if wanted(&cli.only, "hot swap") {
+        report.hot_swap = Some(hot_swap::run(&framegate, measure * 3).await?);
+    }
+    if wanted(&cli.only, "wasm") {
+        report.wasm_call_ns = wasm_call::measure()?;
+    }
+    if wanted(&cli.only, "idle") {
+        report.idle.push(idle::run("baseline echo", &baseline, "/", cli.idle).await?);
+        report.idle.push(idle::run("framegate /echo", &framegate, "/echo", cli.idle).await?);
+    }
+
+    let out = parties::repo().join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&report)?)?;
+    println!("\nwritten: target/bench/results.json");
+    Ok(())
+}
