@@ -219,7 +219,6 @@ async fn main() -> anyhow::Result<()> {
         ("nginx", (|p| Party::nginx(p, false)) as fn(u16) -> anyhow::Result<Party>),
         ("nginx", |p| Party::nginx(p, true)),
         ("haproxy", Party::haproxy),
-        ("pushpin", Party::pushpin),
     ] {
         if !parties::installed(command) {
             println!("({command} is not installed: left out; scripts/bench installs it)");

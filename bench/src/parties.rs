@@ -57,9 +57,14 @@ impl Party {
         mut command: Command,
         dir: Option<tempfile::TempDir>,
     ) -> anyhow::Result<Party> {
+        // Each party's output goes to a log in its folder (or nowhere, for the echo servers).
+        let log = match &dir {
+            Some(dir) => Stdio::from(std::fs::File::create(dir.path().join("party.log"))?),
+            None => Stdio::null(),
+        };
         let mut child = command
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .with_context(|| format!("starting {name}"))?;
         wait_for(port, &mut child, name)?;
@@ -142,7 +147,7 @@ impl Party {
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let config = format!(
-            "global\n  nbthread 1\n  maxconn 10000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 1h\n\
+            "global\n  nbthread 1\n  maxconn 9000\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 1h\n\
              timeout server 1h\n  timeout tunnel 1h\nfrontend fe\n  bind 127.0.0.1:{port}\n  default_backend be\n\
              backend be\n  server up 127.0.0.1:{upstream}\n"
         );
@@ -151,34 +156,6 @@ impl Party {
         let mut command = Command::new("haproxy");
         command.arg("-db").arg("-f").arg(&file);
         Party::start("HAProxy", "/", port, command, Some(dir))
-    }
-
-    pub fn pushpin(upstream: u16) -> anyhow::Result<Party> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port();
-        let d = dir.path().display();
-        let stock = std::fs::read_to_string("/etc/pushpin/pushpin.conf").context("pushpin is not installed")?;
-        let mut config = String::new();
-        for line in stock.lines() {
-            let line = match line.split('=').next().unwrap_or_default() {
-                "http_port" => format!("http_port={port}"),
-                "rundir" => format!("rundir={d}/run"),
-                "logdir" => format!("logdir={d}/log"),
-                "routesfile" => format!("routesfile={d}/routes"),
-                // Its internal ZeroMQ ports move with the offset, away from other runs.
-                "port_offset" => format!("port_offset={}", port % 1000 * 10),
-                _ => line.to_string(),
-            };
-            config.push_str(&line);
-            config.push('\n');
-        }
-        std::fs::create_dir_all(dir.path().join("run"))?;
-        std::fs::create_dir_all(dir.path().join("log"))?;
-        std::fs::write(dir.path().join("routes"), format!("* 127.0.0.1:{upstream}\n"))?;
-        std::fs::write(dir.path().join("pushpin.conf"), config)?;
-        let mut command = Command::new("pushpin");
-        command.args(["--config", &format!("{d}/pushpin.conf")]);
-        Party::start("Pushpin", "/", port, command, Some(dir))
     }
 }
 

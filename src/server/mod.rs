@@ -160,16 +160,14 @@ async fn upgrade(proxy: Arc<Proxy>, mut request: Request<Incoming>, peer: Socket
     }
     let inbound = Opening::inbound_channel();
     let upstream = match route.upstream() {
-        Some((name, options)) => {
-            match crate::sink::ws::connect(name, &options, route.settings.max_message_size, inbound.0.clone()).await {
-                Ok(upstream) => Some(upstream),
-                Err(reason) => {
-                    tracing::warn!(conn = id, "{reason}");
-                    route.metrics.refused(502);
-                    return respond(StatusCode::BAD_GATEWAY, format!("{reason}\n"));
-                }
+        Some((name, options)) => match crate::sink::ws::connect(&options, route.settings.max_message_size).await {
+            Ok(stream) => Some((name, stream)),
+            Err(reason) => {
+                tracing::warn!(conn = id, "{reason}");
+                route.metrics.refused(502);
+                return respond(StatusCode::BAD_GATEWAY, format!("{reason}\n"));
             }
-        }
+        },
         None => None,
     };
 

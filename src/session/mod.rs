@@ -24,7 +24,7 @@ use tokio_util::time::{DelayQueue, delay_queue};
 use crate::filter::abi::{ConnState, Effect, Opcode};
 use crate::filter::{ChainEffect, HookCall, Verdict};
 use crate::server::router::Route;
-use crate::sink::ws::UpstreamWriter;
+use crate::sink::ws::Upstream;
 use crate::sink::{Record, Reply, RouteSink, SinkResult};
 use crate::source::{Delivered, Sources, Subscription};
 
@@ -51,8 +51,8 @@ pub struct Opening {
     pub conn: ConnState,
     /// Effects of `fg_on_open` (subscriptions, timers), applied first.
     pub effects: Vec<ChainEffect>,
-    /// The upstream connection, when the route has a `ws` sink.
-    pub upstream: Option<(UpstreamWriter, tokio::task::JoinHandle<()>)>,
+    /// The upstream connection, when the route has a `ws` sink: its name and stream.
+    pub upstream: Option<(Arc<str>, Upstream)>,
     pub inbound: (mpsc::Sender<Delivered>, mpsc::Receiver<Delivered>),
 }
 
@@ -68,7 +68,8 @@ struct Session {
     sources: Arc<Sources>,
     /// Messages for the client, written at the next flush.
     outbox: Vec<Message>,
-    upstream: Option<UpstreamWriter>,
+    /// Whether the route's `ws` sink has its connection.
+    has_upstream: bool,
     /// Messages for the upstream, written at the next flush.
     upstream_outbox: Vec<Message>,
     inbound: mpsc::Sender<Delivered>,
@@ -90,17 +91,15 @@ where
 {
     let (results, mut results_rx) = mpsc::unbounded_channel();
     let (inbound, mut inbound_rx) = opening.inbound;
-    let (upstream, mut upstream_task) = match opening.upstream {
-        Some((writer, task)) => (Some(writer), Some(task)),
-        None => (None, None),
-    };
+    let mut upstream = opening.upstream;
+    let mut upstream_seq = 0u64;
     let route = opening.route;
     let mut session = Session {
         route: route.clone(),
         conn: opening.conn,
         sources,
         outbox: Vec::new(),
-        upstream,
+        has_upstream: upstream.is_some(),
         upstream_outbox: Vec::new(),
         inbound,
         results,
@@ -148,9 +147,8 @@ where
                 session.outbox.push(Message::Ping(Bytes::new()));
             }
             _ = &mut idle, if idle_limit.is_some() => session.close(1001, "idle timeout"),
-            _ = async { upstream_task.as_mut().unwrap().await }, if upstream_task.is_some() => {
-                upstream_task = None;
-                session.close(1001, "upstream closed");
+            read = async { upstream.as_mut().unwrap().1.next().await }, if upstream.is_some() => {
+                session.from_upstream(upstream.as_ref().map(|u| u.0.clone()), &mut upstream_seq, read).await;
             }
         }
         // Whatever else is ready is handled before writing: one flush answers all of it.
@@ -162,12 +160,17 @@ where
                 }
             } else if let Ok(delivered) = inbound_rx.try_recv() {
                 session.towards_client(delivered).await;
+            } else if let Some((name, stream)) = upstream.as_mut()
+                && let Some(read) = stream.next().now_or_never()
+            {
+                let name = name.clone();
+                session.from_upstream(Some(name), &mut upstream_seq, read).await;
             } else {
                 break;
             }
             handled += 1;
         }
-        if session.flush(&mut ws).await.is_err() {
+        if session.flush(&mut ws, upstream.as_mut().map(|u| &mut u.1)).await.is_err() {
             break 'serving;
         }
     }
@@ -180,7 +183,7 @@ where
                 reason: reason.into(),
             };
             session.outbox.push(Message::Close(Some(frame)));
-            if session.flush(&mut ws).await.is_ok() {
+            if session.flush(&mut ws, upstream.as_mut().map(|u| &mut u.1)).await.is_ok() {
                 // Wait (briefly) for the client's answer so the close handshake completes.
                 let _ = tokio::time::timeout(CLOSE_WAIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
             }
@@ -190,11 +193,8 @@ where
     };
     let farewell = route.chain.close(&mut session.conn, code);
     session.apply(farewell).await;
-    if let Some(mut upstream) = session.upstream.take() {
-        let _ = upstream.close().await;
-    }
-    if let Some(task) = upstream_task {
-        task.abort();
+    if let Some((_, mut upstream)) = upstream {
+        let _ = upstream.close(None).await;
     }
     route.metrics.active.dec();
 }
@@ -246,17 +246,17 @@ impl Session {
 
     /// Writes every waiting message, then flushes once: a flush per frame costs ~20x. A slow
     /// client makes this wait, and a waiting session reads nothing: TCP pushes back.
-    async fn flush<S>(&mut self, ws: &mut WebSocketStream<S>) -> Result<(), WsError>
+    async fn flush<S>(&mut self, ws: &mut WebSocketStream<S>, upstream: Option<&mut Upstream>) -> Result<(), WsError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        if !self.upstream_outbox.is_empty() {
-            if let Some(upstream) = self.upstream.as_mut() {
-                for message in self.upstream_outbox.drain(..) {
-                    upstream.feed(message).await?;
-                }
-                upstream.flush().await?;
+        if let Some(upstream) = upstream
+            && !self.upstream_outbox.is_empty()
+        {
+            for message in self.upstream_outbox.drain(..) {
+                upstream.feed(message).await?;
             }
+            upstream.flush().await?;
         }
         if self.outbox.is_empty() {
             return Ok(());
@@ -302,6 +302,25 @@ impl Session {
             Verdict::Drop => {}
             Verdict::Close(code, reason) => self.close(code, &reason),
         }
+    }
+
+    /// A read from the upstream: a message goes down the chain; the end of it ends the session.
+    async fn from_upstream(&mut self, name: Option<Arc<str>>, seq: &mut u64, read: Option<Result<Message, WsError>>) {
+        let (opcode, payload) = match read {
+            Some(Ok(Message::Text(text))) => (Opcode::Text, text.into()),
+            Some(Ok(Message::Binary(bytes))) => (Opcode::Binary, bytes),
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return,
+            Some(Ok(Message::Close(_)) | Err(_)) | None => return self.close(1001, "upstream closed"),
+        };
+        *seq += 1;
+        let delivered = Delivered {
+            sub: None,
+            source: name.unwrap_or_else(|| "upstream".into()),
+            id: seq.to_string(),
+            opcode,
+            payload,
+        };
+        self.towards_client(delivered).await;
     }
 
     async fn send_to_client(&mut self, opcode: Opcode, payload: Bytes) {
@@ -352,12 +371,11 @@ impl Session {
                 handle.submit(record, reply).await;
             }
             RouteSink::Upstream(name, _) => {
-                let outcome = match self.upstream {
-                    Some(_) => {
-                        self.upstream_outbox.push(to_message(opcode, payload));
-                        Ok(String::new())
-                    }
-                    None => Err(format!("upstream {name} is not connected")),
+                let outcome = if self.has_upstream {
+                    self.upstream_outbox.push(to_message(opcode, payload));
+                    Ok(String::new())
+                } else {
+                    Err(format!("upstream {name} is not connected"))
                 };
                 if let Some(reply) = reply {
                     reply.send(outcome);
