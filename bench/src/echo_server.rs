@@ -12,7 +12,9 @@ pub async fn serve(listen: std::net::SocketAddr) -> anyhow::Result<()> {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
-            let Ok(ws) = tokio_tungstenite::accept_async(stream).await else { return };
+            let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+                return;
+            };
             let (mut tx, mut rx) = ws.split();
             while let Some(Ok(message)) = rx.next().await {
                 if !matches!(message, Message::Text(_) | Message::Binary(_)) {

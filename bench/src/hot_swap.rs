@@ -30,7 +30,10 @@ fn version(original: &[u8], n: u8) -> Vec<u8> {
 }
 
 pub async fn run(framegate: &Party, measure: Duration) -> anyhow::Result<HotSwap> {
-    let filters = framegate.dir().expect("framegate runs in its own folder").join("filters");
+    let filters = framegate
+        .dir()
+        .expect("framegate runs in its own folder")
+        .join("filters");
     let original = std::fs::read(filters.join("echo.wasm"))?;
     let load = Load {
         url: format!("{}echo", framegate.url),

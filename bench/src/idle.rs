@@ -20,11 +20,14 @@ pub struct Idle {
 const BATCH: usize = 500;
 /// Loopback source addresses share the connections, so no one of them runs out of ports.
 const PER_SOURCE: usize = 20_000;
+/// Each run takes fresh source addresses: the last run's ports linger in TIME_WAIT.
+static NEXT_SOURCE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
 
 pub async fn run(name: &str, party: &Party, path: &str, count: usize) -> anyhow::Result<Idle> {
     let url = format!("{}{}", party.url.trim_end_matches('/'), path);
     let port: u16 = party.url.trim_end_matches('/').rsplit(':').next().unwrap().parse()?;
     let server = parties::addr(port);
+    let first_source = NEXT_SOURCE.fetch_add(count.div_ceil(PER_SOURCE) as u8, std::sync::atomic::Ordering::Relaxed);
     let before = parties::rss_kib(party.pid());
     let mut open = Vec::with_capacity(count);
     while open.len() < count {
@@ -33,7 +36,8 @@ pub async fn run(name: &str, party: &Party, path: &str, count: usize) -> anyhow:
                 let url = url.clone();
                 async move {
                     let socket = tokio::net::TcpSocket::new_v4()?;
-                    socket.bind(std::net::SocketAddr::from(([127, 0, 0, (2 + i / PER_SOURCE) as u8], 0)))?;
+                    let source = first_source + (i / PER_SOURCE) as u8;
+                    socket.bind(std::net::SocketAddr::from(([127, 0, 0, source], 0)))?;
                     let stream = socket.connect(server).await?;
                     // Small client buffers: the client's memory is not what is measured.
                     let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);

@@ -185,7 +185,11 @@ mod hot_swap;
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{cores} cores, {cpu}")
@@ -216,7 +220,10 @@ async fn main() -> anyhow::Result<()> {
     let proxy = Party::framegate("framegate pass-through", "/", &passthrough(upstream_port))?;
     let mut peers = Vec::new();
     for (command, start) in [
-        ("nginx", (|p| Party::nginx(p, false)) as fn(u16) -> anyhow::Result<Party>),
+        (
+            "nginx",
+            (|p| Party::nginx(p, false)) as fn(u16) -> anyhow::Result<Party>,
+        ),
         ("nginx", |p| Party::nginx(p, true)),
         ("haproxy", Party::haproxy),
     ] {
@@ -264,7 +271,9 @@ async fn main() -> anyhow::Result<()> {
             for (group, targets) in [("echo", &echo_targets), ("pass-through", &pass_targets)] {
                 let name = format!("{group} {size}B x{connections}");
                 if wanted(&cli.only, &name) {
-                    report.throughput.extend(case(&name, targets, &load, cli.repetitions).await?);
+                    report
+                        .throughput
+                        .extend(case(&name, targets, &load, cli.repetitions).await?);
                 }
             }
         }
@@ -280,7 +289,9 @@ async fn main() -> anyhow::Result<()> {
     for (group, targets) in [("echo", &echo_targets), ("pass-through", &pass_targets)] {
         let name = format!("{group} ping-pong 100B");
         if wanted(&cli.only, &name) {
-            report.throughput.extend(case(&name, targets, &ping_pong, cli.repetitions).await?);
+            report
+                .throughput
+                .extend(case(&name, targets, &ping_pong, cli.repetitions).await?);
         }
     }
     drop(peers);
@@ -294,8 +305,12 @@ async fn main() -> anyhow::Result<()> {
         report.wasm_call_ns = wasm_call::measure()?;
     }
     if wanted(&cli.only, "idle") {
-        report.idle.push(idle::run("baseline echo", &baseline, "/", cli.idle).await?);
-        report.idle.push(idle::run("framegate /echo", &framegate, "/echo", cli.idle).await?);
+        report
+            .idle
+            .push(idle::run("baseline echo", &baseline, "/", cli.idle).await?);
+        report
+            .idle
+            .push(idle::run("framegate /echo", &framegate, "/echo", cli.idle).await?);
     }
 
     let out = parties::repo().join("target/bench");

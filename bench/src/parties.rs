@@ -39,7 +39,9 @@ pub struct Party {
 
 impl Drop for Party {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -138,8 +140,19 @@ impl Party {
         );
         std::fs::write(dir.path().join("nginx.conf"), config)?;
         let mut command = Command::new("nginx");
-        command.args(["-c", &format!("{d}/nginx.conf"), "-p", &d.to_string(), "-e", &format!("{d}/error.log")]);
-        let name = if tuned { "nginx (64k buffers)" } else { "nginx (default)" };
+        command.args([
+            "-c",
+            &format!("{d}/nginx.conf"),
+            "-p",
+            &d.to_string(),
+            "-e",
+            &format!("{d}/error.log"),
+        ]);
+        let name = if tuned {
+            "nginx (64k buffers)"
+        } else {
+            "nginx (default)"
+        };
         Party::start(name, "/", port, command, Some(dir))
     }
 
@@ -163,9 +176,17 @@ impl Party {
 fn tree(root: u32) -> Vec<u32> {
     let mut parents = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, r)| r)
+            .split_whitespace()
+            .collect();
         if let Some(ppid) = fields.get(1).and_then(|p| p.parse::<u32>().ok()) {
             parents.push((pid, ppid));
         }
@@ -186,7 +207,11 @@ pub fn cpu_micros(root: u32) -> u64 {
         .into_iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
         .map(|stat| {
-            let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, r)| r).split_whitespace().collect();
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map_or("", |(_, r)| r)
+                .split_whitespace()
+                .collect();
             // utime and stime: fields 14 and 15 of stat, 12 and 13 after the name.
             fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
                 + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)

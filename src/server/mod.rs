@@ -158,10 +158,9 @@ async fn upgrade(proxy: Arc<Proxy>, mut request: Request<Incoming>, peer: Socket
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
         return respond(status, body);
     }
-    let inbound = Opening::inbound_channel();
     let upstream = match route.upstream() {
         Some((name, options)) => match crate::sink::ws::connect(&options, route.settings.max_message_size).await {
-            Ok(stream) => Some((name, stream)),
+            Ok(stream) => Some((name, Box::new(stream))),
             Err(reason) => {
                 tracing::warn!(conn = id, "{reason}");
                 route.metrics.refused(502);
@@ -177,7 +176,6 @@ async fn upgrade(proxy: Arc<Proxy>, mut request: Request<Incoming>, peer: Socket
         conn,
         effects,
         upstream,
-        inbound,
     };
     let sources = proxy.sources.clone();
     let shutdown = proxy.shutdown.clone();

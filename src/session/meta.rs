@@ -10,6 +10,14 @@ use bytes::Bytes;
 pub type Meta = Arc<BTreeMap<String, Bytes>>;
 
 const RESERVED_KEYS: [&str; 4] = ["route", "path", "peer", "query"];
+/// Headers of the handshake itself: no filter needs them, and every connection would carry them.
+const HANDSHAKE_HEADERS: [&str; 5] = [
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+];
 const RESERVED_PREFIXES: [&str; 5] = ["conn.", "path.", "query.", "header.", "msg."];
 
 /// Keys the host sets, which filters may read but not change.
@@ -48,7 +56,11 @@ pub fn from_request(info: &RequestInfo<'_>) -> Meta {
         meta.entry(name)
             .or_insert_with(|| crate::config::percent_decode_with(value, true).into_bytes().into());
     }
-    for (name, value) in info.headers {
+    for (name, value) in info
+        .headers
+        .iter()
+        .filter(|(n, _)| !HANDSHAKE_HEADERS.contains(&n.as_str()))
+    {
         let key = format!("header.{}", name.as_str());
         match meta.get_mut(&key) {
             // Repeated headers are joined as HTTP allows.

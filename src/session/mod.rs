@@ -52,14 +52,7 @@ pub struct Opening {
     /// Effects of `fg_on_open` (subscriptions, timers), applied first.
     pub effects: Vec<ChainEffect>,
     /// The upstream connection, when the route has a `ws` sink: its name and stream.
-    pub upstream: Option<(Arc<str>, Upstream)>,
-    pub inbound: (mpsc::Sender<Delivered>, mpsc::Receiver<Delivered>),
-}
-
-impl Opening {
-    pub fn inbound_channel() -> (mpsc::Sender<Delivered>, mpsc::Receiver<Delivered>) {
-        mpsc::channel(INBOUND_QUEUE)
-    }
+    pub upstream: Option<(Arc<str>, Box<Upstream>)>,
 }
 
 struct Session {
@@ -72,11 +65,14 @@ struct Session {
     has_upstream: bool,
     /// Messages for the upstream, written at the next flush.
     upstream_outbox: Vec<Message>,
-    inbound: mpsc::Sender<Delivered>,
-    results: mpsc::UnboundedSender<SinkResult>,
+    /// Deliveries from subscriptions; made at the first subscription (idle connections are many).
+    inbound: Option<(mpsc::Sender<Delivered>, mpsc::Receiver<Delivered>)>,
+    /// Outcomes of emitted records; made at the first `emit`.
+    results: Option<(mpsc::UnboundedSender<SinkResult>, mpsc::UnboundedReceiver<SinkResult>)>,
     /// Subscription id to the subscription and the filter that made it.
     subscriptions: HashMap<u64, (Subscription, usize)>,
-    timers: DelayQueue<(u64, usize)>,
+    /// Filter timers; made at the first one.
+    timers: Option<DelayQueue<(u64, usize)>>,
     timer_keys: HashMap<u64, delay_queue::Key>,
     /// Set once the session decided to close: (code, reason).
     closing: Option<(u16, String)>,
@@ -84,13 +80,12 @@ struct Session {
     peer_close: Option<u16>,
 }
 
-/// Runs a connection to its end.
+/// Runs a connection to its end. The work on each event is boxed: the future of an idle
+/// connection then stays small (measured: 7.7 KiB unboxed), and idle connections are many.
 pub async fn run<S>(mut ws: WebSocketStream<S>, opening: Opening, sources: Arc<Sources>, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (results, mut results_rx) = mpsc::unbounded_channel();
-    let (inbound, mut inbound_rx) = opening.inbound;
     let mut upstream = opening.upstream;
     let mut upstream_seq = 0u64;
     let route = opening.route;
@@ -101,17 +96,17 @@ where
         outbox: Vec::new(),
         has_upstream: upstream.is_some(),
         upstream_outbox: Vec::new(),
-        inbound,
-        results,
+        inbound: None,
+        results: None,
         subscriptions: HashMap::new(),
-        timers: DelayQueue::new(),
+        timers: None,
         timer_keys: HashMap::new(),
         closing: None,
         peer_close: None,
     };
     route.metrics.opened.inc();
     route.metrics.active.inc();
-    session.apply(opening.effects).await;
+    Box::pin(session.apply(opening.effects)).await;
 
     let settings = &route.settings;
     let mut ping = (settings.ping_interval_ms > 0).then(|| {
@@ -126,20 +121,25 @@ where
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => session.close(1001, "server shutting down"),
-            Some(result) = results_rx.recv() => session.on_result(result).await,
-            Some(delivered) = inbound_rx.recv() => session.towards_client(delivered).await,
-            Some(expired) = session.timers.next(), if !session.timers.is_empty() => {
+            Some(result) = async { session.results.as_mut().unwrap().1.recv().await }, if session.results.is_some() => {
+                Box::pin(session.on_result(result)).await;
+            }
+            Some(delivered) = async { session.inbound.as_mut().unwrap().1.recv().await }, if session.inbound.is_some() => {
+                Box::pin(session.towards_client(delivered)).await;
+            }
+            Some(expired) = async { session.timers.as_mut().unwrap().next().await },
+                if session.timers.as_ref().is_some_and(|t| !t.is_empty()) => {
                 let (timer, filter) = expired.into_inner();
                 session.timer_keys.remove(&timer);
                 session.conn.handles = session.conn.handles.saturating_sub(1);
                 let (close, effects) = route.chain.notify(&mut session.conn, filter, HookCall::Timer(timer));
-                session.after_hook(close, effects).await;
+                Box::pin(session.after_hook(close, effects)).await;
             }
             read = ws.next() => {
                 if let Some(limit) = idle_limit {
                     idle.as_mut().reset(Instant::now() + limit);
                 }
-                if !session.on_read(read).await {
+                if !Box::pin(session.on_read(read)).await {
                     break 'serving;
                 }
             }
@@ -148,29 +148,32 @@ where
             }
             _ = &mut idle, if idle_limit.is_some() => session.close(1001, "idle timeout"),
             read = async { upstream.as_mut().unwrap().1.next().await }, if upstream.is_some() => {
-                session.from_upstream(upstream.as_ref().map(|u| u.0.clone()), &mut upstream_seq, read).await;
+                Box::pin(session.upstream_read(upstream.as_ref().map(|u| u.0.clone()), &mut upstream_seq, read)).await;
             }
         }
         // Whatever else is ready is handled before writing: one flush answers all of it.
         let mut handled = 0;
         while session.closing.is_none() && handled < BATCH {
             if let Some(read) = ws.next().now_or_never() {
-                if !session.on_read(read).await {
+                if !Box::pin(session.on_read(read)).await {
                     break 'serving;
                 }
-            } else if let Ok(delivered) = inbound_rx.try_recv() {
-                session.towards_client(delivered).await;
+            } else if let Some(delivered) = session.inbound.as_mut().and_then(|(_, rx)| rx.try_recv().ok()) {
+                Box::pin(session.towards_client(delivered)).await;
             } else if let Some((name, stream)) = upstream.as_mut()
                 && let Some(read) = stream.next().now_or_never()
             {
                 let name = name.clone();
-                session.from_upstream(Some(name), &mut upstream_seq, read).await;
+                Box::pin(session.upstream_read(Some(name), &mut upstream_seq, read)).await;
             } else {
                 break;
             }
             handled += 1;
         }
-        if session.flush(&mut ws, upstream.as_mut().map(|u| &mut u.1)).await.is_err() {
+        if Box::pin(session.flush(&mut ws, upstream.as_mut().map(|u| &mut u.1)))
+            .await
+            .is_err()
+        {
             break 'serving;
         }
     }
@@ -183,7 +186,10 @@ where
                 reason: reason.into(),
             };
             session.outbox.push(Message::Close(Some(frame)));
-            if session.flush(&mut ws, upstream.as_mut().map(|u| &mut u.1)).await.is_ok() {
+            if Box::pin(session.flush(&mut ws, upstream.as_mut().map(|u| &mut u.1)))
+                .await
+                .is_ok()
+            {
                 // Wait (briefly) for the client's answer so the close handshake completes.
                 let _ = tokio::time::timeout(CLOSE_WAIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
             }
@@ -192,9 +198,9 @@ where
         (None, None) => ABNORMAL,
     };
     let farewell = route.chain.close(&mut session.conn, code);
-    session.apply(farewell).await;
+    Box::pin(session.apply(farewell)).await;
     if let Some((_, mut upstream)) = upstream {
-        let _ = upstream.close(None).await;
+        let _ = SinkExt::close(&mut upstream).await;
     }
     route.metrics.active.dec();
 }
@@ -221,6 +227,10 @@ fn to_message(opcode: Opcode, payload: Bytes) -> Message {
 }
 
 impl Session {
+    fn results_sender(&mut self) -> mpsc::UnboundedSender<SinkResult> {
+        self.results.get_or_insert_with(mpsc::unbounded_channel).0.clone()
+    }
+
     fn close(&mut self, code: u16, reason: &str) {
         if self.closing.is_none() {
             self.closing = Some((code, reason.to_string()));
@@ -246,7 +256,11 @@ impl Session {
 
     /// Writes every waiting message, then flushes once: a flush per frame costs ~20x. A slow
     /// client makes this wait, and a waiting session reads nothing: TCP pushes back.
-    async fn flush<S>(&mut self, ws: &mut WebSocketStream<S>, upstream: Option<&mut Upstream>) -> Result<(), WsError>
+    async fn flush<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        upstream: Option<&mut Box<Upstream>>,
+    ) -> Result<(), WsError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -305,7 +319,7 @@ impl Session {
     }
 
     /// A read from the upstream: a message goes down the chain; the end of it ends the session.
-    async fn from_upstream(&mut self, name: Option<Arc<str>>, seq: &mut u64, read: Option<Result<Message, WsError>>) {
+    async fn upstream_read(&mut self, name: Option<Arc<str>>, seq: &mut u64, read: Option<Result<Message, WsError>>) {
         let (opcode, payload) = match read {
             Some(Ok(Message::Text(text))) => (Opcode::Text, text.into()),
             Some(Ok(Message::Binary(bytes))) => (Opcode::Binary, bytes),
@@ -398,7 +412,7 @@ impl Session {
                     context,
                 } => {
                     let reply = Reply {
-                        to: self.results.clone(),
+                        to: self.results_sender(),
                         ticket,
                         filter,
                         context,
@@ -414,14 +428,19 @@ impl Session {
                     self.deliver(&target, opcode, key, payload, headers, Some(reply)).await;
                 }
                 Effect::Subscribe { id, source, spec } => {
-                    match self.sources.subscribe(&source, &spec, id, self.inbound.clone()) {
+                    let inbound = self
+                        .inbound
+                        .get_or_insert_with(|| mpsc::channel(INBOUND_QUEUE))
+                        .0
+                        .clone();
+                    match self.sources.subscribe(&source, &spec, id, inbound) {
                         Ok(subscription) => {
                             self.subscriptions.insert(id, (subscription, filter));
                         }
                         Err(reason) => {
                             // The filter learns it through its result hook, with the id as ticket.
                             self.conn.handles = self.conn.handles.saturating_sub(1);
-                            let _ = self.results.send(SinkResult {
+                            let _ = self.results_sender().send(SinkResult {
                                 ticket: id,
                                 filter,
                                 context: Bytes::new(),
@@ -446,12 +465,15 @@ impl Session {
                     }
                 }
                 Effect::SetTimer { id, ms } => {
-                    let key = self.timers.insert((id, filter), Duration::from_millis(ms));
+                    let timers = self.timers.get_or_insert_with(DelayQueue::new);
+                    let key = timers.insert((id, filter), Duration::from_millis(ms));
                     self.timer_keys.insert(id, key);
                 }
                 Effect::CancelTimer(id) => {
                     if let Some(key) = self.timer_keys.remove(&id) {
-                        self.timers.remove(&key);
+                        if let Some(timers) = self.timers.as_mut() {
+                            timers.remove(&key);
+                        }
                         self.conn.handles = self.conn.handles.saturating_sub(1);
                     }
                 }
