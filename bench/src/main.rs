@@ -60,6 +60,16 @@ struct Row {
     lost: u64,
 }
 
+/// One repetition's figures for one party.
+struct Sample {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    cpu: f64,
+    lost: u64,
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
@@ -97,7 +107,7 @@ fn targets(parties: &[(&Party, &str, &str)]) -> Vec<Target> {
 
 /// Runs `load` against every target, `repetitions` times interleaved; the first target is the baseline.
 async fn case(name: &str, targets: &[Target], load: &Load, repetitions: usize) -> anyhow::Result<Vec<Row>> {
-    let mut samples: BTreeMap<usize, Vec<(f64, f64, f64, f64, f64, u64)>> = BTreeMap::new();
+    let mut samples: BTreeMap<usize, Vec<Sample>> = BTreeMap::new();
     for _ in 0..repetitions {
         for (i, target) in targets.iter().enumerate() {
             let load = Load {
@@ -109,35 +119,35 @@ async fn case(name: &str, targets: &[Target], load: &Load, repetitions: usize) -
             let cpu = parties::cpu_micros(target.pid) - cpu_before;
             let rate = outcome.messages as f64 / outcome.elapsed.as_secs_f64();
             let quantile = |q| outcome.rtt.value_at_quantile(q) as f64 / 1_000.0;
-            samples.entry(i).or_default().push((
+            samples.entry(i).or_default().push(Sample {
                 rate,
-                quantile(0.5),
-                quantile(0.99),
-                quantile(0.999),
-                cpu as f64 / outcome.received.max(1) as f64,
-                outcome.lost,
-            ));
+                p50: quantile(0.5),
+                p99: quantile(0.99),
+                p999: quantile(0.999),
+                cpu: cpu as f64 / outcome.received.max(1) as f64,
+                lost: outcome.lost,
+            });
         }
     }
-    let pick = |i: usize, f: fn(&(f64, f64, f64, f64, f64, u64)) -> f64| median(samples[&i].iter().map(f).collect());
-    let baseline = pick(0, |s| s.0);
+    let pick = |i: usize, f: fn(&Sample) -> f64| median(samples[&i].iter().map(f).collect());
+    let baseline = pick(0, |s| s.rate);
     let rows: Vec<Row> = targets
         .iter()
         .enumerate()
         .map(|(i, target)| {
-            let rate = pick(i, |s| s.0);
+            let rate = pick(i, |s| s.rate);
             Row {
                 case: name.to_string(),
                 party: target.name.clone(),
                 messages_per_s: rate,
                 // Both ways: each message goes to the server and comes back.
                 mb_per_s: rate * load.size as f64 * 2.0 / 1e6,
-                p50_us: pick(i, |s| s.1),
-                p99_us: pick(i, |s| s.2),
-                p999_us: pick(i, |s| s.3),
-                cpu_us_per_message: pick(i, |s| s.4),
+                p50_us: pick(i, |s| s.p50),
+                p99_us: pick(i, |s| s.p99),
+                p999_us: pick(i, |s| s.p999),
+                cpu_us_per_message: pick(i, |s| s.cpu),
                 ratio: rate / baseline,
-                lost: samples[&i].iter().map(|s| s.5).sum(),
+                lost: samples[&i].iter().map(|s| s.lost).sum(),
             }
         })
         .collect();
