@@ -61,13 +61,12 @@ fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     })
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format);
     let result = match cli.command {
-        Command::Run { config, listen, admin } => run(config, listen, admin).await,
-        Command::Check { config } => check(&config),
+        Command::Run { config, listen, admin } => run(config, listen, admin),
+        Command::Check { config } => runtime(0).and_then(|r| r.block_on(async { check(&config) })),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,6 +77,15 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The async runtime: `workers` threads, or one per core.
+fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers > 0 {
+        builder.worker_threads(workers);
+    }
+    Ok(builder.enable_all().build()?)
+}
+
 /// Loads everything `run` would (filters included), without listening.
 fn check(path: &PathBuf) -> anyhow::Result<()> {
     let config = load(Some(path))?;
@@ -86,10 +94,14 @@ fn check(path: &PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(path: Option<PathBuf>, listen: Option<SocketAddr>, admin: Option<SocketAddr>) -> anyhow::Result<()> {
+fn run(path: Option<PathBuf>, listen: Option<SocketAddr>, admin: Option<SocketAddr>) -> anyhow::Result<()> {
     let mut config = load(path.as_ref())?;
     config.server.listen = listen.unwrap_or(config.server.listen);
     config.server.admin = admin.or(config.server.admin);
+    runtime(config.server.workers)?.block_on(serve(config, path))
+}
+
+async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let watch = config.filters.watch;
     let proxy = Proxy::new(config, path)?;
     let bound = proxy.bind().await?;

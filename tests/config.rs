@@ -65,6 +65,10 @@ fn check_accepts_a_good_file_and_names_what_is_wrong_in_a_bad_one() {
             "routes.e: filter module filters/missing.wasm: cannot read",
         ),
         (
+            "[sinks.up]\ntype = \"ws\"\nurl = \"ws://x/\"\n[routes.r]\npath = \"/r\"\nsinks = [\"up\"]\nrelay = \"bytes\"\nfilters = [{ module = \"echo\" }]\n",
+            "framegate.toml: routes.r.relay: \"bytes\" needs a route with no filters and a single ws sink",
+        ),
+        (
             "[sinks.a]\ntype = \"stdout\"\ndead_letter = \"b\"\n[sinks.b]\ntype = \"stdout\"\ndead_letter = \"a\"\n",
             "dead letters go round in a circle",
         ),

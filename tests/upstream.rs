@@ -66,3 +66,32 @@ async fn relays_both_ways_through_the_chain() {
     assert_eq!(status, 502);
     assert!(body.starts_with("upstream ws://127.0.0.1:1/"), "{body}");
 }
+
+#[tokio::test]
+async fn byte_relay_splices_the_upgrade_through() {
+    let (addr, mut seen) = upstream().await;
+    let config = format!(
+        "{}\n[sinks.backend]\ntype = \"ws\"\nurl = \"ws://{addr}/feed\"\n\
+         [routes.raw]\npath = \"/raw\"\nsinks = [\"backend\"]\nrelay = \"bytes\"\n",
+        head("")
+    );
+    let proxy = Proxy::start(&config, &[], &[]);
+    let mut client = proxy.connect("/raw?token=1").await;
+    assert_eq!(next_text(&mut client).await, "welcome");
+    for word in ["one", "two"] {
+        send_text(&mut client, word).await;
+        assert_eq!(seen.recv().await.unwrap(), word);
+        assert_eq!(next_text(&mut client).await, word);
+    }
+    send_text(&mut client, "bye").await;
+    assert_eq!(
+        closed_with(&mut client).await,
+        (1005, String::new()),
+        "the upstream's own close frame"
+    );
+    drop(client);
+    eventually("the relay's bytes counted", || async {
+        proxy.metric("framegate_bytes_total{route=\"raw\",dir=\"in\"}").await > 0.0
+    })
+    .await;
+}

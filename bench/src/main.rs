@@ -83,7 +83,8 @@ fn passthrough(upstream: u16) -> String {
     format!(
         "[sinks.up]\ntype = \"ws\"\nurl = \"ws://127.0.0.1:{upstream}/\"\n\
          [routes.up]\npath = \"/up\"\nsinks = [\"up\"]\n\
-         [routes.up1]\npath = \"/up1\"\nfilters = [{{ module = \"tag\", config = {{ prefix = \"\" }} }}]\nsinks = [\"up\"]\n"
+         [routes.up1]\npath = \"/up1\"\nfilters = [{{ module = \"tag\", config = {{ prefix = \"\" }} }}]\nsinks = [\"up\"]\n\
+         [routes.raw]\npath = \"/raw\"\nsinks = [\"up\"]\nrelay = \"bytes\"\n"
     )
 }
 
@@ -254,6 +255,7 @@ async fn main() -> anyhow::Result<()> {
     ]);
     let mut pass: Vec<(&Party, &str, &str)> = vec![
         (&upstream, "upstream echo, direct", ""),
+        (&proxy, "framegate byte relay", "/raw"),
         (&proxy, "framegate ws sink", "/up"),
         (&proxy, "framegate ws sink+filter", "/up1"),
     ];

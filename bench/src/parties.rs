@@ -108,7 +108,7 @@ impl Party {
         let port = free_port();
         let admin = free_port();
         let full = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin}\"\nmax_connections = 200000\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin}\"\nmax_connections = 200000\nworkers = 1\n\
              [filters]\ndir = \"filters\"\n{config}"
         );
         std::fs::write(dir.path().join("framegate.toml"), full)?;

@@ -1,5 +1,11 @@
-//! The raw ABI v1 (docs/abi.md): the `framegate` imports and their constants. Filters use the
+//! The raw ABI v1 (docs/abi.md): the `framegate` imports and their buffer ids. Filters use the
 //! safe API of the crate root; this module is for what it does not cover.
+//!
+//! ```no_run
+//! use framegate_guest::sys;
+//! // SAFETY: no pointers.
+//! let len = unsafe { sys::buf_len(sys::BUF_PAYLOAD) };
+//! ```
 //!
 //! Off wasm32 (documentation, host-side unit tests) the imports are stand-ins that panic: the
 //! real ones exist only inside framegate.

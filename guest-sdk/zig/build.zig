@@ -1,5 +1,5 @@
-// Builds textonly.zig into zig-out/bin/textonly.wasm: `python -m ziglang build` (Zig 0.15+,
-// where C headers come in through translate-c rather than @cImport).
+// Builds textonly.zig into zig-out/bin/textonly.wasm: `python -m ziglang build`. The header
+// comes in through translate-c (Zig has no @cImport any more), wrapped by framegate.zig.
 const std = @import("std");
 
 pub fn build(b: *std.Build) void {
@@ -10,13 +10,17 @@ pub fn build(b: *std.Build) void {
         .optimize = .ReleaseSmall,
         .link_libc = false,
     });
+    const framegate = b.createModule(.{
+        .root_source_file = b.path("framegate.zig"),
+        .imports = &.{.{ .name = "framegate_h", .module = header.createModule() }},
+    });
     const filter = b.addExecutable(.{
         .name = "textonly",
         .root_module = b.createModule(.{
             .root_source_file = b.path("textonly.zig"),
             .target = target,
             .optimize = .ReleaseSmall,
-            .imports = &.{.{ .name = "framegate", .module = header.createModule() }},
+            .imports = &.{.{ .name = "framegate", .module = framegate }},
         }),
     });
     filter.entry = .disabled;

@@ -49,6 +49,8 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// Serve wss:// with this certificate and key.
     pub tls: Option<TlsConfig>,
+    /// Threads serving connections; 0: one per core.
+    pub workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -59,6 +61,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             shutdown_grace_ms: 5_000,
             tls: None,
+            workers: 0,
         }
     }
 }
@@ -160,6 +163,18 @@ pub struct RouteConfig {
     /// Close a connection that sent nothing (not even a pong) for this long; 0 never.
     #[serde(default)]
     pub idle_timeout_ms: u64,
+    /// `frames` (messages through the chain) or `bytes` (a spliced pass-through to the route's
+    /// `ws` sink: no filters, no frame parsed).
+    #[serde(default)]
+    pub relay: Relay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Relay {
+    #[default]
+    Frames,
+    Bytes,
 }
 
 fn default_max_message() -> usize {
@@ -283,6 +298,20 @@ impl Config {
                     return Err(err(
                         format!("routes.{name}.sinks[{i}]"),
                         format!("no sink named {sink:?} in [sinks]"),
+                    ));
+                }
+            }
+            if route.relay == Relay::Bytes {
+                let upstreams: Vec<_> = route.sinks.iter().filter(|s| self.sinks[*s].kind == "ws").collect();
+                let plain_ws = upstreams
+                    .first()
+                    .and_then(|s| self.sinks[*s].options.get("url"))
+                    .and_then(|u| u.as_str())
+                    .is_some_and(|u| u.starts_with("ws://"));
+                if !route.filters.is_empty() || route.sinks.len() != 1 || upstreams.len() != 1 || !plain_ws {
+                    return Err(err(
+                        key("relay"),
+                        "\"bytes\" needs a route with no filters and a single ws sink with a ws:// url".into(),
                     ));
                 }
             }

@@ -3,6 +3,7 @@
 //! connections to a session. Knows no protocol beyond HTTP and WebSocket.
 
 pub mod admin;
+mod relay;
 pub mod router;
 mod tls;
 
@@ -22,6 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
+use crate::config::Relay;
 use crate::filter::abi::ConnState;
 use crate::proxy::Proxy;
 use crate::session::{self, Opening, meta};
@@ -134,6 +136,18 @@ async fn upgrade(proxy: Arc<Proxy>, mut request: Request<Incoming>, peer: Socket
         route.metrics.refused(503);
         return respond(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
     };
+    if route.settings.relay == Relay::Bytes {
+        let (_, upstream) = route
+            .upstream()
+            .expect("config validation: a bytes route has a ws sink");
+        return relay::relay(&proxy, route.clone(), &upstream, request, _slot)
+            .await
+            .unwrap_or_else(|reason| {
+                tracing::warn!("{reason}");
+                route.metrics.refused(502);
+                respond(StatusCode::BAD_GATEWAY, format!("{reason}\n"))
+            });
+    }
 
     let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let query = request.uri().query().unwrap_or("").to_string();

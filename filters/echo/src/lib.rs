@@ -1,11 +1,11 @@
 //! The bundled `echo` filter: every message from the client goes straight back to it, with
-//! the same opcode; messages towards the client pass unchanged.
+//! the same opcode, and goes no further; messages towards the client pass unchanged.
 
 use framegate_guest::{Conn, Filter, Message, Verdict, export_filter};
 
 #[derive(Default)]
 struct Echo {
-    /// Reused for every message: no allocation per call once it has grown.
+    /// Reused for every message: one copy from the host, no allocation once it has grown.
     buffer: Vec<u8>,
 }
 
@@ -14,7 +14,8 @@ impl Filter for Echo {
         if !message.from_client() {
             return Verdict::Continue;
         }
-        message.read_into(&mut self.buffer);
+        self.buffer.clear();
+        message.append_payload(&mut self.buffer);
         match conn.send(message.opcode(), &self.buffer) {
             Ok(()) => Verdict::Drop,
             Err(_) => Verdict::Close,

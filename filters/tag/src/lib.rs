@@ -1,5 +1,5 @@
-//! The bundled `tag` filter: prefixes every text message, both ways, with `config.prefix`.
-//! A small example of a configured filter.
+//! The bundled `tag` filter: prefixes every text message, both ways, with `config.prefix`
+//! (binary messages pass unchanged). A small example of a configured filter.
 
 use framegate_guest::{Conn, Filter, Message, Opcode, Verdict, export_filter};
 use serde::Deserialize;
@@ -12,13 +12,17 @@ struct Config {
 
 #[derive(Default)]
 struct Tag {
-    prefix: Vec<u8>,
+    /// The prefix, then the last message: cut back to `prefix_len` for each new one, so the
+    /// prefix is written once and the buffer is reused.
+    tagged: Vec<u8>,
+    prefix_len: usize,
 }
 
 impl Filter for Tag {
     fn init(&mut self, config: &[u8]) -> Result<(), String> {
         let config: Config = serde_json::from_slice(config).map_err(|e| format!("tag: config: {e}"))?;
-        self.prefix = config.prefix.into_bytes();
+        self.prefix_len = config.prefix.len();
+        self.tagged = config.prefix.into_bytes();
         Ok(())
     }
 
@@ -26,9 +30,11 @@ impl Filter for Tag {
         if message.opcode() != Opcode::Text {
             return Verdict::Continue;
         }
-        let tagged = [self.prefix.as_slice(), message.payload()].concat();
-        match message.replace(&tagged) {
+        self.tagged.truncate(self.prefix_len);
+        message.append_payload(&mut self.tagged);
+        match message.replace(&self.tagged) {
             Ok(()) => Verdict::Continue,
+            // Over the size limit once tagged: fail visibly rather than pass it untagged.
             Err(_) => Verdict::Close,
         }
     }
