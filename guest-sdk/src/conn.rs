@@ -193,7 +193,8 @@ impl Conn {
     /// without passing other filters. Not in `on_close` ([`Error::NotAllowed`]).
     ///
     /// ```no_run
-    /// # fn f(conn: &framegate_guest::Conn, message: &mut framegate_guest::Message) -> Result<(), framegate_guest::Error> {
+    /// # use framegate_guest::{Conn, Error, Message};
+    /// # fn f(conn: &Conn, message: &mut Message) -> Result<(), Error> {
     /// let opcode = message.opcode();
     /// conn.send(opcode, message.payload())?;
     /// # Ok(()) }

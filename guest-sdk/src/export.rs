@@ -1,5 +1,5 @@
-//! The module's exports: [`export_filter!`] and the glue it expands to, which turns the ABI's
-//! integers into the SDK's types and back. Not for direct use.
+//! The module's exports: [`export_filter!`](crate::export_filter) and the glue it expands to,
+//! which turns the ABI's integers into the SDK's types and back. Not for direct use.
 
 use crate::{Conn, Filter, Level, Message, Open, SinkResult, Verdict, log, read_buffer, sys};
 use std::cell::RefCell;

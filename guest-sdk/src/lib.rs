@@ -1,3 +1,6 @@
+// The crate root owns the `Filter` trait, the hooks' answers (`Verdict`, `Open`), the host's
+// error codes and reading host buffers; `conn`, `message`, `export` and `sys` own the rest.
+
 //! Write framegate filters in Rust, with no `unsafe`.
 //!
 //! A filter is a type implementing [`Filter`]; [`export_filter!`] turns it into the exports of
@@ -26,8 +29,6 @@
 //!
 //! Instances are pooled and any instance may serve any connection: keep per-connection state in
 //! the host with [`Conn::set_meta`], not in the filter value (which may be a fresh one).
-//!
-//! This file owns the [`Filter`] trait, the hooks' answers and the host's error codes.
 
 #![warn(missing_docs)]
 
