@@ -160,7 +160,7 @@ async fn case(name: &str, targets: &[Target], load: &Load, repetitions: usize) -
 
 fn print_header() {
     println!(
-        "{:<34} {:<24} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}",
+        "{:<34} {:<28} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}",
         "case", "party", "msg/s", "MB/s", "p50 us", "p99 us", "p99.9", "cpu us/m", "ratio"
     );
 }

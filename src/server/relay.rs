@@ -16,6 +16,9 @@ use super::router::Route;
 use crate::proxy::{ConnectionSlot, Proxy};
 use crate::sink::ws;
 
+/// Bytes read at once each way: large enough for 4 KiB frames in bursts.
+const RELAY_BUFFER: usize = 32 << 10;
+
 /// Where a `ws://host:port/path` upstream is, for a plain TCP connection.
 fn target(url: &str) -> Result<(String, Uri), String> {
     let uri: Uri = url.parse().map_err(|e| format!("upstream url {url:?}: {e}"))?;
@@ -84,7 +87,7 @@ pub async fn relay(
         route.metrics.opened.inc();
         route.metrics.active.inc();
         tokio::select! {
-            copied = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            copied = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, RELAY_BUFFER, RELAY_BUFFER) => {
                 if let Ok((up, down)) = copied {
                     route.metrics.bytes_in.inc_by(up);
                     route.metrics.bytes_out.inc_by(down);
