@@ -237,6 +237,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         ("nginx", |p| Party::nginx(p, true)),
         ("haproxy", Party::haproxy),
+        ("pushpin", Party::pushpin),
     ] {
         if !parties::installed(command) {
             println!("({command} is not installed: left out; scripts/bench installs it)");

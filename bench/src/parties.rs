@@ -170,6 +170,32 @@ impl Party {
         command.arg("-db").arg("-f").arg(&file);
         Party::start("HAProxy", "/", port, command, Some(dir))
     }
+
+    /// Pushpin: its runner starts condure (facing clients), pushpin-proxy, pushpin-handler and zurl
+    /// (facing the upstream). Every ZeroMQ socket is IPC in this folder, so runs never collide, and
+    /// only condure listens on TCP (zurl's DNS resolver still opens wildcard UDP sockets: no setting).
+    pub fn pushpin(upstream: u16) -> anyhow::Result<Party> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let d = dir.path().display();
+        // Debian's internal.conf points pushpin-proxy at a system zurl (ipc:///var/run/zurl/...),
+        // not at the zurl the runner starts with its IPC in rundir: without these three lines
+        // the upstream request goes nowhere and the client's handshake is never answered.
+        // Unset, the handler's push_in_* and command_spec open no TCP port at all.
+        let config = format!(
+            "[global]\ninclude={{libdir}}/internal.conf\nrundir={d}\n\
+             [runner]\nservices=condure,zurl,pushpin-proxy,pushpin-handler\nhttp_port=127.0.0.1:{port}\n\
+             logdir={d}\nlog_level=1\n\
+             [proxy]\nroutesfile={d}/routes\nzurl_out_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-in\n\
+             zurl_out_stream_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-in-stream\n\
+             zurl_in_specs=ipc://{{rundir}}/{{ipc_prefix}}zurl-out\n"
+        );
+        std::fs::write(dir.path().join("pushpin.conf"), config)?;
+        std::fs::write(dir.path().join("routes"), format!("* 127.0.0.1:{upstream}\n"))?;
+        let mut command = Command::new("pushpin");
+        command.arg("--config").arg(dir.path().join("pushpin.conf"));
+        Party::start("Pushpin", "/", port, command, Some(dir))
+    }
 }
 
 /// Every process in the tree under `root`, itself included.

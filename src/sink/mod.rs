@@ -4,7 +4,10 @@
 
 mod bus;
 mod file;
+mod nats;
+mod redis;
 mod stdout;
+mod template;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -24,7 +27,7 @@ use crate::metrics::{Metrics, SinkMetrics};
 use crate::session::meta::Meta;
 
 /// The connector types a `[sinks.NAME]` table can name.
-pub const KINDS: &[&str] = &["stdout", "file", "bus", "ws"];
+pub const KINDS: &[&str] = &["stdout", "file", "bus", "ws", "nats", "jetstream", "redis"];
 
 /// Records a connector gets at once, at most.
 const BATCH: usize = 256;
@@ -36,6 +39,8 @@ pub fn check_options(kind: &str, options: &toml::Table) -> Result<(), String> {
         "file" => parse::<file::Options>(options).map(drop),
         "bus" => parse::<bus::Options>(options).map(drop),
         "ws" => parse::<ws::Options>(options).and_then(|o| o.check()),
+        "nats" | "jetstream" => parse::<nats::Options>(options).map(drop),
+        "redis" => parse::<redis::Options>(options).map(drop),
         other => Err(format!("unknown sink type {other:?}")),
     }
 }
@@ -283,6 +288,14 @@ impl Sinks {
             "bus" => {
                 let bus = bus::BusSink::new(ctx.bus.clone(), parse(options).map_err(bad)?);
                 ctx.tasks.spawn(run(bus, receiver, policy));
+            }
+            kind @ ("nats" | "jetstream") => {
+                let nats = nats::Nats::new(parse(options).map_err(bad)?, kind == "jetstream");
+                ctx.tasks.spawn(run(nats, receiver, policy));
+            }
+            "redis" => {
+                let redis = redis::Redis::new(parse(options).map_err(bad)?);
+                ctx.tasks.spawn(run(redis, receiver, policy));
             }
             other => anyhow::bail!("sinks.{name}.type: unknown sink type {other:?}"),
         }

@@ -3,6 +3,8 @@
 //! scripts/build-filters.
 #![allow(dead_code)] // each test file uses its own part of this
 
+pub mod peers;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,108 @@
+//! The `redis` sink: every record is an entry (XADD) of a Redis stream, optionally capped with
+//! `MAXLEN ~ N`. Fields: `payload`, `key` (if the record has one) and one `h:NAME` per header.
+//! A confirmed record is one Redis answered; its id is the entry id. The stream name is a
+//! template over the record. The connection manager reconnects by itself.
+
+use redis::aio::ConnectionManager;
+use serde::Deserialize;
+
+use super::template::{self, Template};
+use super::{Deliver, Outcome, Record};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// The stream each record is added to, e.g. `events:{meta.path.tenant}`.
+    #[serde(deserialize_with = "template::deserialize")]
+    pub stream: Template,
+    /// Keep the stream near this length (`MAXLEN ~`).
+    pub maxlen: Option<usize>,
+}
+
+fn default_url() -> String {
+    "redis://127.0.0.1:6379".into()
+}
+
+pub struct Redis {
+    options: Options,
+    connection: Option<ConnectionManager>,
+}
+
+impl Redis {
+    pub fn new(options: Options) -> Redis {
+        Redis {
+            options,
+            connection: None,
+        }
+    }
+
+    async fn connection(&mut self) -> Result<ConnectionManager, String> {
+        if let Some(connection) = &self.connection {
+            return Ok(connection.clone());
+        }
+        let client =
+            redis::Client::open(self.options.url.as_str()).map_err(|e| format!("redis {}: {e}", self.options.url))?;
+        let connection = ConnectionManager::new(client)
+            .await
+            .map_err(|e| format!("redis {}: {e}", self.options.url))?;
+        self.connection = Some(connection.clone());
+        Ok(connection)
+    }
+
+    fn command(&self, record: &Record) -> Result<redis::Cmd, String> {
+        let mut command = redis::cmd("XADD");
+        command.arg(self.options.stream.render(record)?);
+        if let Some(maxlen) = self.options.maxlen {
+            command.arg("MAXLEN").arg("~").arg(maxlen);
+        }
+        command.arg("*").arg("payload").arg(record.payload.as_ref());
+        if let Some(key) = &record.key {
+            command.arg("key").arg(key.as_ref());
+        }
+        for (name, value) in &record.headers {
+            command.arg(format!("h:{name}")).arg(value.as_ref());
+        }
+        Ok(command)
+    }
+}
+
+impl Deliver for Redis {
+    async fn deliver(&mut self, batch: &[Record]) -> Vec<Outcome> {
+        let mut connection = match self.connection().await {
+            Ok(connection) => connection,
+            Err(e) => return vec![Err(e); batch.len()],
+        };
+        // One round trip for the batch: the pipeline answers entry ids in order.
+        let mut pipeline = redis::pipe();
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
+        for record in batch {
+            match self.command(record) {
+                Ok(command) => {
+                    pipeline.add_command(command);
+                    outcomes.push(Ok(String::new()));
+                }
+                Err(e) => outcomes.push(Err(e)),
+            }
+        }
+        let ids: Result<Vec<String>, _> = pipeline.query_async(&mut connection).await;
+        match ids {
+            Ok(ids) => {
+                let mut ids = ids.into_iter();
+                for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+                    *outcome = ids
+                        .next()
+                        .ok_or_else(|| "redis answered fewer ids than entries".to_string());
+                }
+            }
+            Err(e) => {
+                let reason = format!("redis XADD: {e}");
+                for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+                    *outcome = Err(reason.clone());
+                }
+            }
+        }
+        outcomes
+    }
+}

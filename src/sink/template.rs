@@ -1,0 +1,124 @@
+//! Templates for where a record goes (`subject = "events.{meta.tenant}"`): literal text and
+//! `{meta.KEY}`, `{route}`, `{conn}` placeholders filled from the record, so that a filter or
+//! a client decides the destination. A placeholder that cannot be filled fails the record.
+
+use super::Record;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Literal(String),
+    Meta(String),
+    Route,
+    Conn,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    source: String,
+    parts: Vec<Part>,
+}
+
+impl Template {
+    pub fn parse(source: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = source;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(Part::Literal(rest[..open].to_string()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("template {source:?}: a '{{' without its '}}'"))?;
+            let name = &rest[open + 1..open + close];
+            parts.push(match name {
+                "route" => Part::Route,
+                "conn" => Part::Conn,
+                _ => match name.strip_prefix("meta.") {
+                    Some(key) if !key.is_empty() => Part::Meta(key.to_string()),
+                    _ => {
+                        return Err(format!(
+                            "template {source:?}: unknown placeholder {{{name}}}, expected {{meta.KEY}}, {{route}} or {{conn}}"
+                        ));
+                    }
+                },
+            });
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_string()));
+        }
+        Ok(Template {
+            source: source.to_string(),
+            parts,
+        })
+    }
+
+    /// The template filled from a record.
+    pub fn render(&self, record: &Record) -> Result<String, String> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Literal(text) => out.push_str(text),
+                Part::Route => out.push_str(&record.route),
+                Part::Conn => out.push_str(&record.conn.to_string()),
+                Part::Meta(key) => {
+                    let value = record
+                        .meta
+                        .get(key)
+                        .ok_or_else(|| format!("{:?}: the record has no metadata {key:?}", self.source))?;
+                    out.push_str(&String::from_utf8_lossy(value));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Deserializes a template option, checking its placeholders when the config is read.
+pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Template, D::Error> {
+    let source = <String as serde::Deserialize>::deserialize(deserializer)?;
+    Template::parse(&source).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::filter::abi::Opcode;
+    use std::sync::Arc;
+
+    fn record() -> Record {
+        let mut meta = std::collections::BTreeMap::new();
+        meta.insert("query.topic".to_string(), bytes::Bytes::from("orders"));
+        Record {
+            route: "in".into(),
+            conn: 7,
+            opcode: Opcode::Text,
+            key: None,
+            payload: "x".into(),
+            headers: vec![],
+            meta: Arc::new(meta),
+        }
+    }
+
+    #[test]
+    fn fills_placeholders() {
+        let t = Template::parse("events.{meta.query.topic}.{route}.{conn}").unwrap();
+        assert_eq!(t.render(&record()).unwrap(), "events.orders.in.7");
+        assert_eq!(Template::parse("plain").unwrap().render(&record()).unwrap(), "plain");
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_fill() {
+        let t = Template::parse("{meta.tenant}").unwrap();
+        assert_eq!(
+            t.render(&record()).unwrap_err(),
+            "\"{meta.tenant}\": the record has no metadata \"tenant\""
+        );
+        assert!(
+            Template::parse("a.{nope}")
+                .unwrap_err()
+                .contains("unknown placeholder {nope}")
+        );
+        assert!(Template::parse("a.{meta.x").unwrap_err().contains("without its"));
+    }
+}

@@ -1,0 +1,138 @@
+//! Broker sinks against real brokers (nats-server with JetStream, redis-server): records sent
+//! by a WebSocket client are read back by an independent client, in order, with their subject
+//! or stream from the template; confirmed results carry the broker's own id.
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+
+const MESSAGES: usize = 50;
+
+fn config(nats: u16, redis: u16) -> String {
+    format!(
+        r#"{head}
+[sinks.core]
+type = "nats"
+url = "nats://127.0.0.1:{nats}"
+subject = "events.{{meta.query.topic}}"
+max_retries = 0
+
+[sinks.js]
+type = "jetstream"
+url = "nats://127.0.0.1:{nats}"
+subject = "js.{{meta.query.topic}}"
+
+[sinks.rs]
+type = "redis"
+url = "redis://127.0.0.1:{redis}"
+stream = "s:{{meta.query.topic}}"
+maxlen = 1000
+
+[routes.in]
+path = "/in"
+sinks = ["core", "js", "rs"]
+
+[routes.probe]
+path = "/probe"
+filters = [{{ module = "probe" }}]
+sinks = ["js", "rs"]
+"#,
+        head = head("")
+    )
+}
+
+#[tokio::test]
+async fn nats_jetstream_and_redis_get_every_record_in_order() {
+    let (nats, redis) = (peers::nats(), peers::redis());
+    let nats_url = format!("nats://127.0.0.1:{}", nats.port);
+    let client = async_nats::connect(&nats_url).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client.clone());
+    let stream = jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "EVENTS".into(),
+            subjects: vec!["js.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut core = client.subscribe("events.>").await.unwrap();
+    client.flush().await.unwrap();
+
+    let proxy = Proxy::start(&config(nats.port, redis.port), &["probe"], &[]);
+    let mut ws = proxy.connect("/in?topic=orders").await;
+    let sent: Vec<String> = (0..MESSAGES).map(|i| format!("{{\"order\":{i}}}")).collect();
+    for message in &sent {
+        send_text(&mut ws, message).await;
+    }
+
+    for expected in &sent {
+        let message = tokio::time::timeout(PATIENCE, core.next()).await.unwrap().unwrap();
+        assert_eq!(message.subject.as_str(), "events.orders");
+        assert_eq!(std::str::from_utf8(&message.payload).unwrap(), expected);
+    }
+
+    eventually("JetStream has every record", || {
+        let mut stream = stream.clone();
+        async move { stream.info().await.unwrap().state.messages == MESSAGES as u64 }
+    })
+    .await;
+    for (i, expected) in sent.iter().enumerate() {
+        let stored = stream.get_raw_message(i as u64 + 1).await.unwrap();
+        assert_eq!(stored.subject.as_str(), "js.orders");
+        assert_eq!(std::str::from_utf8(&stored.payload).unwrap(), expected);
+    }
+
+    let redis_client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.port)).unwrap();
+    let mut redis_conn = redis_client.get_multiplexed_async_connection().await.unwrap();
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("s:orders")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    let payloads: Vec<String> = entries
+        .ids
+        .iter()
+        .map(|e| e.get::<String>("payload").unwrap())
+        .collect();
+    assert_eq!(payloads, sent);
+
+    // Confirmed results carry the broker's id of the record, and the key and headers travel.
+    let mut probe = proxy.connect("/probe?topic=orders").await;
+    send_text(&mut probe, "emit js hello").await;
+    let ticket = next_text(&mut probe).await.replace("ok ", "");
+    assert_eq!(
+        next_text(&mut probe).await,
+        format!("result {ticket} ok EVENTS:{} ctx:hello", MESSAGES + 1)
+    );
+    let stored = stream.get_raw_message(MESSAGES as u64 + 1).await.unwrap();
+    assert_eq!(stored.headers.get("key").map(|v| v.as_str()), Some("k"));
+    assert_eq!(stored.headers.get("h").map(|v| v.as_str()), Some("v"));
+
+    send_text(&mut probe, "emit rs hi").await;
+    let ticket = next_text(&mut probe).await.replace("ok ", "");
+    let result = next_text(&mut probe).await;
+    let id = result
+        .strip_prefix(&format!("result {ticket} ok "))
+        .and_then(|r| r.strip_suffix(" ctx:hi"))
+        .unwrap_or_else(|| panic!("{result}"));
+    assert!(id.contains('-'), "a Redis entry id, got {id:?}");
+
+    // A record whose subject cannot be filled fails, with the reason, and is counted.
+    let mut untagged = proxy.connect("/in").await;
+    send_text(&mut untagged, "no topic").await;
+    eventually("the record without a topic failed", || async {
+        proxy
+            .metric("framegate_sink_records_total{sink=\"core\",outcome=\"failed\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    assert!(
+        proxy.logs().contains("the record has no metadata \"query.topic\""),
+        "{}",
+        proxy.logs()
+    );
+}
