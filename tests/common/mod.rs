@@ -94,10 +94,12 @@ impl Proxy {
         let keep = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("framegate listening ").nth(1) {
-                    let _ = tx.send(rest.to_string());
-                }
+                // Kept before it is announced: a test may look for the line as soon as it starts.
+                let listening = line.split("framegate listening ").nth(1).map(str::to_string);
                 keep.lock().unwrap().push(line);
+                if let Some(rest) = listening {
+                    let _ = tx.send(rest);
+                }
             }
         });
         let Ok(listening) = rx.recv_timeout(PATIENCE) else {
