@@ -197,8 +197,7 @@ impl FilterSlot {
     }
 
     /// Takes a warm instance of the current version, or makes one.
-    fn take(&self) -> Result<Warm, FilterFailure> {
-        let current = self.module.load();
+    fn take(&self, current: &ModuleVersion) -> Result<Warm, FilterFailure> {
         {
             let mut pool = self.pool.lock().unwrap();
             while let Some(warm) = pool.pop() {
@@ -210,7 +209,7 @@ impl FilterSlot {
         }
         instantiate(
             &self.host,
-            &current,
+            current,
             self.config.clone(),
             &self.limits,
             self.name.clone(),
@@ -234,7 +233,9 @@ impl FilterSlot {
 
     /// Runs one hook with the connection's state lent to the instance.
     pub fn call(&self, conn: &mut ConnState, call: HookCall) -> Result<CallOutput, FilterFailure> {
-        let exports = self.module.load().exports;
+        // One load per call: the version checked here is the one that serves it.
+        let current = self.module.load();
+        let exports = current.exports;
         let exported = match call {
             HookCall::Message { .. } => true,
             HookCall::Open => exports.open,
@@ -245,7 +246,7 @@ impl FilterSlot {
         if !exported {
             return Ok(CallOutput::default());
         }
-        let mut warm = self.take()?;
+        let mut warm = self.take(&current)?;
         // A call that fails leaves no trace: its effects are dropped, and so are these changes.
         let (meta_before, handles_before) = (conn.meta.clone(), conn.handles);
         let started = Instant::now();

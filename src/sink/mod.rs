@@ -67,6 +67,13 @@ pub struct Record {
 /// The outcome of one record: the peer's id of it, or why it failed.
 pub type Outcome = Result<String, String>;
 
+/// Fails every outcome still standing: the batch's last step (a flush, a round trip) failed.
+fn fail_pending(outcomes: &mut [Outcome], reason: &str) {
+    for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+        *outcome = Err(reason.to_string());
+    }
+}
+
 /// Where a record's outcome goes: back to the filter that emitted it.
 #[derive(Debug)]
 pub struct Reply {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::template::{self, Template};
-use super::{Deliver, Outcome, Record};
+use super::{Deliver, Outcome, Record, fail_pending};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,9 +98,7 @@ impl Nats {
             Err(_) => Err(format!("nats {}: not flushed within {timeout:?}", self.options.url)),
         };
         if let Err(reason) = flushed {
-            for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
-                *outcome = Err(reason.clone());
-            }
+            fail_pending(&mut outcomes, &reason);
         }
         outcomes
     }

@@ -7,7 +7,7 @@ use redis::aio::ConnectionManager;
 use serde::Deserialize;
 
 use super::template::{self, Template};
-use super::{Deliver, Outcome, Record};
+use super::{Deliver, Outcome, Record, fail_pending};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -96,12 +96,7 @@ impl Deliver for Redis {
                         .ok_or_else(|| "redis answered fewer ids than entries".to_string());
                 }
             }
-            Err(e) => {
-                let reason = format!("redis XADD: {e}");
-                for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
-                    *outcome = Err(reason.clone());
-                }
-            }
+            Err(e) => fail_pending(&mut outcomes, &format!("redis XADD: {e}")),
         }
         outcomes
     }
