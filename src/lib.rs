@@ -6,6 +6,7 @@
 pub mod bus;
 pub mod config;
 pub mod filter;
+pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

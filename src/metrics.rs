@@ -65,6 +65,17 @@ struct SinkLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartLabel {
+    part: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopicLabel {
     topic: String,
 }
@@ -84,6 +95,8 @@ pub struct Metrics {
     custom_gauges: Family<CustomLabel, Gauge<f64, AtomicU64>>,
     sink_records: Family<SinkLabel, Counter>,
     bus_dropped: Family<TopicLabel, Counter>,
+    peer_up: Family<PartLabel, Gauge>,
+    source_messages: Family<SourceLabel, Counter>,
     filters: Mutex<HashMap<String, Arc<FilterMetrics>>>,
 }
 
@@ -108,6 +121,8 @@ impl Default for Metrics {
         let custom_gauges = Family::default();
         let sink_records = Family::default();
         let bus_dropped = Family::default();
+        let peer_up = Family::default();
+        let source_messages = Family::default();
         registry.register(
             "connections_active",
             "Open client connections",
@@ -149,6 +164,16 @@ impl Default for Metrics {
             "Bus messages a slow subscriber missed",
             bus_dropped.clone(),
         );
+        registry.register(
+            "peer_up",
+            "1 while a sink's or source's broker is reachable",
+            peer_up.clone(),
+        );
+        registry.register(
+            "source_messages",
+            "Source messages delivered to connections, acked and nacked",
+            source_messages.clone(),
+        );
         Metrics {
             registry,
             connections_active,
@@ -164,6 +189,8 @@ impl Default for Metrics {
             custom_gauges,
             sink_records,
             bus_dropped,
+            peer_up,
+            source_messages,
             filters: Mutex::default(),
         }
     }
@@ -229,6 +256,27 @@ impl Metrics {
             failed: outcome("failed"),
             retried: outcome("retried"),
             dead_lettered: outcome("dead_lettered"),
+        }
+    }
+
+    pub fn peer_up(&self, part: &str) -> Gauge {
+        owned(&self.peer_up, &PartLabel { part: part.into() })
+    }
+
+    pub fn source(&self, source: &str) -> SourceMetrics {
+        let event = |event| {
+            owned(
+                &self.source_messages,
+                &SourceLabel {
+                    source: source.into(),
+                    event,
+                },
+            )
+        };
+        SourceMetrics {
+            delivered: event("delivered"),
+            acked: event("acked"),
+            nacked: event("nacked"),
         }
     }
 
@@ -305,4 +353,12 @@ pub struct SinkMetrics {
     pub failed: Counter,
     pub retried: Counter,
     pub dead_lettered: Counter,
+}
+
+/// One source's handles.
+#[derive(Clone)]
+pub struct SourceMetrics {
+    pub delivered: Counter,
+    pub acked: Counter,
+    pub nacked: Counter,
 }

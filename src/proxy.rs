@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::bus::Bus;
 use crate::config::Config;
 use crate::filter::FilterHost;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::server::router::Router;
 use crate::sink::{SinkContext, Sinks};
@@ -29,6 +30,7 @@ pub struct Proxy {
     pub host: Arc<FilterHost>,
     pub sources: Arc<Sources>,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
     sink_context: SinkContext,
     active: AtomicUsize,
     pub shutdown: CancellationToken,
@@ -55,9 +57,11 @@ impl Proxy {
         let metrics = Arc::new(Metrics::default());
         let host = FilterHost::new(&config.filters, metrics.clone())?;
         let bus = Bus::new(metrics.clone());
+        let health = Arc::new(Health::default());
         let sink_context = SinkContext {
             bus: bus.clone(),
             metrics: metrics.clone(),
+            health: health.clone(),
             tasks: TaskTracker::new(),
         };
         let proxy = Arc::new(Proxy {
@@ -66,8 +70,9 @@ impl Proxy {
             router: ArcSwap::default(),
             sinks: Mutex::default(),
             host,
-            sources: Arc::new(Sources::new(bus)),
+            sources: Arc::new(Sources::new(bus, metrics.clone(), health.clone())),
             metrics,
+            health,
             sink_context,
             active: AtomicUsize::new(0),
             shutdown: CancellationToken::new(),
@@ -81,6 +86,7 @@ impl Proxy {
     pub fn apply(&self, config: Config) -> anyhow::Result<()> {
         let mut sinks = self.sinks.lock().unwrap();
         let new_sinks = Sinks::build(&config, &sinks, &self.sink_context)?;
+        self.sources.apply(&config)?;
         self.host.set_configs(Router::filter_configs(&config));
         let router = Router::build(&config, &new_sinks, &self.host, &self.metrics, &self.router.load())?;
         self.router.store(Arc::new(router));

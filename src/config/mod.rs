@@ -33,6 +33,8 @@ pub struct Config {
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
     #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    #[serde(default)]
     pub routes: BTreeMap<String, RouteConfig>,
 }
 
@@ -130,6 +132,16 @@ pub struct SinkConfig {
     pub retry_backoff_ms: u64,
     /// Where failed records go, with the reason in a header.
     pub dead_letter: Option<String>,
+    /// The connector's own options, checked by the connector.
+    #[serde(flatten)]
+    pub options: toml::Table,
+}
+
+/// A broker source filters can subscribe connections to.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct SourceConfig {
+    #[serde(rename = "type")]
+    pub kind: String,
     /// The connector's own options, checked by the connector.
     #[serde(flatten)]
     pub options: toml::Table,
@@ -282,6 +294,26 @@ impl Config {
                 ));
             }
             crate::sink::check_options(&sink.kind, &sink.options).map_err(|m| err(format!("sinks.{name}"), m))?;
+        }
+        for (name, source) in &self.sources {
+            if name == crate::source::BUS {
+                return Err(err(
+                    format!("sources.{name}"),
+                    "\"bus\" is the built-in source; pick another name".into(),
+                ));
+            }
+            if !crate::source::KINDS.contains(&source.kind.as_str()) {
+                return Err(err(
+                    format!("sources.{name}.type"),
+                    format!(
+                        "unknown source type {:?}, expected one of {}",
+                        source.kind,
+                        crate::source::KINDS.join(", ")
+                    ),
+                ));
+            }
+            crate::source::check_options(&source.kind, &source.options)
+                .map_err(|m| err(format!("sources.{name}"), m))?;
         }
         let mut paths = BTreeMap::new();
         for (name, route) in &self.routes {

@@ -61,6 +61,8 @@ pub struct ConnState {
     pub meta: Meta,
     /// Names the route's filters may `emit` to.
     pub sinks: Arc<[String]>,
+    /// Names the route's filters may `subscribe` to.
+    pub sources: Arc<[String]>,
     pub max_message_size: usize,
     /// Tickets, subscription and timer ids come from one counter, so none is ever reused.
     pub next_id: u64,
@@ -122,7 +124,7 @@ pub struct CallState {
     pub payload: Bytes,
     pub replaced: bool,
     /// Per-message metadata (`msg.*`) of a delivery towards the client.
-    pub message_meta: Vec<(&'static str, String)>,
+    pub message_meta: Vec<(String, Bytes)>,
     pub config: Bytes,
     pub result: Option<Bytes>,
     pub context: Option<Bytes>,
@@ -151,8 +153,8 @@ impl CallState {
             return self
                 .message_meta
                 .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v.as_bytes());
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_ref());
         }
         self.conn.meta.get(key).map(|v| v.as_ref())
     }
@@ -398,7 +400,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             let state = caller.data_mut();
             wasmtime::Result::Ok(code64((|| {
                 let (source, spec) = (source?, spec?);
-                if !crate::source::KINDS.contains(&source.as_str()) {
+                if !state.conn.sources.contains(&source) {
                     return Err(ERR_UNKNOWN_TARGET);
                 }
                 state.take_handle()?;

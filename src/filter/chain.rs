@@ -89,7 +89,7 @@ impl Chain {
         towards_client: bool,
         opcode: Opcode,
         mut payload: Bytes,
-        message_meta: &[(&'static str, String)],
+        message_meta: Vec<(String, Bytes)>,
     ) -> (Verdict, Vec<ChainEffect>) {
         let mut effects = Vec::new();
         let last = self.slots.len().saturating_sub(1);
@@ -99,7 +99,7 @@ impl Chain {
                 dir: i32::from(towards_client),
                 opcode,
                 payload: payload.clone(),
-                message_meta: message_meta.to_vec(),
+                message_meta: message_meta.clone(),
             };
             let output = match self.call(index, conn, call, &mut effects) {
                 Ok(Some(output)) => output,

@@ -46,7 +46,7 @@ pub enum HookCall {
         dir: i32,
         opcode: Opcode,
         payload: Bytes,
-        message_meta: Vec<(&'static str, String)>,
+        message_meta: Vec<(String, Bytes)>,
     },
     Result {
         ticket: u64,

@@ -44,7 +44,19 @@ fn answer(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes>> {
             "text/plain",
             "shutting down\n".to_string(),
         ),
-        "/readyz" => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+        "/readyz" => {
+            // Ready while serving; parts whose broker is unreachable are listed, and make it 503.
+            let down = proxy.health.down();
+            if down.is_empty() {
+                (StatusCode::OK, "text/plain", "ready\n".to_string())
+            } else {
+                let lines: String = down
+                    .iter()
+                    .map(|(part, reason)| format!("{part}: down: {reason}\n"))
+                    .collect();
+                (StatusCode::SERVICE_UNAVAILABLE, "text/plain", lines)
+            }
+        }
         "/metrics" => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -163,6 +163,7 @@ async fn upgrade(proxy: Arc<Proxy>, mut request: Request<Incoming>, peer: Socket
             headers: request.headers(),
         }),
         sinks: route.sink_names.clone(),
+        sources: proxy.sources.names(),
         max_message_size: route.settings.max_message_size,
         ..ConnState::default()
     };

@@ -26,7 +26,7 @@ use crate::filter::{ChainEffect, HookCall, Verdict};
 use crate::server::router::Route;
 use crate::sink::ws::Upstream;
 use crate::sink::{Record, Reply, RouteSink, SinkResult};
-use crate::source::{Delivered, Sources, Subscription};
+use crate::source::{Delivered, Settle, Sources, Subscription};
 
 /// Messages handled (read and answered) between two flushes, at most.
 const BATCH: usize = 64;
@@ -286,7 +286,7 @@ impl Session {
         metrics.messages_in.inc();
         metrics.bytes_in.inc_by(payload.len() as u64);
         let route = self.route.clone();
-        let (verdict, effects) = route.chain.message(&mut self.conn, false, opcode, payload, &[]);
+        let (verdict, effects) = route.chain.message(&mut self.conn, false, opcode, payload, Vec::new());
         self.apply(effects).await;
         match verdict {
             Verdict::Deliver { opcode, payload } => {
@@ -301,15 +301,24 @@ impl Session {
     }
 
     async fn towards_client(&mut self, delivered: Delivered) {
-        let mut message_meta = vec![("msg.source", delivered.source.to_string()), ("msg.id", delivered.id)];
+        let mut message_meta = vec![
+            ("msg.source".to_string(), Bytes::from(delivered.source.to_string())),
+            ("msg.id".to_string(), Bytes::from(delivered.id)),
+        ];
         if let Some(sub) = delivered.sub {
-            message_meta.push(("msg.sub", sub.to_string()));
+            message_meta.push(("msg.sub".to_string(), Bytes::from(sub.to_string())));
         }
+        message_meta.extend(
+            delivered
+                .attrs
+                .into_iter()
+                .map(|(name, value)| (format!("msg.{name}"), value)),
+        );
         let route = self.route.clone();
         let (verdict, effects) =
             route
                 .chain
-                .message(&mut self.conn, true, delivered.opcode, delivered.payload, &message_meta);
+                .message(&mut self.conn, true, delivered.opcode, delivered.payload, message_meta);
         self.apply(effects).await;
         match verdict {
             Verdict::Deliver { opcode, payload } => self.send_to_client(opcode, payload).await,
@@ -333,6 +342,7 @@ impl Session {
             id: seq.to_string(),
             opcode,
             payload,
+            attrs: Vec::new(),
         };
         self.towards_client(delivered).await;
     }
@@ -344,6 +354,10 @@ impl Session {
     }
 
     async fn on_result(&mut self, result: SinkResult) {
+        // A failed subscription is over: it no longer counts against the connection's limit.
+        if result.outcome.is_err() && self.subscriptions.remove(&result.ticket).is_some() {
+            self.conn.handles = self.conn.handles.saturating_sub(1);
+        }
         let call = HookCall::Result {
             ticket: result.ticket,
             outcome: result.outcome,
@@ -433,30 +447,25 @@ impl Session {
                         .get_or_insert_with(|| mpsc::channel(INBOUND_QUEUE))
                         .0
                         .clone();
-                    match self.sources.subscribe(&source, &spec, id, inbound) {
-                        Ok(subscription) => {
-                            self.subscriptions.insert(id, (subscription, filter));
-                        }
-                        Err(reason) => {
-                            // The filter learns it through its result hook, with the id as ticket.
-                            self.conn.handles = self.conn.handles.saturating_sub(1);
-                            let _ = self.results_sender().send(SinkResult {
-                                ticket: id,
-                                filter,
-                                context: Bytes::new(),
-                                outcome: Err(reason),
-                            });
-                        }
-                    }
+                    // A subscription that cannot start, or ends for good, tells the filter
+                    // through its result hook, with the id as ticket.
+                    let failed = Reply {
+                        to: self.results_sender(),
+                        ticket: id,
+                        filter,
+                        context: Bytes::new(),
+                    };
+                    let subscription = self.sources.subscribe(&source, &spec, id, inbound, failed);
+                    self.subscriptions.insert(id, (subscription, filter));
                 }
                 Effect::Ack { sub, id } => {
                     if let Some((subscription, _)) = self.subscriptions.get(&sub) {
-                        subscription.ack(&id);
+                        subscription.settle(Settle::Ack(id));
                     }
                 }
                 Effect::Nack { sub, id } => {
                     if let Some((subscription, _)) = self.subscriptions.get(&sub) {
-                        subscription.nack(&id);
+                        subscription.settle(Settle::Nack(id));
                     }
                 }
                 Effect::Unsubscribe(sub) => {

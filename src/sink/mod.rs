@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use crate::bus::Bus;
 use crate::config::{Config, Delivery, SinkConfig};
 use crate::filter::abi::Opcode;
+use crate::health::Health;
 use crate::metrics::{Metrics, SinkMetrics};
 use crate::session::meta::Meta;
 
@@ -45,7 +46,7 @@ pub fn check_options(kind: &str, options: &toml::Table) -> Result<(), String> {
     }
 }
 
-fn parse<T: DeserializeOwned>(options: &toml::Table) -> Result<T, String> {
+pub(crate) fn parse<T: DeserializeOwned>(options: &toml::Table) -> Result<T, String> {
     toml::Value::Table(options.clone())
         .try_into()
         .map_err(|e: toml::de::Error| e.message().to_string())
@@ -201,6 +202,7 @@ async fn run<D: Deliver>(mut connector: D, mut queue: mpsc::Receiver<Envelope>, 
 pub struct SinkContext {
     pub bus: Arc<Bus>,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
     pub tasks: TaskTracker,
 }
 
@@ -283,6 +285,7 @@ impl Sinks {
         };
         let options = &sink.options;
         let bad = |e: String| anyhow::anyhow!("sinks.{name}: {e}");
+        let health = || ctx.health.part(format!("sinks.{name}"), &ctx.metrics);
         match sink.kind.as_str() {
             "stdout" => {
                 parse::<stdout::Options>(options).map_err(bad)?;
@@ -297,11 +300,11 @@ impl Sinks {
                 ctx.tasks.spawn(run(bus, receiver, policy));
             }
             kind @ ("nats" | "jetstream") => {
-                let nats = nats::Nats::new(parse(options).map_err(bad)?, kind == "jetstream");
+                let nats = nats::Nats::new(parse(options).map_err(bad)?, kind == "jetstream", health());
                 ctx.tasks.spawn(run(nats, receiver, policy));
             }
             "redis" => {
-                let redis = redis::Redis::new(parse(options).map_err(bad)?);
+                let redis = redis::Redis::new(parse(options).map_err(bad)?, health());
                 ctx.tasks.spawn(run(redis, receiver, policy));
             }
             other => anyhow::bail!("sinks.{name}.type: unknown sink type {other:?}"),

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::template::{self, Template};
 use super::{Deliver, Outcome, Record, fail_pending};
+use crate::health::PartHealth;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,14 +38,16 @@ pub struct Nats {
     options: Options,
     jetstream: bool,
     client: Option<async_nats::Client>,
+    health: PartHealth,
 }
 
 impl Nats {
-    pub fn new(options: Options, jetstream: bool) -> Nats {
+    pub fn new(options: Options, jetstream: bool, health: PartHealth) -> Nats {
         Nats {
             options,
             jetstream,
             client: None,
+            health,
         }
     }
 
@@ -77,7 +80,10 @@ impl Nats {
     async fn publish_core(&mut self, batch: &[Record]) -> Vec<Outcome> {
         let client = match self.client().await {
             Ok(client) => client,
-            Err(e) => return vec![Err(e); batch.len()],
+            Err(e) => {
+                self.health.down(&e);
+                return vec![Err(e); batch.len()];
+            }
         };
         let mut outcomes = Vec::with_capacity(batch.len());
         for record in batch {
@@ -97,8 +103,12 @@ impl Nats {
             Ok(Err(e)) => Err(format!("nats flush: {e}")),
             Err(_) => Err(format!("nats {}: not flushed within {timeout:?}", self.options.url)),
         };
-        if let Err(reason) = flushed {
-            fail_pending(&mut outcomes, &reason);
+        match flushed {
+            Ok(()) => self.health.up(),
+            Err(reason) => {
+                self.health.down(&reason);
+                fail_pending(&mut outcomes, &reason);
+            }
         }
         outcomes
     }
@@ -122,7 +132,7 @@ impl Nats {
             };
             pending.push(sent);
         }
-        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(batch.len());
         for sent in pending {
             outcomes.push(match sent {
                 Ok(ack) => ack
@@ -132,6 +142,7 @@ impl Nats {
                 Err(e) => Err(e),
             });
         }
+        self.health.report(&outcomes);
         outcomes
     }
 }

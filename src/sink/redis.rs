@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::template::{self, Template};
 use super::{Deliver, Outcome, Record, fail_pending};
+use crate::health::PartHealth;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,13 +29,15 @@ fn default_url() -> String {
 pub struct Redis {
     options: Options,
     connection: Option<ConnectionManager>,
+    health: PartHealth,
 }
 
 impl Redis {
-    pub fn new(options: Options) -> Redis {
+    pub fn new(options: Options, health: PartHealth) -> Redis {
         Redis {
             options,
             connection: None,
+            health,
         }
     }
 
@@ -72,7 +75,10 @@ impl Deliver for Redis {
     async fn deliver(&mut self, batch: &[Record]) -> Vec<Outcome> {
         let mut connection = match self.connection().await {
             Ok(connection) => connection,
-            Err(e) => return vec![Err(e); batch.len()],
+            Err(e) => {
+                self.health.down(&e);
+                return vec![Err(e); batch.len()];
+            }
         };
         // One round trip for the batch: the pipeline answers entry ids in order.
         let mut pipeline = redis::pipe();
@@ -89,6 +95,7 @@ impl Deliver for Redis {
         let ids: Result<Vec<String>, _> = pipeline.query_async(&mut connection).await;
         match ids {
             Ok(ids) => {
+                self.health.up();
                 let mut ids = ids.into_iter();
                 for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
                     *outcome = ids
@@ -96,7 +103,11 @@ impl Deliver for Redis {
                         .ok_or_else(|| "redis answered fewer ids than entries".to_string());
                 }
             }
-            Err(e) => fail_pending(&mut outcomes, &format!("redis XADD: {e}")),
+            Err(e) => {
+                let reason = format!("redis XADD: {e}");
+                self.health.down(&reason);
+                fail_pending(&mut outcomes, &reason);
+            }
         }
         outcomes
     }

@@ -1,17 +1,44 @@
-//! Sources: flows of messages towards connections, started by a filter's `subscribe`. Each
-//! delivery carries an id the filter acks or nacks. Broker sources (connectors) plug in here.
+//! Sources: flows of messages towards connections, started by a filter's `subscribe`. The bus
+//! is built in; brokers are configured as `[sources.NAME]` and run one subscription (a consumer)
+//! per `subscribe`, with the options the filter passes as the spec. Each delivery carries an id
+//! the filter acks or nacks; a connection that closes drops its subscriptions, which releases
+//! the consumers. One file per connector says how it consumes.
 
+mod bus;
+mod jetstream;
+mod redis;
+
+use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
+use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use crate::bus::Bus;
+use crate::config::{Config, SourceConfig};
 use crate::filter::abi::Opcode;
+use crate::health::{Health, PartHealth};
+use crate::metrics::{Metrics, SourceMetrics};
+use crate::sink::Reply;
 
-/// The sources a filter can name in `subscribe`.
-pub const KINDS: &[&str] = &["bus"];
+/// The connector types a `[sources.NAME]` table can name.
+pub const KINDS: &[&str] = &["jetstream", "redis"];
+
+/// The built-in source every configuration has.
+pub const BUS: &str = "bus";
+
+/// Checks a connector's own options, so that `framegate check` finds every mistake.
+pub fn check_options(kind: &str, options: &toml::Table) -> Result<(), String> {
+    match kind {
+        "jetstream" => crate::sink::parse::<jetstream::Options>(options).map(drop),
+        "redis" => crate::sink::parse::<redis::Options>(options).map(drop),
+        other => Err(format!("unknown source type {other:?}")),
+    }
+}
 
 /// A message on its way to a connection, from a subscription or an upstream.
 #[derive(Debug)]
@@ -22,31 +49,87 @@ pub struct Delivered {
     pub id: String,
     pub opcode: Opcode,
     pub payload: Bytes,
+    /// What the broker tells of the message, shown to filters as `msg.NAME`: `key`, `topic`,
+    /// `publish_time` (ms), `redelivery_count`, `header.NAME` and the connector's own.
+    pub attrs: Vec<(String, Bytes)>,
 }
 
-/// Settles deliveries with the broker behind a subscription.
-pub trait Acker: Send + Sync {
-    fn ack(&self, id: &str);
-    fn nack(&self, id: &str);
+/// A filter's verdict on a delivered message, by its id.
+#[derive(Debug)]
+pub enum Settle {
+    Ack(String),
+    Nack(String),
 }
 
-/// A running subscription; dropping it stops the flow.
+/// One subscription as its connector sees it: where messages go. Verdicts come on their own
+/// channel, beside it.
+pub struct Feed {
+    pub sub: u64,
+    pub source: Arc<str>,
+    out: mpsc::Sender<Delivered>,
+    pub health: PartHealth,
+    metrics: SourceMetrics,
+}
+
+impl Feed {
+    /// Hands a message to the connection, waiting while its queue is full (the broker is read
+    /// no faster than the client takes messages). False once the connection is gone.
+    pub async fn deliver(&self, id: String, opcode: Opcode, payload: Bytes, attrs: Vec<(String, Bytes)>) -> bool {
+        let delivered = Delivered {
+            sub: Some(self.sub),
+            source: self.source.clone(),
+            id,
+            opcode,
+            payload,
+            attrs,
+        };
+        let sent = self.out.send(delivered).await.is_ok();
+        if sent {
+            self.metrics.delivered.inc();
+        }
+        sent
+    }
+
+    /// Counts a verdict the connector carried out.
+    pub fn settled(&self, settle: &Settle) {
+        match settle {
+            Settle::Ack(_) => self.metrics.acked.inc(),
+            Settle::Nack(_) => self.metrics.nacked.inc(),
+        };
+    }
+}
+
+/// Text payloads are UTF-8; anything else goes to the client as binary.
+pub fn opcode_of(payload: &[u8]) -> Opcode {
+    if std::str::from_utf8(payload).is_ok() {
+        Opcode::Text
+    } else {
+        Opcode::Binary
+    }
+}
+
+/// Reads a subscription spec: a JSON object of the connector's options, or a bare name that
+/// stands for `{"<field>": name}` (a topic, a subject, a stream).
+pub fn parse_spec<T: DeserializeOwned>(spec: &str, field: &str) -> Result<T, String> {
+    let spec = spec.trim();
+    let value = if spec.starts_with('{') {
+        serde_json::from_str(spec).map_err(|e| format!("bad subscription spec: {e}"))?
+    } else {
+        serde_json::json!({ field: spec })
+    };
+    serde_json::from_value(value).map_err(|e| format!("bad subscription spec: {e}"))
+}
+
+/// A running subscription; dropping it stops the flow and releases the consumer.
 pub struct Subscription {
     task: AbortHandle,
-    acker: Option<Arc<dyn Acker>>,
+    settle: mpsc::UnboundedSender<Settle>,
 }
 
 impl Subscription {
-    pub fn ack(&self, id: &str) {
-        if let Some(acker) = &self.acker {
-            acker.ack(id);
-        }
-    }
-
-    pub fn nack(&self, id: &str) {
-        if let Some(acker) = &self.acker {
-            acker.nack(id);
-        }
+    pub fn settle(&self, verdict: Settle) {
+        // A subscription whose task ended has nobody to settle with.
+        let _ = self.settle.send(verdict);
     }
 }
 
@@ -56,50 +139,120 @@ impl Drop for Subscription {
     }
 }
 
+/// A configured broker source.
+enum Connector {
+    Jetstream(Arc<jetstream::Options>),
+    Redis(Arc<redis::Options>),
+}
+
+struct Configured {
+    config: SourceConfig,
+    connector: Connector,
+    health: PartHealth,
+}
+
 pub struct Sources {
     bus: Arc<Bus>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    bus_health: PartHealth,
+    configured: ArcSwap<BTreeMap<String, Arc<Configured>>>,
 }
 
 impl Sources {
-    pub fn new(bus: Arc<Bus>) -> Sources {
-        Sources { bus }
+    pub fn new(bus: Arc<Bus>, metrics: Arc<Metrics>, health: Arc<Health>) -> Sources {
+        Sources {
+            bus,
+            bus_health: health.part("sources.bus".into(), &metrics),
+            metrics,
+            health,
+            configured: ArcSwap::default(),
+        }
     }
 
-    /// Starts a flow from `source` into `out`, tagged with `sub`.
+    /// Makes a config's sources current. Live subscriptions keep the options they started with.
+    pub fn apply(&self, config: &Config) -> anyhow::Result<()> {
+        let previous = self.configured.load();
+        let mut configured = BTreeMap::new();
+        for (name, source) in &config.sources {
+            if let Some(old) = previous.get(name).filter(|old| old.config == *source) {
+                configured.insert(name.clone(), old.clone());
+                continue;
+            }
+            let bad = |e: String| anyhow::anyhow!("sources.{name}: {e}");
+            let options = &source.options;
+            let connector = match source.kind.as_str() {
+                "jetstream" => Connector::Jetstream(Arc::new(crate::sink::parse(options).map_err(bad)?)),
+                "redis" => Connector::Redis(Arc::new(crate::sink::parse(options).map_err(bad)?)),
+                other => anyhow::bail!("sources.{name}.type: unknown source type {other:?}"),
+            };
+            let health = self.health.part(format!("sources.{name}"), &self.metrics);
+            configured.insert(
+                name.clone(),
+                Arc::new(Configured {
+                    config: source.clone(),
+                    connector,
+                    health,
+                }),
+            );
+        }
+        self.configured.store(Arc::new(configured));
+        Ok(())
+    }
+
+    /// The names a filter may subscribe to.
+    pub fn names(&self) -> Arc<[String]> {
+        std::iter::once(BUS.to_string())
+            .chain(self.configured.load().keys().cloned())
+            .collect()
+    }
+
+    /// Starts a flow from `source` into `out`, tagged with `sub`. If it cannot start, or ends
+    /// for good, the reason goes to `failed` (the filter's result hook, with `sub` as ticket).
     pub fn subscribe(
         &self,
         source: &str,
         spec: &str,
         sub: u64,
         out: mpsc::Sender<Delivered>,
-    ) -> Result<Subscription, String> {
-        match source {
-            "bus" => {
-                if spec.is_empty() {
-                    return Err("a bus subscription needs a topic name".into());
-                }
-                let mut feed = self.bus.subscribe(spec);
-                let name: Arc<str> = "bus".into();
-                let task = tokio::spawn(async move {
-                    while let Some(message) = feed.next().await {
-                        let delivered = Delivered {
-                            sub: Some(sub),
-                            source: name.clone(),
-                            id: message.seq.to_string(),
-                            opcode: message.opcode,
-                            payload: message.payload,
-                        };
-                        if out.send(delivered).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-                Ok(Subscription {
-                    task: task.abort_handle(),
-                    acker: None,
-                })
+        failed: Reply,
+    ) -> Subscription {
+        let (settle, verdicts) = mpsc::unbounded_channel();
+        let configured = self.configured.load().get(source).cloned();
+        let health = match &configured {
+            Some(configured) => configured.health.clone(),
+            None => self.bus_health.clone(),
+        };
+        let feed = Feed {
+            sub,
+            source: source.into(),
+            out,
+            health,
+            metrics: self.metrics.source(source),
+        };
+        let spec = spec.to_string();
+        let task = match configured {
+            _ if source == BUS => spawn(bus::run(self.bus.clone(), spec, feed), failed),
+            Some(configured) => match &configured.connector {
+                Connector::Jetstream(options) => spawn(jetstream::run(options.clone(), spec, feed, verdicts), failed),
+                Connector::Redis(options) => spawn(redis::run(options.clone(), spec, feed, verdicts), failed),
+            },
+            None => {
+                let reason = format!("no source named {source:?}");
+                spawn(async move { Err(reason) }, failed)
             }
-            other => Err(format!("unknown source {other:?}")),
-        }
+        };
+        Subscription { task, settle }
     }
+}
+
+/// Runs a subscription; when it ends with an error, the filter hears why.
+fn spawn(flow: impl Future<Output = Result<(), String>> + Send + 'static, failed: Reply) -> AbortHandle {
+    tokio::spawn(async move {
+        if let Err(reason) = flow.await {
+            tracing::warn!("subscription {} ended: {reason}", failed.ticket);
+            failed.send(Err(reason));
+        }
+    })
+    .abort_handle()
 }
