@@ -4,11 +4,14 @@
 //!
 //! `meta KEY`, `set KEY VALUE`, `del KEY`, `emit SINK PAYLOAD`, `sub SOURCE SPEC`, `unsub ID`,
 //! `timer MS`, `cancel ID`, `close CODE REASON`, `replace TEXT` (then on to the sinks),
-//! `pass`, `drop`, `bad-utf8` (replace with invalid UTF-8), `count NAME`, `panic`.
+//! `pass`, `drop`, `bad-utf8` (replace with invalid UTF-8), `count NAME`, `panic`,
+//! `ack SUB ID`, `nack SUB ID`.
 //!
 //! At the upgrade: `?reject=STATUS` refuses it; `?sub=TOPIC` subscribes to a bus topic.
-//! Towards the client, messages are acked and tagged `[sub ID msg MSG] `. On close, the code is
-//! emitted to the sink `log` if the route has one.
+//! Towards the client, messages are tagged `[sub ID msg MSG] ` and acked, unless `?manual=1`
+//! (then the client acks with `ack`). `?show=key,header.h` adds those `msg.*` values to the tag:
+//! `[sub ID msg MSG key=K header.h=V] `. On close, the code is emitted to the sink `log` if the
+//! route has one.
 
 use framegate_guest::{Conn, Filter, Level, Message, Open, Record, SinkResult, Verdict, export_filter};
 
@@ -45,6 +48,8 @@ impl Probe {
                 answer(conn.emit_with(first, rest.as_bytes(), record))
             }
             "sub" => answer(conn.subscribe(first, rest)),
+            "ack" => answer(conn.ack(first.parse().unwrap_or(0), rest).map(|()| "")),
+            "nack" => answer(conn.nack(first.parse().unwrap_or(0), rest).map(|()| "")),
             "unsub" => answer(conn.unsubscribe(first.parse().unwrap_or(0)).map(|()| "")),
             "timer" => answer(conn.set_timer(first.parse().unwrap_or(0))),
             "cancel" => answer(conn.cancel_timer(first.parse().unwrap_or(0)).map(|()| "")),
@@ -93,10 +98,23 @@ impl Filter for Probe {
         }
         let sub = conn.meta_str("msg.sub").unwrap_or_default();
         let id = conn.meta_str("msg.id").unwrap_or_default();
-        if let Ok(sub) = sub.parse() {
+        if let Ok(sub) = sub.parse()
+            && conn.meta_str("query.manual").is_none()
+        {
             let _ = conn.ack(sub, &id);
         }
-        let tagged = [format!("[sub {sub} msg {id}] ").as_bytes(), message.payload()].concat();
+        let mut tag = format!("[sub {sub} msg {id}");
+        for name in conn
+            .meta_str("query.show")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|n| !n.is_empty())
+        {
+            let value = conn.meta_str(&format!("msg.{name}")).unwrap_or_else(|| "<none>".into());
+            tag.push_str(&format!(" {name}={value}"));
+        }
+        tag.push_str("] ");
+        let tagged = [tag.as_bytes(), message.payload()].concat();
         match message.replace(&tagged) {
             Ok(()) => Verdict::Continue,
             Err(_) => Verdict::Drop,
