@@ -2,8 +2,9 @@
 //! subject, or `{"subject", "stream", "durable", "deliver": "all"|"new"|"last", "ack_wait_ms",
 //! "max_deliver", "max_ack_pending"}`. The stream is found by subject when not named. The id
 //! of a message is its stream sequence; ack acknowledges it, nack asks for it again at once, and
-//! an unacked message comes again after `ack_wait_ms` (also to the next connection using the
-//! same durable name). A lost server is reconnected by the client; the pull starts again.
+//! an unacked message comes again after `ack_wait_ms`, as JetStream does (also to the next
+//! connection using the same durable name). A lost server is reconnected by the client; the
+//! pull starts again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -78,7 +79,7 @@ pub async fn run(
         .connect(&options.url)
         .await
         .map_err(|e| format!("nats {}: {e}", options.url))?;
-    let context = jetstream::new(client);
+    let context = jetstream::new(client.clone());
     let stream_name = match &spec.stream {
         Some(stream) => stream.clone(),
         None => context
@@ -125,7 +126,12 @@ pub async fn run(
         loop {
             tokio::select! {
                 verdict = verdicts.recv() => {
-                    let Some(verdict) = verdict else { return Ok(()) };
+                    let Some(verdict) = verdict else {
+                        // The connection is gone. What it did not settle comes back after
+                        // `ack_wait_ms`; closing our NATS connection ends our pull requests.
+                        let _ = client.drain().await;
+                        return Ok(());
+                    };
                     let (id, kind) = match &verdict {
                         Settle::Ack(id) => (id, AckKind::Ack),
                         Settle::Nack(id) => (id, AckKind::Nak(None)),

@@ -10,13 +10,15 @@ mod redis;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::bus::Bus;
 use crate::config::{Config, SourceConfig};
@@ -120,22 +122,21 @@ pub fn parse_spec<T: DeserializeOwned>(spec: &str, field: &str) -> Result<T, Str
     serde_json::from_value(value).map_err(|e| format!("bad subscription spec: {e}"))
 }
 
-/// A running subscription; dropping it stops the flow and releases the consumer.
+/// A running subscription. Dropping it closes the verdict channel: the connector carries out
+/// the verdicts still queued (a client's last acks count), releases its consumer and ends; one
+/// that has not ended after `GRACE` is stopped.
 pub struct Subscription {
-    task: AbortHandle,
     settle: mpsc::UnboundedSender<Settle>,
+    _stop: DropGuard,
 }
+
+/// How long a dropped subscription may take to settle and let go.
+const GRACE: Duration = Duration::from_secs(5);
 
 impl Subscription {
     pub fn settle(&self, verdict: Settle) {
         // A subscription whose task ended has nobody to settle with.
         let _ = self.settle.send(verdict);
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -231,28 +232,45 @@ impl Sources {
             metrics: self.metrics.source(source),
         };
         let spec = spec.to_string();
-        let task = match configured {
-            _ if source == BUS => spawn(bus::run(self.bus.clone(), spec, feed), failed),
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
+        let spawn = |flow, failed| spawn(flow, failed, stopped);
+        match configured {
+            _ if source == BUS => spawn(Box::pin(bus::run(self.bus.clone(), spec, feed, verdicts)), failed),
             Some(configured) => match &configured.connector {
-                Connector::Jetstream(options) => spawn(jetstream::run(options.clone(), spec, feed, verdicts), failed),
-                Connector::Redis(options) => spawn(redis::run(options.clone(), spec, feed, verdicts), failed),
+                Connector::Jetstream(options) => {
+                    spawn(Box::pin(jetstream::run(options.clone(), spec, feed, verdicts)), failed)
+                }
+                Connector::Redis(options) => spawn(Box::pin(redis::run(options.clone(), spec, feed, verdicts)), failed),
             },
             None => {
                 let reason = format!("no source named {source:?}");
-                spawn(async move { Err(reason) }, failed)
+                spawn(Box::pin(async move { Err(reason) }), failed)
             }
-        };
-        Subscription { task, settle }
+        }
+        Subscription {
+            settle,
+            _stop: stop.drop_guard(),
+        }
     }
 }
 
+type Flow = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
 /// Runs a subscription; when it ends with an error, the filter hears why.
-fn spawn(flow: impl Future<Output = Result<(), String>> + Send + 'static, failed: Reply) -> AbortHandle {
+fn spawn(flow: Flow, failed: Reply, stopped: CancellationToken) {
     tokio::spawn(async move {
-        if let Err(reason) = flow.await {
+        let deadline = async {
+            stopped.cancelled().await;
+            tokio::time::sleep(GRACE).await;
+        };
+        let ended = tokio::select! {
+            ended = flow => ended,
+            () = deadline => Ok(()),
+        };
+        if let Err(reason) = ended {
             tracing::warn!("subscription {} ended: {reason}", failed.ticket);
             failed.send(Err(reason));
         }
-    })
-    .abort_handle()
+    });
 }
