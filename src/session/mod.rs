@@ -388,6 +388,7 @@ impl Session {
         match sink {
             RouteSink::Queued(handle) => {
                 let record = Record {
+                    id: Record::next_id(),
                     route: self.route.name.clone(),
                     conn: self.conn.id,
                     opcode,

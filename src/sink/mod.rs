@@ -12,7 +12,8 @@ pub mod ws;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -55,6 +56,8 @@ pub(crate) fn parse<T: DeserializeOwned>(options: &toml::Table) -> Result<T, Str
 /// One message on its way to a sink.
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// Unique in this process, the same for every attempt: brokers that deduplicate use it.
+    pub id: u64,
     pub route: Arc<str>,
     pub conn: u64,
     pub opcode: Opcode,
@@ -63,6 +66,24 @@ pub struct Record {
     pub headers: Vec<(String, Bytes)>,
     /// The connection's metadata when the record was made.
     pub meta: Meta,
+}
+
+impl Record {
+    pub fn next_id() -> u64 {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The id, unique across restarts too: the process's start time, then the record's number.
+    pub fn unique_id(&self) -> String {
+        static BOOT: OnceLock<u128> = OnceLock::new();
+        let boot = BOOT.get_or_init(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        });
+        format!("{boot:x}-{}", self.id)
+    }
 }
 
 /// The outcome of one record: the peer's id of it, or why it failed.

@@ -3,7 +3,9 @@
 //! stream; a confirmed record is one JetStream acknowledged, and its id is `STREAM:SEQUENCE`.
 //! The subject is a template over the record; the record's key travels as header `key`, its
 //! headers as NATS headers. The client reconnects by itself; a broker that is away fails the
-//! batch after `timeout_ms`, and the runner retries it.
+//! batch after `timeout_ms`, and the runner retries it. JetStream records carry `Nats-Msg-Id`
+//! (unique per record, the same on every attempt), so a retry after a lost ack is not stored
+//! twice (within the stream's duplicate window).
 
 use std::time::Duration;
 
@@ -73,6 +75,10 @@ impl Nats {
         }
         for (name, value) in &record.headers {
             headers.insert(name.as_str(), String::from_utf8_lossy(value).as_ref());
+        }
+        if self.jetstream {
+            // JetStream drops a second copy of a record whose first ack was lost.
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, record.unique_id().as_str());
         }
         Ok((subject, headers))
     }

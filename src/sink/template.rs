@@ -90,6 +90,7 @@ mod tests {
         let mut meta = std::collections::BTreeMap::new();
         meta.insert("query.topic".to_string(), bytes::Bytes::from("orders"));
         Record {
+            id: 1,
             route: "in".into(),
             conn: 7,
             opcode: Opcode::Text,

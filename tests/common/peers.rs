@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 pub struct Peer {
     child: Child,
     pub port: u16,
+    program: String,
+    args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -29,8 +31,20 @@ fn free_port() -> u16 {
 fn start(program: &str, args: impl FnOnce(u16, &std::path::Path) -> Vec<String>) -> Peer {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let args = args(port, dir.path());
+    let child = spawn(program, &args, port);
+    Peer {
+        child,
+        port,
+        program: program.into(),
+        args,
+        _dir: dir,
+    }
+}
+
+fn spawn(program: &str, args: &[String], port: u16) -> Child {
     let mut child = Command::new(program)
-        .args(args(port, dir.path()))
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -41,7 +55,21 @@ fn start(program: &str, args: impl FnOnce(u16, &std::path::Path) -> Vec<String>)
         assert!(Instant::now() < deadline, "{program} did not listen on {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    Peer { child, port, _dir: dir }
+    child
+}
+
+impl Peer {
+    /// Kills the broker (SIGKILL: no goodbye to its clients).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same port and folder.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn(&self.program, &self.args, self.port);
+    }
 }
 
 /// nats-server with JetStream.
