@@ -94,7 +94,7 @@ sinks = ["js"]
         }
     }
     let _nats = broker.expect("the broker was stopped").join().unwrap();
-    sender.await.unwrap();
+    let _writer = sender.await.unwrap();
 
     let client = async_nats::connect(&url).await.unwrap();
     let stream = async_nats::jetstream::new(client).get_stream("FAULT").await.unwrap();
