@@ -136,3 +136,70 @@ async fn nats_jetstream_and_redis_get_every_record_in_order() {
         proxy.logs()
     );
 }
+
+#[tokio::test]
+async fn a_broker_down_at_start_holds_records_until_it_comes() {
+    let port = peers::free_port();
+    let config = format!(
+        r#"{head}
+[sinks.rs]
+type = "redis"
+url = "redis://127.0.0.1:{port}"
+stream = "late"
+
+[routes.in]
+path = "/in"
+sinks = ["rs"]
+"#,
+        head = head("")
+    );
+    let proxy = Proxy::start(&config, &[], &[]);
+    assert_eq!(http_get(proxy.admin, "/readyz").await.0, 200);
+    let mut ws = proxy.connect("/in").await;
+    let sent: Vec<String> = (0..5).map(|i| format!("record {i}")).collect();
+    for message in &sent {
+        send_text(&mut ws, message).await;
+    }
+
+    // Nothing listens: /readyz and the metrics say which sink is down and why.
+    eventually("the sink is reported down", || async {
+        let (status, body) = http_get(proxy.admin, "/readyz").await;
+        status == 503 && body.starts_with("sinks.rs: down: redis ")
+    })
+    .await;
+    assert_eq!(proxy.metric("framegate_peer_up{part=\"sinks.rs\"}").await, 0.0);
+
+    // The broker comes: the waiting records go in, in order, and the sink is up again.
+    let redis = peers::redis_at(port);
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.port)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    eventually("the records reached redis", || {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("XLEN")
+                .arg("late")
+                .query_async::<usize>(&mut conn)
+                .await
+                .unwrap()
+                == 5
+        }
+    })
+    .await;
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("late")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let payloads: Vec<String> = entries.ids.iter().map(|e| e.get("payload").unwrap()).collect();
+    assert_eq!(payloads, sent);
+    assert_eq!(http_get(proxy.admin, "/readyz").await, (200, "ready\n".to_string()));
+    assert_eq!(proxy.metric("framegate_peer_up{part=\"sinks.rs\"}").await, 1.0);
+    assert_eq!(
+        proxy
+            .metric("framegate_sink_records_total{sink=\"rs\",outcome=\"failed\"}")
+            .await,
+        0.0
+    );
+}

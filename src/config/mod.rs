@@ -130,6 +130,9 @@ pub struct SinkConfig {
     /// First pause between attempts; doubles each time.
     #[serde(default = "default_backoff")]
     pub retry_backoff_ms: u64,
+    /// The longest pause between attempts.
+    #[serde(default = "default_backoff_max")]
+    pub retry_backoff_max_ms: u64,
     /// Where failed records go, with the reason in a header.
     pub dead_letter: Option<String>,
     /// The connector's own options, checked by the connector.
@@ -151,10 +154,14 @@ fn default_queue() -> usize {
     1024
 }
 fn default_retries() -> u32 {
-    3
+    // With the default pauses, about half a minute: a broker restart is bridged.
+    10
 }
 fn default_backoff() -> u64 {
     100
+}
+fn default_backoff_max() -> u64 {
+    5_000
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

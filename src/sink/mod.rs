@@ -169,6 +169,7 @@ struct Policy {
     name: Arc<str>,
     max_retries: u32,
     backoff: Duration,
+    backoff_max: Duration,
     dead_letter: Option<Arc<SinkHandle>>,
     metrics: SinkMetrics,
 }
@@ -185,7 +186,7 @@ async fn run<D: Deliver>(mut connector: D, mut queue: mpsc::Receiver<Envelope>, 
                 break;
             }
             tokio::time::sleep(backoff).await;
-            backoff = backoff.saturating_mul(2);
+            backoff = backoff.saturating_mul(2).min(policy.backoff_max);
             policy.metrics.retried.inc_by(failed.len() as u64);
             let again: Vec<Record> = failed.iter().map(|&i| records[i].clone()).collect();
             for (i, outcome) in failed.into_iter().zip(connector.deliver(&again).await) {
@@ -301,6 +302,7 @@ impl Sinks {
             name: name.into(),
             max_retries: sink.max_retries,
             backoff: Duration::from_millis(sink.retry_backoff_ms),
+            backoff_max: Duration::from_millis(sink.retry_backoff_max_ms),
             dead_letter,
             metrics: ctx.metrics.sink(name),
         };

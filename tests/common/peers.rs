@@ -20,7 +20,7 @@ impl Drop for Peer {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -28,9 +28,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start(program: &str, args: impl FnOnce(u16, &std::path::Path) -> Vec<String>) -> Peer {
+fn start(program: &str, port: u16, args: impl FnOnce(u16, &std::path::Path) -> Vec<String>) -> Peer {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let args = args(port, dir.path());
     let child = spawn(program, &args, port);
     Peer {
@@ -74,7 +73,7 @@ impl Peer {
 
 /// nats-server with JetStream.
 pub fn nats() -> Peer {
-    start("nats-server", |port, dir| {
+    start("nats-server", free_port(), |port, dir| {
         [
             "-a",
             "127.0.0.1",
@@ -91,7 +90,12 @@ pub fn nats() -> Peer {
 
 /// redis-server without persistence.
 pub fn redis() -> Peer {
-    start("redis-server", |port, dir| {
+    redis_at(free_port())
+}
+
+/// redis-server on a port chosen beforehand.
+pub fn redis_at(port: u16) -> Peer {
+    start("redis-server", port, |port, dir| {
         [
             "--bind",
             "127.0.0.1",
