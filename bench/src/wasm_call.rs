@@ -34,6 +34,7 @@ pub fn measure() -> anyhow::Result<Vec<CallCost>> {
             module: module.into(),
             config: toml::from_str(&format!("options = {options}"))
                 .map(|t: toml::Table| t["options"].as_table().cloned().unwrap_or_default())?,
+            config_file: None,
             on_error: OnError::FailClosed,
             timeout_ms: 1_000,
             memory_limit_mb: 64,
@@ -47,11 +48,11 @@ pub fn measure() -> anyhow::Result<Vec<CallCost>> {
         for size in [100usize, 4096] {
             let payload = Bytes::from(vec![b'x'; size]);
             for _ in 0..1_000 {
-                chain.message(&mut conn, false, Opcode::Binary, payload.clone(), &[]);
+                chain.message(&mut conn, false, Opcode::Binary, payload.clone(), Vec::new());
             }
             let started = Instant::now();
             for _ in 0..CALLS {
-                std::hint::black_box(chain.message(&mut conn, false, Opcode::Binary, payload.clone(), &[]));
+                std::hint::black_box(chain.message(&mut conn, false, Opcode::Binary, payload.clone(), Vec::new()));
             }
             let ns = started.elapsed().as_nanos() as f64 / f64::from(CALLS);
             println!("wasm call: {what:<26} {size:>5} B: {ns:>7.0} ns per call");

@@ -173,6 +173,10 @@ pub struct RouteConfig {
     pub filters: Vec<FilterRef>,
     #[serde(default)]
     pub sinks: Vec<String>,
+    /// Sinks that filters may `emit` to but that messages do not go to by themselves: a filter's
+    /// dead-letter sink, say.
+    #[serde(default)]
+    pub emit_sinks: Vec<String>,
     /// Larger messages close the connection with 1009.
     #[serde(default = "default_max_message")]
     pub max_message_size: usize,
@@ -221,6 +225,9 @@ pub struct FilterRef {
     /// Handed to the filter's `fg_init` as JSON.
     #[serde(default)]
     pub config: toml::Table,
+    /// A YAML, JSON or TOML file (relative to the config file) whose top-level keys the filter
+    /// gets too, under `config` (whose keys win): a Blink schema file brought as is, say.
+    pub config_file: Option<PathBuf>,
     #[serde(default)]
     pub on_error: OnError,
     #[serde(default = "default_timeout")]
@@ -251,18 +258,41 @@ impl Config {
             key: "(file)".into(),
             message: format!("cannot read: {e}"),
         })?;
-        Self::parse(&text, &origin)
+        Self::parse_at(&text, &origin, path.parent().unwrap_or(Path::new(".")))
     }
 
-    /// Parses and validates a document; `origin` names it in errors.
+    /// Parses and validates a document; `origin` names it in errors. Files it names are
+    /// relative to the working directory.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError {
+        Self::parse_at(text, origin, Path::new("."))
+    }
+
+    fn parse_at(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
             origin: origin.into(),
             key: "(syntax)".into(),
             message: e.to_string().trim_end().to_string(),
         })?;
+        config.read_config_files(base, origin)?;
         config.validate(origin)?;
         Ok(config)
+    }
+
+    /// Lays every filter's `config` over the keys of its `config_file`.
+    fn read_config_files(&mut self, base: &Path, origin: &str) -> Result<(), ConfigError> {
+        for (name, route) in &mut self.routes {
+            for (i, filter) in route.filters.iter_mut().enumerate() {
+                let Some(file) = &filter.config_file else { continue };
+                let mut merged = read_table(&base.join(file)).map_err(|message| ConfigError {
+                    origin: origin.into(),
+                    key: format!("routes.{name}.filters[{i}].config_file"),
+                    message,
+                })?;
+                merged.extend(std::mem::take(&mut filter.config));
+                filter.config = merged;
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
@@ -332,12 +362,15 @@ impl Config {
                     format!("{:?} is already served by route {other:?}", route.path),
                 ));
             }
-            for (i, sink) in route.sinks.iter().enumerate() {
-                if !self.sinks.contains_key(sink) {
-                    return Err(err(
-                        format!("routes.{name}.sinks[{i}]"),
-                        format!("no sink named {sink:?} in [sinks]"),
-                    ));
+            for (list, names) in [("sinks", &route.sinks), ("emit_sinks", &route.emit_sinks)] {
+                for (i, sink) in names.iter().enumerate() {
+                    let at = format!("routes.{name}.{list}[{i}]");
+                    if !self.sinks.contains_key(sink) {
+                        return Err(err(at, format!("no sink named {sink:?} in [sinks]")));
+                    }
+                    if list == "emit_sinks" && (route.sinks.contains(sink) || self.sinks[sink].kind == "ws") {
+                        return Err(err(at, format!("{sink:?} is in sinks already, or a ws sink")));
+                    }
                 }
             }
             if route.relay == Relay::Bytes {
@@ -381,6 +414,46 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A YAML, JSON or TOML file's top-level mapping, as a TOML table (YAML nulls are left out).
+fn read_table(path: &Path) -> Result<toml::Table, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let at = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let value: serde_json::Value = match path.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml") => serde_norway::from_str(&text).map_err(|e| at(&e))?,
+        Some("json") => serde_json::from_str(&text).map_err(|e| at(&e))?,
+        Some("toml") => return toml::from_str(&text).map_err(|e| at(&e)),
+        _ => {
+            return Err(format!(
+                "{}: expected a .yaml, .yml, .json or .toml file",
+                path.display()
+            ));
+        }
+    };
+    match json_to_toml(value) {
+        Some(toml::Value::Table(table)) => Ok(table),
+        _ => Err(format!("{}: expected a mapping at the top", path.display())),
+    }
+}
+
+fn json_to_toml(value: serde_json::Value) -> Option<toml::Value> {
+    use serde_json::Value;
+    Some(match value {
+        Value::Null => return None,
+        Value::Bool(b) => toml::Value::Boolean(b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => toml::Value::String(s),
+        Value::Array(items) => toml::Value::Array(items.into_iter().filter_map(json_to_toml).collect()),
+        Value::Object(map) => toml::Value::Table(
+            map.into_iter()
+                .filter_map(|(k, v)| json_to_toml(v).map(|v| (k, v)))
+                .collect(),
+        ),
+    })
 }
 
 /// A module name is a file stem: no path separators, nothing a shell would trip on.

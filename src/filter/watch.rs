@@ -1,5 +1,6 @@
-//! Hot reload: watches the filter folder and the config file with notify, waits for writes to
-//! settle (editors write a temp file and rename it), then reloads off the async workers.
+//! Hot reload: watches the filter folder and the config file (and the YAML, JSON and TOML
+//! files beside either, which filters' `config_file` may name) with notify, waits for writes to settle (editors write a
+//! temp file and rename it), then reloads off the async workers.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -76,7 +77,14 @@ pub fn start(proxy: Arc<Proxy>) -> anyhow::Result<notify::RecommendedWatcher> {
 }
 
 fn classify(path: &Path, dir: &Path, config: Option<&Path>) -> Option<Change> {
-    if config.is_some_and(|c| c == path) {
+    // The config file, or a file beside it or among the filters that a filter's `config_file`
+    // may name: reloading an unchanged config changes nothing.
+    let config_like = path
+        .extension()
+        .is_some_and(|e| ["toml", "yaml", "yml", "json"].iter().any(|x| e == *x))
+        && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
+    let config_dir = config.and_then(Path::parent);
+    if config_like && (path.parent() == config_dir || path.parent() == Some(dir)) {
         return Some(Change::Config);
     }
     if path.parent() != Some(dir) {
@@ -106,5 +114,9 @@ mod tests {
         assert_eq!(name("/f/.echo.wasm.tmp"), "-");
         assert_eq!(name("/f/sub/echo.wasm"), "-");
         assert_eq!(name("/c/framegate.toml"), "CONFIG");
+        assert_eq!(name("/c/schema.yaml"), "CONFIG");
+        assert_eq!(name("/c/.schema.yaml.swp"), "-");
+        assert_eq!(name("/c/rows.jsonl"), "-");
+        assert_eq!(name("/f/schema.yml"), "CONFIG");
     }
 }

@@ -20,8 +20,10 @@ pub struct Route {
     pub chain: Chain,
     /// Where a message goes after the chain, in config order.
     pub sinks: Vec<RouteSink>,
+    /// Sinks only `emit` reaches (a dead-letter sink of a filter, say).
+    emit_only: Vec<RouteSink>,
     sinks_by_name: HashMap<String, RouteSink>,
-    /// The sinks filters may `emit` to.
+    /// The sinks filters may `emit` to: both kinds.
     pub sink_names: Arc<[String]>,
     pub metrics: RouteMetrics,
 }
@@ -39,13 +41,16 @@ impl Route {
         })
     }
 
-    fn same_sinks(&self, sinks: &[RouteSink]) -> bool {
-        self.sinks.len() == sinks.len()
-            && self.sinks.iter().zip(sinks).all(|pair| match pair {
-                (RouteSink::Queued(a), RouteSink::Queued(b)) => Arc::ptr_eq(a, b),
-                (RouteSink::Upstream(_, a), RouteSink::Upstream(_, b)) => Arc::ptr_eq(a, b),
-                _ => false,
-            })
+    fn same_sinks(&self, sinks: &[RouteSink], emit_only: &[RouteSink]) -> bool {
+        let same = |ours: &[RouteSink], theirs: &[RouteSink]| {
+            ours.len() == theirs.len()
+                && ours.iter().zip(theirs).all(|pair| match pair {
+                    (RouteSink::Queued(a), RouteSink::Queued(b)) => Arc::ptr_eq(a, b),
+                    (RouteSink::Upstream(_, a), RouteSink::Upstream(_, b)) => Arc::ptr_eq(a, b),
+                    _ => false,
+                })
+        };
+        same(&self.sinks, sinks) && same(&self.emit_only, emit_only)
     }
 }
 
@@ -65,15 +70,17 @@ impl Router {
     ) -> anyhow::Result<Router> {
         let mut routes = Vec::new();
         for (name, route) in &config.routes {
-            let route_sinks: Vec<RouteSink> = route
-                .sinks
-                .iter()
-                .map(|s| sinks.get(s).expect("config validation checked sink names"))
-                .collect();
+            let resolve = |names: &[String]| -> Vec<RouteSink> {
+                names
+                    .iter()
+                    .map(|s| sinks.get(s).expect("config validation checked sink names"))
+                    .collect()
+            };
+            let (route_sinks, emit_only) = (resolve(&route.sinks), resolve(&route.emit_sinks));
             let unchanged = previous
                 .routes
                 .iter()
-                .find(|r| &*r.name == name && r.settings == *route && r.same_sinks(&route_sinks));
+                .find(|r| &*r.name == name && r.settings == *route && r.same_sinks(&route_sinks, &emit_only));
             if let Some(old) = unchanged {
                 routes.push(old.clone());
                 continue;
@@ -84,9 +91,16 @@ impl Router {
                 path: RoutePath::parse(&route.path).map_err(anyhow::Error::msg)?,
                 settings: route.clone(),
                 chain,
-                sinks_by_name: route.sinks.iter().cloned().zip(route_sinks.iter().cloned()).collect(),
+                sinks_by_name: route
+                    .sinks
+                    .iter()
+                    .chain(&route.emit_sinks)
+                    .cloned()
+                    .zip(route_sinks.iter().chain(&emit_only).cloned())
+                    .collect(),
                 sinks: route_sinks,
-                sink_names: route.sinks.clone().into(),
+                emit_only,
+                sink_names: route.sinks.iter().chain(&route.emit_sinks).cloned().collect(),
                 metrics: metrics.route(name),
             }));
         }
