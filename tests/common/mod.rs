@@ -33,7 +33,7 @@ pub fn start_default() -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let filters = dir.path().join("target/filters");
     std::fs::create_dir_all(&filters).unwrap();
-    for name in ["echo", "subscribe"] {
+    for name in ["echo", "subscribe", "hydra"] {
         let file = format!("{name}.wasm");
         std::fs::copy(built_filters().join(&file), filters.join(&file))
             .unwrap_or_else(|e| panic!("target/filters/{file}: {e}: run scripts/build-filters"));
