@@ -3,7 +3,7 @@
 //! A confirmed record is one Redis answered; its id is the entry id. The stream name is a
 //! template over the record. The connection manager reconnects by itself.
 
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 
 use super::template::{self, Template};
@@ -20,6 +20,13 @@ pub struct Options {
     pub stream: Template,
     /// Keep the stream near this length (`MAXLEN ~`).
     pub maxlen: Option<usize>,
+    /// How long a batch may wait for Redis's answer before it fails (and is retried).
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_timeout() -> u64 {
+    5_000
 }
 
 fn default_url() -> String {
@@ -47,7 +54,9 @@ impl Redis {
         }
         let client =
             redis::Client::open(self.options.url.as_str()).map_err(|e| format!("redis {}: {e}", self.options.url))?;
-        let connection = ConnectionManager::new(client)
+        let timeout = std::time::Duration::from_millis(self.options.timeout_ms);
+        let config = ConnectionManagerConfig::new().set_response_timeout(Some(timeout));
+        let connection = ConnectionManager::new_with_config(client, config)
             .await
             .map_err(|e| format!("redis {}: {e}", self.options.url))?;
         self.connection = Some(connection.clone());

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{StreamAutoClaimReply, StreamClaimReply, StreamId, StreamReadReply};
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -97,14 +97,20 @@ pub async fn run(
         .unwrap_or_else(|| format!("framegate-{}", feed.sub));
     let group = Group { spec, consumer };
     let client = redis::Client::open(options.url.as_str()).map_err(|e| format!("redis {}: {e}", options.url))?;
-    let connect = || async {
-        client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| format!("redis {}: {e}", options.url))
+    // Blocking reads get a connection of their own, so that acks never wait behind them, and
+    // a reply time above the block time: a read that timed out would leave its entries pending.
+    let reply_time = Duration::from_millis(group.spec.block_ms) + Duration::from_secs(5);
+    // Connection managers reconnect by themselves after the server went away.
+    let connect = |reply_time| {
+        let config = ConnectionManagerConfig::new().set_response_timeout(Some(reply_time));
+        let (client, url) = (client.clone(), &options.url);
+        async move {
+            ConnectionManager::new_with_config(client, config)
+                .await
+                .map_err(|e| format!("redis {url}: {e}"))
+        }
     };
-    // Blocking reads get a connection of their own, so that acks never wait behind them.
-    let (reads, settles) = (connect().await?, connect().await?);
+    let (reads, settles) = (connect(reply_time).await?, connect(Duration::from_secs(5)).await?);
     let mut setup = settles.clone();
     let created: redis::RedisResult<()> = redis::cmd("XGROUP")
         .arg("CREATE")
@@ -130,7 +136,7 @@ pub async fn run(
 }
 
 /// Reads entries and hands them over: own pending ones first, then claimed, then new ones.
-async fn read(group: &Group, feed: &Feed, mut connection: MultiplexedConnection) -> Result<(), String> {
+async fn read(group: &Group, feed: &Feed, mut connection: ConnectionManager) -> Result<(), String> {
     let spec = &group.spec;
     let mut pending_from = Some("0".to_string());
     let mut claim_from = (spec.claim_idle_ms > 0).then(|| "0-0".to_string());
@@ -191,7 +197,7 @@ async fn read(group: &Group, feed: &Feed, mut connection: MultiplexedConnection)
 async fn settle(
     group: &Group,
     feed: &Feed,
-    mut connection: MultiplexedConnection,
+    mut connection: ConnectionManager,
     mut verdicts: mpsc::UnboundedReceiver<Settle>,
 ) -> Result<(), String> {
     let spec = &group.spec;
