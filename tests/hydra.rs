@@ -14,6 +14,15 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const SAMPLE: &str = r#"{"name":"test","value":"test"}"#;
 
+/// One proxy starts at a time: the debug build compiles hydra.wasm (200 KiB) slowly, and several
+/// compiling at once on a small machine would outlast the start's patience.
+static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn start(config: &str) -> Proxy {
+    let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    Proxy::start(config, &["hydra"], &[])
+}
+
 fn filter(ingestors: &str, extra: &str) -> String {
     format!("filters = [{{ module = \"hydra\", config = {{ ingestors = {{ {ingestors} }}{extra} }} }}]")
 }
@@ -34,7 +43,7 @@ fn file_proxy(extra: &str) -> Proxy {
         head(""),
         routes("\"hydra_file\"", "file_ingestor = { sink = \"hydra_file\" }", extra)
     );
-    Proxy::start(&config, &["hydra"], &[])
+    start(&config)
 }
 
 async fn ask(ws: &mut Ws, text: &str) -> String {
@@ -108,7 +117,10 @@ fn run_sample(url: &str, headers: &[&str], messages: &[impl AsRef<std::ffi::OsSt
 
 #[tokio::test]
 async fn the_seed_sample_by_python_on_the_default_config() {
-    let proxy = start_default();
+    let proxy = {
+        let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        start_default()
+    };
     let url = proxy.url("/ws-ingest/file_ingestor");
     let messages = [
         "-c set hydra-kafka-topic = test-topic".to_string(),
@@ -440,7 +452,7 @@ async fn broadcast_to_two_brokers_and_one_ingestor_by_path() {
         })
         .await
         .unwrap();
-    let proxy = Proxy::start(&broker_config(nats.port, redis.port), &["hydra"], &[]);
+    let proxy = start(&broker_config(nats.port, redis.port));
 
     let mut ws = proxy.connect("/ws-ingest").await;
     // No topic: no ingestor joins, and the answer says why.
@@ -506,7 +518,7 @@ async fn until_ok(ws: &mut Ws) -> String {
 #[tokio::test]
 async fn explicit_acks_fail_while_the_broker_is_down_and_resume() {
     let mut redis = peers::redis();
-    let proxy = Proxy::start(&broker_config(peers::free_port(), redis.port), &["hydra"], &[]);
+    let proxy = start(&broker_config(peers::free_port(), redis.port));
     let mut slow = proxy.connect("/ws-ingest/redis_ingestor").await;
     let mut fast = proxy.connect("/fast").await;
     for ws in [&mut slow, &mut fast] {

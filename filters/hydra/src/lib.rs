@@ -285,7 +285,7 @@ impl Hydra {
                 .meta_str(ORDER)
                 .unwrap_or_default()
                 .lines()
-                .filter_map(|name| Some(format!("{} -> {}", name.to_uppercase(), conn.meta_str(name)?)))
+                .filter_map(|name| Some(format!("{} -> {}", name.to_ascii_uppercase(), conn.meta_str(name)?)))
                 .collect();
             return command_reply(200, &listing.join(";"));
         }
@@ -294,7 +294,7 @@ impl Hydra {
         };
         let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
         match self.set(conn, &name, value) {
-            Ok(()) => command_reply(200, &format!("OK[{}={value}]", name.to_uppercase())),
+            Ok(()) => command_reply(200, &format!("OK[{}={value}]", name.to_ascii_uppercase())),
             Err(message) => command_reply(400, &message),
         }
     }
