@@ -598,3 +598,48 @@ async fn metadata_survives_a_hot_swap() {
     assert_eq!(records.len(), 2);
     assert_eq!(records[1]["key"], "test");
 }
+
+#[tokio::test]
+async fn a_request_waiting_for_its_broker_is_answered_across_a_hot_swap() {
+    let mut redis = peers::redis();
+    let config = format!(
+        "{}\n[sinks.rs]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\nstream = \"swap\"\n\
+         max_retries = 100000\nretry_backoff_ms = 50\nretry_backoff_max_ms = 100\n\n{}",
+        head(""),
+        redis.port,
+        routes(
+            "\"rs\"",
+            "redis_ingestor = { sink = \"rs\" }",
+            ", ingest_timeout_ms = 600000"
+        )
+    );
+    let proxy = start(&config);
+    let mut ws = proxy.connect("/ws-ingest").await;
+    assert!(
+        ask(&mut ws, "-c SET hydra-ack = explicit")
+            .await
+            .starts_with(r#"{"status":200"#)
+    );
+    redis.kill();
+    send_text(&mut ws, &format!("-i waiting {SAMPLE}")).await;
+
+    // The broker is down: the request waits (its state in the connection's metadata) while a
+    // new version of the filter comes in; that version answers it once Redis is back.
+    let reloads = "framegate_filter_reloads_total{filter=\"hydra\"}";
+    let mut module = std::fs::read(built_filters().join("hydra.wasm")).unwrap();
+    module.extend_from_slice(&[0, 6, 4, b's', b'w', b'a', b'p', b'3']);
+    proxy.replace_file("filters/hydra.wasm", &module);
+    let deadline = std::time::Instant::now() + STARTUP;
+    while proxy.metric(reloads).await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the new version never came");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    redis.restart();
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"requestId":"waiting","status":{"code":200,"message":"OK"},"ingestors":{"redis_ingestor":{"code":200,"message":"OK"}}}"#
+    );
+    let entries = redis_entries(redis.port, "swap").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].get::<String>("payload").as_deref(), Some(SAMPLE));
+}
