@@ -32,6 +32,19 @@ struct Config {
     /// A payload over this answers 413 and the connection stays open.
     #[serde(default = "default_max_payload")]
     max_payload_bytes: usize,
+    /// The shapes of the replies: the seed document's (default) or current Hydra's.
+    #[serde(default)]
+    replies: Replies,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Replies {
+    /// `{"status":N,"message":M}`; `{"requestId":..,"status":{..},"ingestors":{..}}`.
+    #[default]
+    Seed,
+    /// `{"message":M,"status":N}`; `{"correlationId":..,"ingestors":{..}}`.
+    Current,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,12 +110,21 @@ fn json(text: &str) -> String {
     serde_json::to_string(text).expect("strings always serialize")
 }
 
-fn command_reply(status: u16, message: &str) -> String {
-    format!("{{\"status\":{status},\"message\":{}}}", json(message))
+fn command_reply(replies: Replies, status: u16, message: &str) -> String {
+    match replies {
+        Replies::Seed => format!("{{\"status\":{status},\"message\":{}}}", json(message)),
+        Replies::Current => format!("{{\"message\":{},\"status\":{status}}}", json(message)),
+    }
 }
 
 /// The answer to a payload; the top-level status is the first failure (by ingestor name), or 200.
-fn ingest_reply(id: &str, status: Option<(u16, &str)>, outcomes: &BTreeMap<String, Outcome>, detailed: bool) -> String {
+fn ingest_reply(
+    replies: Replies,
+    id: &str,
+    status: Option<(u16, &str)>,
+    outcomes: &BTreeMap<String, Outcome>,
+    detailed: bool,
+) -> String {
     let failure = outcomes.values().find(|o| o.0 != 200).map(|o| (o.0, o.1.as_str()));
     let (code, message) = status.or(failure).unwrap_or((200, "OK"));
     let ingestors: Vec<String> = outcomes
@@ -120,12 +142,19 @@ fn ingest_reply(id: &str, status: Option<(u16, &str)>, outcomes: &BTreeMap<Strin
             )
         })
         .collect();
-    format!(
-        "{{\"requestId\":{},\"status\":{{\"code\":{code},\"message\":{}}},\"ingestors\":{{{}}}}}",
-        json(id),
-        json(message),
-        ingestors.join(",")
-    )
+    match replies {
+        Replies::Seed => format!(
+            "{{\"requestId\":{},\"status\":{{\"code\":{code},\"message\":{}}},\"ingestors\":{{{}}}}}",
+            json(id),
+            json(message),
+            ingestors.join(",")
+        ),
+        Replies::Current => format!(
+            "{{\"correlationId\":{},\"ingestors\":{{{}}}}}",
+            json(id),
+            ingestors.join(",")
+        ),
+    }
 }
 
 /// 8 alphanumerics, unique per connection: the request number through a bijection of 62^8,
@@ -275,10 +304,10 @@ impl Hydra {
         let (command, rest) = words.split_once(char::is_whitespace).unwrap_or((words, ""));
         let rest = rest.trim();
         if command.eq_ignore_ascii_case("help") && rest.is_empty() {
-            return command_reply(200, HELP);
+            return command_reply(self.config().replies, 200, HELP);
         }
         if !command.eq_ignore_ascii_case("set") {
-            return command_reply(400, BAD_MESSAGE);
+            return command_reply(self.config().replies, 400, BAD_MESSAGE);
         }
         if rest.is_empty() {
             let listing: Vec<String> = conn
@@ -287,15 +316,19 @@ impl Hydra {
                 .lines()
                 .filter_map(|name| Some(format!("{} -> {}", name.to_ascii_uppercase(), conn.meta_str(name)?)))
                 .collect();
-            return command_reply(200, &listing.join(";"));
+            return command_reply(self.config().replies, 200, &listing.join(";"));
         }
         let Some((name, value)) = rest.split_once('=') else {
-            return command_reply(400, BAD_MESSAGE);
+            return command_reply(self.config().replies, 400, BAD_MESSAGE);
         };
         let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
         match self.set(conn, &name, value) {
-            Ok(()) => command_reply(200, &format!("OK[{}={value}]", name.to_ascii_uppercase())),
-            Err(message) => command_reply(400, &message),
+            Ok(()) => command_reply(
+                self.config().replies,
+                200,
+                &format!("OK[{}={value}]", name.to_ascii_uppercase()),
+            ),
+            Err(message) => command_reply(self.config().replies, 400, &message),
         }
     }
 
@@ -313,7 +346,7 @@ impl Hydra {
 
     fn ingest(&self, conn: &Conn, text: &str) -> Option<String> {
         let Some((given, payload)) = Self::split_id(text) else {
-            return Some(command_reply(400, BAD_MESSAGE));
+            return Some(command_reply(self.config().replies, 400, BAD_MESSAGE));
         };
         let seq = conn.meta_str(SEQ).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) + 1;
         let _ = conn.set_meta(SEQ, seq.to_string().as_bytes());
@@ -341,13 +374,19 @@ impl Hydra {
         let mut outcomes = BTreeMap::new();
         if joined.is_empty() {
             let why = format!("No ingestor joined the request: {}.", missing.join("; "));
-            return Some(ingest_reply(&id, Some((404, &why)), &outcomes, detailed));
+            return Some(ingest_reply(
+                self.config().replies,
+                &id,
+                Some((404, &why)),
+                &outcomes,
+                detailed,
+            ));
         }
         let fail_all = |outcomes: &mut BTreeMap<String, Outcome>, code: u16, why: String| {
             for (name, _) in &joined {
                 outcomes.insert(name.clone(), Outcome(code, why.clone(), 0));
             }
-            Some(ingest_reply(&id, None, outcomes, detailed))
+            Some(ingest_reply(self.config().replies, &id, None, outcomes, detailed))
         };
 
         // Checks that hold for every ingestor: size, validation, the record key.
@@ -413,7 +452,7 @@ impl Hydra {
             }
         }
         if waiting.is_empty() {
-            return Some(ingest_reply(&id, None, &outcomes, detailed));
+            return Some(ingest_reply(self.config().replies, &id, None, &outcomes, detailed));
         }
         let timeout = conn
             .meta_str("hydra-ingest-timeout")
@@ -425,7 +464,7 @@ impl Hydra {
                 for name in waiting {
                     outcomes.insert(name, Outcome(503, format!("No timer for the request: {e}."), 0));
                 }
-                return Some(ingest_reply(&id, None, &outcomes, detailed));
+                return Some(ingest_reply(self.config().replies, &id, None, &outcomes, detailed));
             }
         };
         let _ = conn.set_meta(&format!("hydra.timer.{timer}"), seq.to_string().as_bytes());
@@ -442,8 +481,14 @@ impl Hydra {
     }
 
     /// Answers a request whose last ingestor finished, and forgets it.
-    fn finish(conn: &Conn, seq: u64, pending: &Pending) {
-        let _ = conn.send_text(&ingest_reply(&pending.id, None, &pending.done, pending.detailed));
+    fn finish(&self, conn: &Conn, seq: u64, pending: &Pending) {
+        let _ = conn.send_text(&ingest_reply(
+            self.config().replies,
+            &pending.id,
+            None,
+            &pending.done,
+            pending.detailed,
+        ));
         let _ = conn.delete_meta(&format!("hydra.req.{seq}"));
         let _ = conn.delete_meta(&format!("hydra.timer.{}", pending.timer));
     }
@@ -483,7 +528,7 @@ impl Filter for Hydra {
         {
             let _ = conn.reject(
                 404,
-                command_reply(404, &format!("Ingestor {name} not found.")).as_bytes(),
+                command_reply(self.config().replies, 404, &format!("Ingestor {name} not found.")).as_bytes(),
             );
             return Open::Reject;
         }
@@ -491,7 +536,7 @@ impl Filter for Hydra {
             let name = &header["header.".len()..];
             let value = conn.meta_str(&header).unwrap_or_default();
             if let Err(message) = self.set(conn, name, value.trim()) {
-                let _ = conn.reject(400, command_reply(400, &message).as_bytes());
+                let _ = conn.reject(400, command_reply(self.config().replies, 400, &message).as_bytes());
                 return Open::Reject;
             }
         }
@@ -512,7 +557,11 @@ impl Filter for Hydra {
                     self.ingest(conn, &text)
                 }
             },
-            _ => Some(command_reply(400, "Binary messages are not supported.")),
+            _ => Some(command_reply(
+                self.config().replies,
+                400,
+                "Binary messages are not supported.",
+            )),
         };
         if let Some(reply) = reply {
             let _ = conn.send_text(&reply);
@@ -547,7 +596,7 @@ impl Filter for Hydra {
         pending.done.insert(name.to_string(), outcome);
         if pending.waiting.is_empty() {
             let _ = conn.cancel_timer(pending.timer);
-            Self::finish(conn, seq, &pending);
+            self.finish(conn, seq, &pending);
         } else {
             save(conn, seq, &pending);
         }
@@ -566,7 +615,7 @@ impl Filter for Hydra {
             pending.done.insert(name, Outcome(408, "Request Timeout".into(), ms));
         }
         framegate_guest::log(Level::Debug, &format!("request {} timed out", pending.id));
-        Self::finish(conn, seq, &pending);
+        self.finish(conn, seq, &pending);
     }
 }
 
@@ -608,13 +657,21 @@ mod tests {
         let mut outcomes = BTreeMap::new();
         outcomes.insert("kafka_ingestor".to_string(), ok(3));
         assert_eq!(
-            ingest_reply("GrnuqJBX", None, &outcomes, false),
+            ingest_reply(Replies::Seed, "GrnuqJBX", None, &outcomes, false),
             r#"{"requestId":"GrnuqJBX","status":{"code":200,"message":"OK"},"ingestors":{"kafka_ingestor":{"code":200,"message":"OK"}}}"#
         );
         outcomes.insert("b".to_string(), Outcome(503, "down".into(), 5));
         assert_eq!(
-            ingest_reply("1", None, &outcomes, true),
+            ingest_reply(Replies::Seed, "1", None, &outcomes, true),
             r#"{"requestId":"1","status":{"code":503,"message":"down"},"ingestors":{"b":{"code":503,"message":"down","durationMs":5},"kafka_ingestor":{"code":200,"message":"OK","durationMs":3}}}"#
+        );
+        assert_eq!(
+            ingest_reply(Replies::Current, "0", None, &outcomes, false),
+            r#"{"correlationId":"0","ingestors":{"b":{"code":503,"message":"down"},"kafka_ingestor":{"code":200,"message":"OK"}}}"#
+        );
+        assert_eq!(
+            command_reply(Replies::Current, 200, "OK"),
+            r#"{"message":"OK","status":200}"#
         );
         assert_eq!(Hydra::split_id("-i 122 {\"a\":1}"), Some((Some("122"), "{\"a\":1}")));
         assert_eq!(Hydra::split_id("{}"), Some((None, "{}")));
