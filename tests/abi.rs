@@ -88,9 +88,13 @@ async fn metadata_from_the_request_and_from_filters() {
     assert!(ask(&mut ws, "meta peer").await.starts_with("127.0.0.1:"));
     assert!(ask(&mut ws, "meta conn.id").await.parse::<u64>().is_ok());
     assert_eq!(ask(&mut ws, "meta nothing").await, "<none>");
+    assert_eq!(ask(&mut ws, "keys path.").await, "path.room");
+    assert_eq!(ask(&mut ws, "keys query.").await, "query.a,query.b");
+    assert_eq!(ask(&mut ws, "keys nothing.").await, "");
 
     assert_eq!(ask(&mut ws, "set color deep red").await, "ok ");
     assert_eq!(ask(&mut ws, "meta color").await, "deep red");
+    assert_eq!(ask(&mut ws, "keys col").await, "color");
     assert_eq!(ask(&mut ws, "set path.room elsewhere").await, "err NotAllowed");
     assert_eq!(ask(&mut ws, "meta path.room").await, "r1");
     assert_eq!(ask(&mut ws, "del color").await, "ok ");

@@ -90,6 +90,9 @@ FG_IMPORT(replace) int32_t fg_replace(const void *src, int32_t len);
 /* Copies up to cap bytes of a metadata value; returns its whole length (call again with more
  * room if that is over cap), FG_NOT_FOUND if absent. */
 FG_IMPORT(meta_get) int32_t fg_meta_get(const char *key, int32_t klen, void *dst, int32_t cap);
+/* Copies up to cap bytes of the list of metadata keys starting with prefix (for each, sorted:
+ * u32 LE length, then the name); returns the list's whole length. */
+FG_IMPORT(meta_keys) int32_t fg_meta_keys(const char *prefix, int32_t plen, void *dst, int32_t cap);
 /* Sets connection metadata; vlen -1 deletes the key. Host keys are read-only. */
 FG_IMPORT(meta_set) int32_t fg_meta_set(const char *key, int32_t klen, const void *val, int32_t vlen);
 /* Queues a message straight to the client, past the other filters (not in fg_on_close). */

@@ -142,6 +142,39 @@ impl Conn {
         String::from_utf8(self.meta(key)?).ok()
     }
 
+    /// The names of the metadata keys that start with `prefix`, sorted: every request header
+    /// with `"header."`, every key with `""`.
+    ///
+    /// ```no_run
+    /// # fn f(conn: &framegate_guest::Conn) {
+    /// for key in conn.meta_keys("header.x-") {
+    ///     let value = conn.meta(&key);
+    /// }
+    /// # }
+    /// ```
+    pub fn meta_keys(&self, prefix: &str) -> Vec<String> {
+        let mut list = vec![0u8; 256];
+        loop {
+            // SAFETY: prefix and list are ours; `cap` is list's length.
+            let whole =
+                unsafe { sys::meta_keys(prefix.as_ptr(), len(prefix.as_bytes()), list.as_mut_ptr(), len(&list)) };
+            let whole = whole.max(0) as usize;
+            if whole <= list.len() {
+                list.truncate(whole);
+                break;
+            }
+            list.resize(whole, 0);
+        }
+        let mut names = Vec::new();
+        let mut rest = list.as_slice();
+        while let Some((head, tail)) = rest.split_first_chunk::<4>() {
+            let n = (u32::from_le_bytes(*head) as usize).min(tail.len());
+            names.push(String::from_utf8_lossy(&tail[..n]).into_owned());
+            rest = &tail[n..];
+        }
+        names
+    }
+
     /// Sets a metadata key for the rest of the connection; later filters and sinks see it, and
     /// it survives a hot swap. Host keys are read-only ([`Error::NotAllowed`]).
     ///

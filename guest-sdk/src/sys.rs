@@ -50,6 +50,9 @@ imports! {
     fn replace(src: *const u8, len: i32) -> i32;
     /// Copies up to `cap` bytes of a metadata value; returns its whole length, -1 if absent.
     fn meta_get(key: *const u8, klen: i32, dst: *mut u8, cap: i32) -> i32;
+    /// Copies up to `cap` bytes of the list of metadata keys starting with a prefix (each a u32
+    /// LE length, then the name); returns the list's whole length.
+    fn meta_keys(prefix: *const u8, plen: i32, dst: *mut u8, cap: i32) -> i32;
     /// Sets connection metadata; `vlen` -1 deletes the key.
     fn meta_set(key: *const u8, klen: i32, val: *const u8, vlen: i32) -> i32;
     /// Queues a message to the client.

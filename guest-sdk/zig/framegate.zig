@@ -13,6 +13,7 @@ pub const buf_len = import("buf_len");
 pub const read = import("read");
 pub const replace = import("replace");
 pub const meta_get = import("meta_get");
+pub const meta_keys = import("meta_keys");
 pub const meta_set = import("meta_set");
 pub const send = import("send");
 pub const emit = import("emit");

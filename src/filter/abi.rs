@@ -159,6 +159,26 @@ impl CallState {
         self.conn.meta.get(key).map(|v| v.as_ref())
     }
 
+    /// The names of the metadata keys starting with `prefix`, in the ABI's list encoding
+    /// (u32 LE length, then the name, for each), sorted.
+    fn meta_keys(&self, prefix: &str) -> Vec<u8> {
+        let mut names: Vec<&str> = self
+            .conn
+            .meta
+            .keys()
+            .map(String::as_str)
+            .chain(self.message_meta.iter().map(|(k, _)| k.as_str()))
+            .filter(|k| k.starts_with(prefix))
+            .collect();
+        names.sort_unstable();
+        let mut list = Vec::new();
+        for name in names {
+            list.extend_from_slice(&(name.len() as u32).to_le_bytes());
+            list.extend_from_slice(name.as_bytes());
+        }
+        list
+    }
+
     fn take_handle(&mut self) -> Result<(), i32> {
         if self.conn.handles >= MAX_HANDLES {
             return Err(ERR_LIMIT);
@@ -304,6 +324,19 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             };
             copy_out(&mut caller, &value, dst, cap)?;
             wasmtime::Result::Ok(value.len() as i32)
+        },
+    )?;
+
+    linker.func_wrap(
+        M,
+        "meta_keys",
+        |mut caller: Caller<'_, CallState>, prefix: i32, plen: i32, dst: i32, cap: i32| {
+            let Ok(prefix) = string_in(&caller, prefix, plen)? else {
+                return Ok(ERR_BAD_ARGUMENT);
+            };
+            let list = caller.data().meta_keys(&prefix);
+            copy_out(&mut caller, &list, dst, cap)?;
+            wasmtime::Result::Ok(list.len() as i32)
         },
     )?;
 

@@ -21,6 +21,9 @@ pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 
 /// How long any single wait of a test may take before it fails.
 pub const PATIENCE: Duration = Duration::from_secs(20);
+/// How long a proxy may take to start: it compiles its filters first, and a debug build of
+/// wasmtime compiles a large module (hydra.wasm, 200 KiB) in seconds, more on a busy machine.
+pub const STARTUP: Duration = Duration::from_secs(60);
 
 /// The folder scripts/build-filters writes the bundled filters to.
 pub fn built_filters() -> PathBuf {
@@ -33,7 +36,7 @@ pub fn start_default() -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let filters = dir.path().join("target/filters");
     std::fs::create_dir_all(&filters).unwrap();
-    for name in ["echo", "subscribe"] {
+    for name in ["echo", "subscribe", "hydra"] {
         let file = format!("{name}.wasm");
         std::fs::copy(built_filters().join(&file), filters.join(&file))
             .unwrap_or_else(|e| panic!("target/filters/{file}: {e}: run scripts/build-filters"));
@@ -102,7 +105,7 @@ impl Proxy {
                 }
             }
         });
-        let Ok(listening) = rx.recv_timeout(PATIENCE) else {
+        let Ok(listening) = rx.recv_timeout(STARTUP) else {
             let _ = child.kill();
             panic!("framegate did not start:\n{}", logs.lock().unwrap().join("\n"));
         };

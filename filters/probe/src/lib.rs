@@ -2,7 +2,7 @@
 //! what the host said. The integration tests use it to check the host end to end; it is also
 //! a tour of the SDK. Commands (one per message, words separated by spaces):
 //!
-//! `meta KEY`, `set KEY VALUE`, `del KEY`, `emit SINK PAYLOAD`, `sub SOURCE SPEC`, `unsub ID`,
+//! `meta KEY`, `keys PREFIX` (the metadata keys with that prefix, comma separated), `set KEY VALUE`, `del KEY`, `emit SINK PAYLOAD`, `sub SOURCE SPEC`, `unsub ID`,
 //! `timer MS`, `cancel ID`, `close CODE REASON`, `replace TEXT` (then on to the sinks),
 //! `pass`, `drop`, `bad-utf8` (replace with invalid UTF-8), `count NAME`, `panic`,
 //! `ack SUB ID`, `nack SUB ID`.
@@ -36,6 +36,7 @@ impl Probe {
         );
         let reply = match command {
             "meta" => conn.meta_str(first).unwrap_or_else(|| "<none>".into()),
+            "keys" => conn.meta_keys(first).join(","),
             "set" => answer(conn.set_meta(first, rest.as_bytes()).map(|()| "")),
             "del" => answer(conn.delete_meta(first).map(|()| "")),
             "emit" => {

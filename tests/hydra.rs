@@ -1,0 +1,663 @@
+//! The `hydra` filter (Hydra's ingestion socket) end to end: the seed's sample interaction by a
+//! Python websocket-client script and by Rust clients, byte for byte; request ids; broadcast and
+//! one ingestor by path; refusals at the upgrade; bad input answered with precise errors on a
+//! connection that stays usable; `hydra-ack = explicit` against real brokers (nats-server,
+//! redis-server), stopped and back; metadata across a hot swap. Records are read back from the
+//! file and the brokers with their payload, key and headers.
+
+mod common;
+
+use common::*;
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const SAMPLE: &str = r#"{"name":"test","value":"test"}"#;
+
+/// One proxy starts at a time: the debug build compiles hydra.wasm (200 KiB) slowly, and several
+/// compiling at once on a small machine would outlast the start's patience.
+static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn start(config: &str) -> Proxy {
+    let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+    Proxy::start(config, &["hydra"], &[])
+}
+
+fn filter(ingestors: &str, extra: &str) -> String {
+    format!("filters = [{{ module = \"hydra\", config = {{ ingestors = {{ {ingestors} }}{extra} }} }}]")
+}
+
+/// `/ws-ingest` and `/ws-ingest/{ingestor}` over `sinks`, with `ingestors` as the filter wants them.
+fn routes(sinks: &str, ingestors: &str, extra: &str) -> String {
+    let filter = filter(ingestors, extra);
+    format!(
+        "[routes.hydra]\npath = \"/ws-ingest\"\nsinks = [{sinks}]\n{filter}\n\n\
+         [routes.hydra_one]\npath = \"/ws-ingest/{{ingestor}}\"\nsinks = [{sinks}]\n{filter}\n"
+    )
+}
+
+/// A proxy with `file_ingestor` writing to hydra.jsonl in its folder.
+fn file_proxy(extra: &str) -> Proxy {
+    let config = format!(
+        "{}\n[sinks.hydra_file]\ntype = \"file\"\npath = \"hydra.jsonl\"\n\n{}",
+        head(""),
+        routes("\"hydra_file\"", "file_ingestor = { sink = \"hydra_file\" }", extra)
+    );
+    start(&config)
+}
+
+async fn ask(ws: &mut Ws, text: &str) -> String {
+    send_text(ws, text).await;
+    next_text(ws).await
+}
+
+/// The request id of an ingest answer, and the answer with the id replaced by `ID`.
+fn split_id(reply: &str) -> (String, String) {
+    let start = reply
+        .find("\"requestId\":\"")
+        .unwrap_or_else(|| panic!("no requestId in {reply}"))
+        + 13;
+    let end = start + reply[start..].find('"').unwrap();
+    (
+        reply[start..end].to_string(),
+        format!("{}ID{}", &reply[..start], &reply[end..]),
+    )
+}
+
+fn ok_reply(ingestors: &[&str]) -> String {
+    let listed: Vec<String> = ingestors
+        .iter()
+        .map(|i| format!("\"{i}\":{{\"code\":200,\"message\":\"OK\"}}"))
+        .collect();
+    format!(
+        "{{\"requestId\":\"ID\",\"status\":{{\"code\":200,\"message\":\"OK\"}},\"ingestors\":{{{}}}}}",
+        listed.join(",")
+    )
+}
+
+fn failed_reply(ingestor: &str, code: u16, message: &str) -> String {
+    let message = serde_json::to_string(message).unwrap();
+    format!(
+        "{{\"requestId\":\"ID\",\"status\":{{\"code\":{code},\"message\":{message}}},\"ingestors\":{{\"{ingestor}\":{{\"code\":{code},\"message\":{message}}}}}}}"
+    )
+}
+
+fn is_generated(id: &str) -> bool {
+    id.len() == 8 && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The records the file sink wrote, as JSON.
+fn file_records(proxy: &Proxy) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(proxy.dir.path().join("hydra.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn run_sample(url: &str, headers: &[&str], messages: &[impl AsRef<std::ffi::OsStr>]) -> Vec<String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hydra_sample.py");
+    let mut command = std::process::Command::new("python3");
+    command.arg(script).arg(url);
+    for header in headers {
+        command.args(["--header", header]);
+    }
+    let output = command.arg("--").args(messages).output().unwrap();
+    assert!(
+        output.status.success(),
+        "the Python client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_seed_sample_by_python_on_the_default_config() {
+    let proxy = {
+        let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        start_default()
+    };
+    let url = proxy.url("/ws-ingest/file_ingestor");
+    let messages = [
+        "-c set hydra-kafka-topic = test-topic".to_string(),
+        "-c set hydra-ack = explicit".to_string(),
+        "-c set hydra-record-key = {$.name}".to_string(),
+        SAMPLE.to_string(),
+        format!("-i 122 {SAMPLE}"),
+    ];
+    let replies = tokio::task::spawn_blocking(move || run_sample(&url, &[], &messages))
+        .await
+        .unwrap();
+    assert_eq!(
+        replies[0],
+        r#"{"status":200,"message":"OK[HYDRA-KAFKA-TOPIC=test-topic]"}"#
+    );
+    assert_eq!(replies[1], r#"{"status":200,"message":"OK[HYDRA-ACK=explicit]"}"#);
+    assert_eq!(
+        replies[2],
+        r#"{"status":200,"message":"OK[HYDRA-RECORD-KEY={$.name}]"}"#
+    );
+    let (id, reply) = split_id(&replies[3]);
+    assert!(is_generated(&id), "{id}");
+    assert_eq!(reply, ok_reply(&["file_ingestor"]));
+    assert_eq!(
+        replies[4],
+        r#"{"requestId":"122","status":{"code":200,"message":"OK"},"ingestors":{"file_ingestor":{"code":200,"message":"OK"}}}"#
+    );
+
+    // The same with the metadata as headers at the upgrade.
+    let url = proxy.url("/ws-ingest");
+    let replies = tokio::task::spawn_blocking(move || {
+        run_sample(
+            &url,
+            &["hydra-ack: explicit", "hydra-record-key: {$.value}", "hydra-trace: t-1"],
+            &["-c SET", SAMPLE],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        replies[0],
+        r#"{"status":200,"message":"HYDRA-ACK -> explicit;HYDRA-RECORD-KEY -> {$.value};HYDRA-TRACE -> t-1"}"#
+    );
+    assert_eq!(split_id(&replies[1]).1, ok_reply(&["file_ingestor"]));
+
+    // The default config's file: confirmed records, with the key from the path into the payload.
+    let file = proxy.dir.path().join("target/framegate-hydra.jsonl");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    for line in &lines {
+        assert_eq!(line["payload"], SAMPLE);
+    }
+    assert_eq!(lines[0]["key"], "test");
+    assert_eq!(lines[1]["key"], "test");
+    assert_eq!(lines[2]["key"], "test");
+    assert_eq!(
+        lines[0]["headers"],
+        serde_json::json!({"hydra-kafka-topic": "test-topic"})
+    );
+    assert_eq!(lines[2]["headers"], serde_json::json!({"hydra-trace": "t-1"}));
+}
+
+#[tokio::test]
+async fn commands_ids_and_bad_input() {
+    let proxy = file_proxy(", max_payload_bytes = 1000");
+    assert_eq!(
+        upgrade_status(proxy.ws, "/ws-ingest/nope").await,
+        (
+            404,
+            r#"{"status":404,"message":"Ingestor nope not found."}"#.to_string()
+        )
+    );
+    let mut ws = proxy.connect("/ws-ingest").await;
+
+    assert_eq!(
+        ask(&mut ws, "-c SET hydra-kafka-topic = test.Topic").await,
+        r#"{"status":200,"message":"OK[HYDRA-KAFKA-TOPIC=test.Topic]"}"#
+    );
+    assert_eq!(
+        ask(&mut ws, "-c SET hydra-ack=explicit").await,
+        r#"{"status":200,"message":"OK[HYDRA-ACK=explicit]"}"#
+    );
+    let listing = r#"{"status":200,"message":"HYDRA-KAFKA-TOPIC -> test.Topic;HYDRA-ACK -> explicit"}"#;
+    assert_eq!(ask(&mut ws, "-c SET").await, listing);
+    assert_eq!(
+        ask(&mut ws, "-c WHAT").await,
+        r#"{"status":400,"message":"BAD_REQUEST:Not a valid message. Use 'HELP' for help."}"#
+    );
+    assert_eq!(
+        ask(&mut ws, "-c SET hydra-ack").await,
+        r#"{"status":400,"message":"BAD_REQUEST:Not a valid message. Use 'HELP' for help."}"#
+    );
+    let help = ask(&mut ws, "-c help").await;
+    assert!(
+        help.starts_with(r#"{"status":200,"message":"Commands: '-c SET name = value' sets request metadata"#),
+        "{help}"
+    );
+
+    // Invalid values: 400 with the reason, and the metadata as it was.
+    for (command, reason) in [
+        (
+            "-c SET hydra-ack = sometimes",
+            "BAD REQUEST[hydra-ack=sometimes] is not a valid ack strategy.",
+        ),
+        (
+            "-c SET hydra-validation = loose",
+            "BAD REQUEST[hydra-validation=loose] is not a valid validation: use strict or relaxed.",
+        ),
+        (
+            "-c SET hydra-ingest-timeout = soon",
+            "BAD REQUEST[hydra-ingest-timeout=soon] is not a valid timeout: milliseconds from 1 to 600000.",
+        ),
+        (
+            "-c SET hydra-kafka-topic = a topic",
+            "BAD REQUEST[hydra-kafka-topic=a topic] is not a valid Kafka topic name.",
+        ),
+        (
+            "-c SET hydra-response-format = xml",
+            "BAD REQUEST[hydra-response-format=xml] is not a valid response format: use simple or detailed.",
+        ),
+        (
+            "-c SET hydra-record-key = {$.a",
+            "BAD REQUEST[hydra-record-key={$.a] is not a valid record key: use a literal or a path such as {$.user.id}.",
+        ),
+        (
+            "-c SET hydra-ingestor = nope",
+            "BAD REQUEST[hydra-ingestor=nope] is not a configured ingestor.",
+        ),
+        ("-c SET route = x", "BAD REQUEST[route=x] is not a hydra-* name."),
+    ] {
+        let expected = format!(
+            "{{\"status\":400,\"message\":{}}}",
+            serde_json::to_string(reason).unwrap()
+        );
+        assert_eq!(ask(&mut ws, command).await, expected, "{command}");
+    }
+    assert_eq!(ask(&mut ws, "-c SET").await, listing);
+    assert_eq!(
+        ask(&mut ws, "-c SET hydra-rabbit-exchange = ex").await,
+        r#"{"status":200,"message":"OK[HYDRA-RABBIT-EXCHANGE=ex]"}"#
+    );
+    assert_eq!(
+        ask(&mut ws, "-c SET hydra-rabbit-queue = q").await,
+        r#"{"status":400,"message":"BAD REQUEST[hydra-rabbit-queue=q] A single parameter for exchange or queue is required."}"#
+    );
+    // An empty value removes a name.
+    assert_eq!(
+        ask(&mut ws, "-c SET hydra-rabbit-exchange =").await,
+        r#"{"status":200,"message":"OK[HYDRA-RABBIT-EXCHANGE=]"}"#
+    );
+    assert_eq!(ask(&mut ws, "-c SET").await, listing);
+
+    // Payloads: generated ids are 8 alphanumerics, never twice on a connection; -i ids as given.
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let (id, reply) = split_id(&ask(&mut ws, SAMPLE).await);
+        assert_eq!(reply, ok_reply(&["file_ingestor"]));
+        assert!(is_generated(&id), "{id}");
+        assert!(ids.insert(id.clone()), "{id} twice");
+    }
+    assert_eq!(
+        split_id(&ask(&mut ws, &format!("-i my_id_7 {SAMPLE}")).await).0,
+        "my_id_7"
+    );
+
+    // Strict validation (the default): JSON objects only.
+    let (_, reply) = split_id(&ask(&mut ws, "-i 1 not json").await);
+    assert_eq!(
+        reply,
+        failed_reply("file_ingestor", 400, "Invalid JSON: expected ident at line 1 column 2.")
+    );
+    let (_, reply) = split_id(&ask(&mut ws, "[1,2]").await);
+    assert_eq!(
+        reply,
+        failed_reply("file_ingestor", 400, "The payload must be a JSON object.")
+    );
+    // Multi-line JSON is one payload (Hydra itself refuses it).
+    let pretty = "{\n  \"name\": \"multi\",\n  \"value\": \"line\"\n}";
+    assert_eq!(split_id(&ask(&mut ws, pretty).await).1, ok_reply(&["file_ingestor"]));
+
+    // Binary frames: 400, the connection and its metadata stay.
+    ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"status":400,"message":"Binary messages are not supported."}"#
+    );
+    assert_eq!(ask(&mut ws, "-c SET").await, listing);
+
+    // Over the filter's limit: 413, and the connection stays usable.
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(2000));
+    assert_eq!(
+        split_id(&ask(&mut ws, &big).await).1,
+        failed_reply(
+            "file_ingestor",
+            413,
+            "Payload of 2010 bytes is over the limit of 1000 bytes."
+        )
+    );
+    assert_eq!(split_id(&ask(&mut ws, SAMPLE).await).1, ok_reply(&["file_ingestor"]));
+
+    // Relaxed validation takes any text; a record key, client id and unknown names travel.
+    for command in [
+        "-c SET hydra-validation = relaxed",
+        "-c SET hydra-record-key = fixed-key",
+        "-c SET hydra-client-id = client-9",
+        "-c SET Hydra-Custom = custom value",
+    ] {
+        assert!(ask(&mut ws, command).await.starts_with(r#"{"status":200"#), "{command}");
+    }
+    assert_eq!(
+        split_id(&ask(&mut ws, "plain text").await).1,
+        ok_reply(&["file_ingestor"])
+    );
+    let detailed = ask(&mut ws, "-c SET hydra-response-format = detailed").await;
+    assert!(detailed.contains("OK[HYDRA-RESPONSE-FORMAT=detailed]"));
+    let (_, reply) = split_id(&ask(&mut ws, "timed").await);
+    assert!(
+        reply.starts_with(r#"{"requestId":"ID","status":{"code":200,"message":"OK"},"ingestors":{"file_ingestor":{"code":200,"message":"OK","durationMs":"#),
+        "{reply}"
+    );
+
+    // What the file holds: only the accepted payloads, each once, with key and headers.
+    let records = file_records(&proxy);
+    let payloads: Vec<&str> = records.iter().map(|r| r["payload"].as_str().unwrap()).collect();
+    let mut expected = vec![SAMPLE; 21];
+    expected.extend([pretty, SAMPLE, "plain text", "timed"]);
+    assert_eq!(payloads, expected);
+    assert_eq!(records[0]["key"], serde_json::Value::Null);
+    assert_eq!(
+        records[0]["headers"],
+        serde_json::json!({"hydra-kafka-topic": "test.Topic"})
+    );
+    let last = &records[records.len() - 1];
+    assert_eq!(last["key"], "fixed-key");
+    assert_eq!(
+        last["headers"],
+        serde_json::json!({"hydra-client-id": "client-9", "hydra-custom": "custom value", "hydra-kafka-topic": "test.Topic"})
+    );
+}
+
+/// With `replies = "current"`, current Hydra's shapes: refusals at the upgrade in that form too.
+#[tokio::test]
+async fn current_hydra_replies_and_refusals_at_the_upgrade() {
+    let proxy = file_proxy(", replies = \"current\"");
+    assert_eq!(
+        upgrade_status(proxy.ws, "/ws-ingest/nope").await,
+        (
+            404,
+            r#"{"message":"Ingestor nope not found.","status":404}"#.to_string()
+        )
+    );
+    let mut request = proxy.url("/ws-ingest").into_client_request().unwrap();
+    request.headers_mut().insert("hydra-ack", "maybe".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 400);
+            assert_eq!(
+                response.body().as_deref(),
+                Some(&br#"{"message":"BAD REQUEST[hydra-ack=maybe] is not a valid ack strategy.","status":400}"#[..])
+            );
+        }
+        other => panic!("expected a 400 refusal, got {other:?}"),
+    }
+    let mut ws = proxy.connect("/ws-ingest/file_ingestor").await;
+    assert_eq!(
+        ask(&mut ws, "-c SET hydra-ack = explicit").await,
+        r#"{"message":"OK[HYDRA-ACK=explicit]","status":200}"#
+    );
+    assert_eq!(
+        ask(&mut ws, &format!("-i 5 {SAMPLE}")).await,
+        r#"{"correlationId":"5","ingestors":{"file_ingestor":{"code":200,"message":"OK"}}}"#
+    );
+    assert_eq!(file_records(&proxy).len(), 1);
+}
+
+/// JetStream and Redis ingestors that need a topic, behind `/ws-ingest` and `/ws-ingest/{ingestor}`.
+fn broker_config(nats: u16, redis: u16) -> String {
+    format!(
+        r#"{head}
+[sinks.js]
+type = "jetstream"
+url = "nats://127.0.0.1:{nats}"
+subject = "hydra.{{meta.hydra-kafka-topic}}"
+
+[sinks.rs]
+type = "redis"
+url = "redis://127.0.0.1:{redis}"
+stream = "hydra:{{meta.hydra-kafka-topic}}"
+retry_backoff_ms = 50
+retry_backoff_max_ms = 200
+
+# Fails at once when Redis is down: 503.
+[sinks.rs_fast]
+type = "redis"
+url = "redis://127.0.0.1:{redis}"
+stream = "fast:{{meta.hydra-kafka-topic}}"
+max_retries = 0
+
+{routes}
+[routes.fast]
+path = "/fast"
+sinks = ["rs_fast"]
+{fast}
+"#,
+        head = head(""),
+        routes = routes(
+            "\"js\", \"rs\"",
+            "js_ingestor = { sink = \"js\", requires = [\"hydra-kafka-topic\"] }, \
+             redis_ingestor = { sink = \"rs\", requires = [\"hydra-kafka-topic\"] }",
+            ""
+        ),
+        fast = filter("redis_ingestor = { sink = \"rs_fast\" }", ""),
+    )
+}
+
+async fn redis_entries(port: u16, stream: &str) -> Vec<redis::streams::StreamId> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    reply.ids
+}
+
+#[tokio::test]
+async fn broadcast_to_two_brokers_and_one_ingestor_by_path() {
+    let (nats, redis) = (peers::nats(), peers::redis());
+    let client = async_nats::connect(format!("nats://127.0.0.1:{}", nats.port))
+        .await
+        .unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    let stream = jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "HYDRA".into(),
+            subjects: vec!["hydra.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let proxy = start(&broker_config(nats.port, redis.port));
+
+    let mut ws = proxy.connect("/ws-ingest").await;
+    // No topic: no ingestor joins, and the answer says why.
+    assert_eq!(
+        split_id(&ask(&mut ws, SAMPLE).await).1,
+        r#"{"requestId":"ID","status":{"code":404,"message":"No ingestor joined the request: js_ingestor needs hydra-kafka-topic; redis_ingestor needs hydra-kafka-topic."},"ingestors":{}}"#
+    );
+    for command in [
+        "-c SET hydra-kafka-topic = orders",
+        "-c SET hydra-ack = explicit",
+        "-c SET hydra-record-key = {$.user.id}",
+        "-c SET hydra-trace = abc",
+    ] {
+        assert!(ask(&mut ws, command).await.starts_with(r#"{"status":200"#), "{command}");
+    }
+    let payload = r#"{"user":{"id":"u-7"},"n":1}"#;
+    assert_eq!(
+        split_id(&ask(&mut ws, payload).await).1,
+        ok_reply(&["js_ingestor", "redis_ingestor"])
+    );
+    // Confirmed means stored: both brokers have it already.
+    let stored = stream.get_raw_message(1).await.unwrap();
+    assert_eq!(stored.subject.as_str(), "hydra.orders");
+    assert_eq!(std::str::from_utf8(&stored.payload).unwrap(), payload);
+    assert_eq!(stored.headers.get("key").map(|v| v.as_str()), Some("u-7"));
+    assert_eq!(stored.headers.get("hydra-trace").map(|v| v.as_str()), Some("abc"));
+    let entries = redis_entries(redis.port, "hydra:orders").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].get::<String>("payload").as_deref(), Some(payload));
+    assert_eq!(entries[0].get::<String>("key").as_deref(), Some("u-7"));
+    assert_eq!(entries[0].get::<String>("h:hydra-trace").as_deref(), Some("abc"));
+
+    // One ingestor by path; the headers at the upgrade instead of SET.
+    let mut request = proxy.url("/ws-ingest/redis_ingestor").into_client_request().unwrap();
+    for (name, value) in [("hydra-kafka-topic", "orders"), ("hydra-ack", "explicit")] {
+        request.headers_mut().insert(name, value.parse().unwrap());
+    }
+    let (mut one, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(
+        split_id(&ask(&mut one, "-i 9 {\"n\":2}").await).1,
+        ok_reply(&["redis_ingestor"])
+    );
+    assert_eq!(redis_entries(redis.port, "hydra:orders").await.len(), 2);
+    assert_eq!(stream.clone().info().await.unwrap().state.messages, 1);
+}
+
+/// Sends payloads until one is answered OK (the broker is back); that payload.
+async fn until_ok(ws: &mut Ws) -> String {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    for n in 0.. {
+        let payload = format!("{{\"up\":{n}}}");
+        let (_, reply) = split_id(&ask(ws, &payload).await);
+        if reply == ok_reply(&["redis_ingestor"]) {
+            return payload;
+        }
+        assert!(!reply.contains("\"code\":200"), "a failed request answered OK: {reply}");
+        assert!(std::time::Instant::now() < deadline, "no OK in time: {reply}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn explicit_acks_fail_while_the_broker_is_down_and_resume() {
+    let mut redis = peers::redis();
+    let proxy = start(&broker_config(peers::free_port(), redis.port));
+    let mut slow = proxy.connect("/ws-ingest/redis_ingestor").await;
+    let mut fast = proxy.connect("/fast").await;
+    for ws in [&mut slow, &mut fast] {
+        for command in [
+            "-c SET hydra-kafka-topic = t",
+            "-c SET hydra-ack = explicit",
+            "-c SET hydra-ingest-timeout = 700",
+        ] {
+            assert!(ask(ws, command).await.starts_with(r#"{"status":200"#), "{command}");
+        }
+        assert_eq!(split_id(&ask(ws, SAMPLE).await).1, ok_reply(&["redis_ingestor"]));
+    }
+
+    redis.kill();
+    // Retrying past the timeout: 408. No retries: 503 with the sink's reason. Never OK.
+    assert_eq!(
+        split_id(&ask(&mut slow, "{\"down\":1}").await).1,
+        failed_reply("redis_ingestor", 408, "Request Timeout")
+    );
+    let reply = ask(&mut fast, "{\"down\":2}").await;
+    assert!(
+        reply.contains(r#""status":{"code":503,"message":"#) && reply.contains("redis"),
+        "{reply}"
+    );
+
+    redis.restart();
+    let fast_ok = until_ok(&mut fast).await;
+    let slow_ok = until_ok(&mut slow).await;
+    // A record answered 408 may still land (the sink kept retrying); one answered OK always did.
+    let stored: Vec<String> = redis_entries(redis.port, "hydra:t")
+        .await
+        .iter()
+        .filter_map(|e| e.get::<String>("payload"))
+        .collect();
+    assert!(stored.contains(&slow_ok), "{stored:?}");
+    let fast_stored: Vec<String> = redis_entries(redis.port, "fast:t")
+        .await
+        .iter()
+        .filter_map(|e| e.get::<String>("payload"))
+        .collect();
+    assert!(!fast_stored.contains(&"{\"down\":2}".to_string()), "{fast_stored:?}");
+    assert!(fast_stored.contains(&fast_ok), "{fast_stored:?}");
+}
+
+#[tokio::test]
+async fn metadata_survives_a_hot_swap() {
+    let proxy = file_proxy("");
+    let mut ws = proxy.connect("/ws-ingest").await;
+    for command in [
+        "-c SET hydra-kafka-topic = kept",
+        "-c SET hydra-ack = explicit",
+        "-c SET hydra-record-key = {$.name}",
+    ] {
+        assert!(ask(&mut ws, command).await.starts_with(r#"{"status":200"#), "{command}");
+    }
+    let before = split_id(&ask(&mut ws, SAMPLE).await).0;
+
+    let reloads = "framegate_filter_reloads_total{filter=\"hydra\"}";
+    let swapped = proxy.metric(reloads).await;
+    // The same module plus a custom section: another version (an identical file is no change).
+    let mut module = std::fs::read(built_filters().join("hydra.wasm")).unwrap();
+    module.extend_from_slice(&[0, 6, 4, b's', b'w', b'a', b'p', b'2']);
+    proxy.replace_file("filters/hydra.wasm", &module);
+    // Compiling the new version takes a while in a debug build: a patience of its own.
+    let deadline = std::time::Instant::now() + STARTUP;
+    while proxy.metric(reloads).await <= swapped {
+        assert!(std::time::Instant::now() < deadline, "the new version never came");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    assert_eq!(
+        ask(&mut ws, "-c SET").await,
+        r#"{"status":200,"message":"HYDRA-KAFKA-TOPIC -> kept;HYDRA-ACK -> explicit;HYDRA-RECORD-KEY -> {$.name}"}"#
+    );
+    let (after, reply) = split_id(&ask(&mut ws, SAMPLE).await);
+    assert_eq!(reply, ok_reply(&["file_ingestor"]));
+    assert_ne!(before, after, "the request count survived too");
+    let records = file_records(&proxy);
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1]["key"], "test");
+}
+
+#[tokio::test]
+async fn a_request_waiting_for_its_broker_is_answered_across_a_hot_swap() {
+    let mut redis = peers::redis();
+    let config = format!(
+        "{}\n[sinks.rs]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\nstream = \"swap\"\n\
+         max_retries = 100000\nretry_backoff_ms = 50\nretry_backoff_max_ms = 100\n\n{}",
+        head(""),
+        redis.port,
+        routes(
+            "\"rs\"",
+            "redis_ingestor = { sink = \"rs\" }",
+            ", ingest_timeout_ms = 600000"
+        )
+    );
+    let proxy = start(&config);
+    let mut ws = proxy.connect("/ws-ingest").await;
+    assert!(
+        ask(&mut ws, "-c SET hydra-ack = explicit")
+            .await
+            .starts_with(r#"{"status":200"#)
+    );
+    redis.kill();
+    send_text(&mut ws, &format!("-i waiting {SAMPLE}")).await;
+
+    // The broker is down: the request waits (its state in the connection's metadata) while a
+    // new version of the filter comes in; that version answers it once Redis is back.
+    let reloads = "framegate_filter_reloads_total{filter=\"hydra\"}";
+    let mut module = std::fs::read(built_filters().join("hydra.wasm")).unwrap();
+    module.extend_from_slice(&[0, 6, 4, b's', b'w', b'a', b'p', b'3']);
+    proxy.replace_file("filters/hydra.wasm", &module);
+    let deadline = std::time::Instant::now() + STARTUP;
+    while proxy.metric(reloads).await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the new version never came");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    redis.restart();
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"requestId":"waiting","status":{"code":200,"message":"OK"},"ingestors":{"redis_ingestor":{"code":200,"message":"OK"}}}"#
+    );
+    let entries = redis_entries(redis.port, "swap").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].get::<String>("payload").as_deref(), Some(SAMPLE));
+}
