@@ -4,8 +4,10 @@
 //! the filter acks or nacks; a connection that closes drops its subscriptions, which releases
 //! the consumers. One file per connector says how it consumes.
 
+mod amqp;
 mod bus;
 mod jetstream;
+mod mqtt;
 mod redis;
 
 use std::collections::BTreeMap;
@@ -26,7 +28,7 @@ use crate::metrics::{Metrics, SourceMetrics};
 use crate::sink::Reply;
 
 /// The connector types a `[sources.NAME]` table can name.
-pub const KINDS: &[&str] = &["jetstream", "redis"];
+pub const KINDS: &[&str] = &["jetstream", "redis", "amqp", "mqtt"];
 
 /// The built-in source every configuration has.
 pub const BUS: &str = "bus";
@@ -36,6 +38,8 @@ pub fn check_options(kind: &str, options: &toml::Table) -> Result<(), String> {
     match kind {
         "jetstream" => crate::sink::parse::<jetstream::Options>(options).map(drop),
         "redis" => crate::sink::parse::<redis::Options>(options).map(drop),
+        "amqp" => crate::sink::parse::<amqp::Options>(options).map(drop),
+        "mqtt" => crate::sink::parse::<mqtt::Options>(options).and_then(|o| o.check()),
         other => Err(format!("unknown source type {other:?}")),
     }
 }
@@ -143,6 +147,8 @@ impl Drop for Subscription {
 enum Connector {
     Jetstream(Arc<jetstream::Options>),
     Redis(Arc<redis::Options>),
+    Amqp(Arc<amqp::Options>),
+    Mqtt(Arc<mqtt::Options>),
 }
 
 struct Configured {
@@ -184,6 +190,12 @@ impl Sources {
             let connector = match source.kind.as_str() {
                 "jetstream" => Connector::Jetstream(Arc::new(crate::sink::parse(options).map_err(bad)?)),
                 "redis" => Connector::Redis(Arc::new(crate::sink::parse(options).map_err(bad)?)),
+                "amqp" => Connector::Amqp(Arc::new(crate::sink::parse(options).map_err(bad)?)),
+                "mqtt" => {
+                    let options: mqtt::Options = crate::sink::parse(options).map_err(bad)?;
+                    options.check().map_err(bad)?;
+                    Connector::Mqtt(Arc::new(options))
+                }
                 other => anyhow::bail!("sources.{name}.type: unknown source type {other:?}"),
             };
             let health = self.health.part(format!("sources.{name}"), &self.metrics);
@@ -236,6 +248,8 @@ impl Sources {
             Some(configured) => match &configured.connector {
                 Connector::Jetstream(options) => spawn(jetstream::run(options.clone(), spec, feed, verdicts), failed),
                 Connector::Redis(options) => spawn(redis::run(options.clone(), spec, feed, verdicts), failed),
+                Connector::Amqp(options) => spawn(amqp::run(options.clone(), spec, feed, verdicts), failed),
+                Connector::Mqtt(options) => spawn(mqtt::run(options.clone(), spec, feed, verdicts), failed),
             },
             None => {
                 let reason = format!("no source named {source:?}");
