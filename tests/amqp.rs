@@ -258,6 +258,18 @@ async fn the_source_redelivers_what_was_not_acked() {
     drop(ws);
 
     // The closed connection released the consumer: RabbitMQ requeued m3..m5, and only those.
+    eventually("the consumer is gone and 3 messages are ready again", || async {
+        let queue = writer
+            .queue_declare(
+                "inbox".into(),
+                QueueDeclareOptions::default().passive(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        queue.consumer_count() == 0 && queue.message_count() == 3
+    })
+    .await;
     let mut ws = proxy.connect(&format!("/probe?manual=1&{SHOW}")).await;
     let sub = ask(&mut ws, "sub rabbit {\"queue\": \"inbox\", \"prefetch\": 10}")
         .await

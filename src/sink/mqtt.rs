@@ -224,6 +224,9 @@ impl Deliver for Mqtt {
             let mut queued = link.queued.lock().unwrap();
             for (record, topic) in batch.iter().zip(topics) {
                 waiting.push(topic.and_then(|topic| {
+                    if !rumqttc::valid_topic(&topic) {
+                        return Err(format!("mqtt topic {topic:?}: empty, or with a wildcard (+ #)"));
+                    }
                     let (tx, rx) = oneshot::channel();
                     queued.push_back(tx);
                     match link.client.try_publish(&topic, qos, retain, record.payload.to_vec()) {

@@ -65,6 +65,9 @@ pub async fn run(
 ) -> Result<(), String> {
     let spec: Spec = parse_spec(&spec, "filter")?;
     let level = qos(spec.qos)?;
+    if !rumqttc::valid_filter(&spec.filter) {
+        return Err(format!("mqtt topic filter {:?}: not a valid filter", spec.filter));
+    }
     let client_id = spec.client_id.clone().unwrap_or_else(unique_client_id);
     let mut mqtt = client_options(&options.url, client_id, options.keep_alive_s)?;
     mqtt.set_clean_session(spec.clean_session).set_manual_acks(true);
