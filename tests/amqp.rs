@@ -16,7 +16,8 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 
 const MESSAGES: usize = 50;
 
-fn config(url: &str) -> String {
+/// Sinks and a source on the node at `url`; the sink `down` points at `closed`, where no broker is.
+fn config(url: &str, closed: u16) -> String {
     format!(
         r#"{head}
 [sinks.rabbit]
@@ -34,6 +35,19 @@ url = "{url}"
 routing_key = "{{meta.query.topic}}"
 max_retries = 0
 
+[sinks.anyx]
+type = "amqp"
+url = "{url}"
+exchange = "{{meta.query.x}}"
+routing_key = "orders.any"
+max_retries = 0
+
+[sinks.down]
+type = "amqp"
+url = "amqp://127.0.0.1:{closed}/%2f"
+routing_key = "q"
+max_retries = 0
+
 [sources.rabbit]
 type = "amqp"
 url = "{url}"
@@ -45,7 +59,7 @@ sinks = ["rabbit"]
 [routes.probe]
 path = "/probe"
 filters = [{{ module = "probe" }}]
-sinks = ["rabbit", "direct"]
+sinks = ["rabbit", "direct", "anyx", "down"]
 "#,
         head = head("")
     )
@@ -125,7 +139,7 @@ async fn the_sink_publishes_every_record_in_order_with_confirms() {
         delivery
     };
 
-    let proxy = Proxy::start(&config(&url), &["probe"], &[]);
+    let proxy = Proxy::start(&config(&url, peers::free_port()), &["probe"], &[]);
     let mut ws = proxy.connect("/in?topic=eu").await;
     let sent: Vec<String> = (0..MESSAGES).map(|i| format!("{{\"order\":{i}}}")).collect();
     for message in &sent {
@@ -169,12 +183,36 @@ async fn the_sink_publishes_every_record_in_order_with_confirms() {
         emit(&mut untagged, "rabbit", "x").await,
         "failed \"orders.{meta.query.topic}\": the record has no metadata \"query.topic\" ctx:x"
     );
-    // Nothing else reached the queue.
+
+    // An unknown exchange closes the channel: the record fails, and the next batch opens a new
+    // channel, whose delivery tags count from 1 again.
+    let mut unknown = proxy.connect("/probe?x=nosuch").await;
+    let result = emit(&mut unknown, "anyx", "lost").await;
     assert!(
-        tokio::time::timeout(std::time::Duration::from_millis(300), consumer.next())
-            .await
-            .is_err()
+        result.starts_with("failed amqp publish to exchange \"nosuch\", key \"orders.any\": ")
+            && result.contains("NOT_FOUND"),
+        "{result}"
     );
+    assert_eq!(
+        http_get(proxy.admin, "/readyz").await,
+        (200, "ready\n".to_string()),
+        "the broker is up"
+    );
+    let mut known = proxy.connect("/probe?x=amq.topic").await;
+    assert_eq!(emit(&mut known, "anyx", "again").await, "ok 1 ctx:again");
+    // The failed records never reached the queue: the next message there is this one.
+    let delivery = next().await;
+    assert_eq!(
+        (delivery.routing_key.as_str(), &delivery.data[..]),
+        ("orders.any", &b"again"[..])
+    );
+
+    // A broker that cannot be reached fails the records with the reason, and shows in /readyz.
+    let result = emit(&mut probe, "down", "x").await;
+    assert!(result.starts_with("failed amqp amqp://127.0.0.1:"), "{result}");
+    let (status, body) = http_get(proxy.admin, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.starts_with("sinks.down: down: amqp amqp://127.0.0.1:"), "{body}");
 }
 
 async fn publish(channel: &Channel, queue: &str, payload: &str, key: &str) {
@@ -227,7 +265,7 @@ async fn the_source_redelivers_what_was_not_acked() {
         publish(&writer, "inbox", payload, &format!("k{payload}")).await;
     }
 
-    let proxy = Proxy::start(&config(&url), &["probe"], &[]);
+    let proxy = Proxy::start(&config(&url, peers::free_port()), &["probe"], &[]);
     let mut ws = proxy.connect(&format!("/probe?manual=1&{SHOW}")).await;
     let sub = ask(&mut ws, "sub rabbit inbox").await.replace("ok ", "");
     let mut ids = Vec::new();

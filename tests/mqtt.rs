@@ -302,3 +302,34 @@ async fn the_source_gets_unacked_messages_again_in_a_persistent_session() {
         format!("result {sub} failed mqtt topic filter \"alerts/#/bad\": not a valid filter ")
     );
 }
+
+#[tokio::test]
+async fn the_sink_waits_for_a_broker_that_comes_late() {
+    let port = peers::free_port();
+    let config = format!(
+        "{head}\n[sinks.mq]\ntype = \"mqtt\"\nurl = \"mqtt://127.0.0.1:{port}\"\ntopic = \"t\"\n\
+         max_retries = 0\n\n[routes.probe]\npath = \"/probe\"\nfilters = [{{ module = \"probe\" }}]\n\
+         sinks = [\"mq\"]\n",
+        head = head("")
+    );
+    let proxy = Proxy::start(&config, &["probe"], &[]);
+    let mut probe = proxy.connect("/probe").await;
+    let result = emit(&mut probe, "mq", "early").await;
+    assert!(
+        result.starts_with(&format!("failed mqtt mqtt://127.0.0.1:{port}: ")) && result.ends_with(" ctx:early"),
+        "{result}"
+    );
+    let (status, body) = http_get(proxy.admin, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(
+        body.starts_with(&format!("sinks.mq: down: mqtt mqtt://127.0.0.1:{port}: ")),
+        "{body}"
+    );
+
+    // The sink connects by itself once the broker is there.
+    let mosquitto = peers::mosquitto_on(port);
+    let (_reader, mut rx) = subscriber(mosquitto.port, "test-reader", "t").await;
+    assert_eq!(emit(&mut probe, "mq", "late").await, "ok 1 ctx:late");
+    assert_eq!(&received(&mut rx).await.payload[..], b"late");
+    assert_eq!(http_get(proxy.admin, "/readyz").await, (200, "ready\n".to_string()));
+}

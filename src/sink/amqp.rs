@@ -78,6 +78,11 @@ pub(crate) fn short(what: &str, text: String) -> Result<ShortString, String> {
     ShortString::try_new(text).map_err(|e| format!("amqp {what}: {e}"))
 }
 
+/// Where a message went, for errors.
+fn route(exchange: &ShortString, routing_key: &ShortString) -> String {
+    format!("exchange {:?}, key {:?}", exchange.as_str(), routing_key.as_str())
+}
+
 /// Declares a durable queue, as the sink's `declare_queue` and the source's `declare` do.
 pub(crate) async fn declare_durable(channel: &Channel, queue: &str) -> Result<(), String> {
     let options = QueueDeclareOptions {
@@ -93,7 +98,7 @@ pub(crate) async fn declare_durable(channel: &Channel, queue: &str) -> Result<()
 
 /// The connection and its confirm-mode channel, with the number of messages published on it.
 struct Link {
-    _connection: Connection,
+    connection: Connection,
     channel: Channel,
     published: u64,
 }
@@ -145,7 +150,7 @@ impl Amqp {
             }
         }
         Ok(Link {
-            _connection: connection,
+            connection,
             channel,
             published: 0,
         })
@@ -221,7 +226,7 @@ impl Deliver for Amqp {
                             Ok((link.published, confirm, exchange, routing_key))
                         }
                         Err(e) => {
-                            let reason = format!("amqp publish to exchange {exchange:?}, key {routing_key:?}: {e}");
+                            let reason = format!("amqp publish to {}: {e}", route(&exchange, &routing_key));
                             broken.get_or_insert(reason.clone());
                             Err(reason)
                         }
@@ -242,14 +247,17 @@ impl Deliver for Amqp {
             outcomes.push(match tokio::time::timeout_at(deadline, confirm).await {
                 Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => Ok(tag.to_string()),
                 Ok(Ok(Confirmation::Ack(Some(returned)))) => Err(format!(
-                    "amqp: no queue took the message (exchange {exchange:?}, key {routing_key:?}): {} {}",
-                    returned.reply_code, returned.reply_text
+                    "amqp: no queue took the message ({}): {} {}",
+                    route(&exchange, &routing_key),
+                    returned.reply_code,
+                    returned.reply_text
                 )),
                 Ok(Ok(Confirmation::Nack(_))) => Err(format!(
-                    "amqp: the broker refused the message (nack; exchange {exchange:?}, key {routing_key:?})"
+                    "amqp: the broker refused the message (nack; {})",
+                    route(&exchange, &routing_key)
                 )),
                 Ok(Err(e)) => {
-                    let reason = format!("amqp publish to exchange {exchange:?}, key {routing_key:?}: {e}");
+                    let reason = format!("amqp publish to {}: {e}", route(&exchange, &routing_key));
                     broken.get_or_insert(reason.clone());
                     Err(reason)
                 }
@@ -265,7 +273,12 @@ impl Deliver for Amqp {
             // not used again: the next batch connects anew.
             Some(reason) => {
                 tracing::warn!("{reason}; reconnecting at the next batch");
-                self.health.report(&outcomes);
+                // A channel error (an unknown exchange) says nothing of the broker's reach.
+                if link.connection.status().connected() {
+                    self.health.up();
+                } else {
+                    self.health.down(&reason);
+                }
             }
             None => {
                 self.health.up();

@@ -22,7 +22,7 @@ impl Drop for Peer {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -60,8 +60,11 @@ fn await_port(program: &str, child: &mut Child, port: u16, patience: Duration) {
 }
 
 fn start(name: &str, args: impl FnOnce(u16, &Path) -> Vec<String>) -> Peer {
+    start_on(name, free_port(), args)
+}
+
+fn start_on(name: &str, port: u16, args: impl FnOnce(u16, &Path) -> Vec<String>) -> Peer {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let program = program(name);
     let mut child = spawn(name, Command::new(&program).args(args(port, dir.path())));
     await_port(name, &mut child, port, Duration::from_secs(20));
@@ -105,7 +108,12 @@ pub fn redis() -> Peer {
 
 /// mosquitto (MQTT 3.1.1 and 5) without persistence: sessions live as long as the broker.
 pub fn mosquitto() -> Peer {
-    start("mosquitto", |port, dir| {
+    mosquitto_on(free_port())
+}
+
+/// mosquitto on a port chosen before, as for a broker that comes after its clients.
+pub fn mosquitto_on(port: u16) -> Peer {
+    start_on("mosquitto", port, |port, dir| {
         let config = dir.join("mosquitto.conf");
         std::fs::write(
             &config,
