@@ -29,6 +29,12 @@ url = "mqtt://127.0.0.1:{port}"
 topic = "last/{{meta.query.topic}}"
 retain = true
 
+[sinks.q0]
+type = "mqtt"
+url = "mqtt://127.0.0.1:{port}"
+topic = "sensors/{{meta.query.topic}}/q0"
+qos = 0
+
 [sources.mq]
 type = "mqtt"
 url = "mqtt://127.0.0.1:{port}"
@@ -40,7 +46,7 @@ sinks = ["mq"]
 [routes.probe]
 path = "/probe"
 filters = [{{ module = "probe" }}]
-sinks = ["mq", "last"]
+sinks = ["mq", "last", "q0"]
 "#,
         head = head("")
     )
@@ -194,6 +200,15 @@ async fn the_sink_publishes_every_record_in_order_with_pubacks() {
     );
     let publish = received(&mut rx).await;
     assert_eq!(&publish.payload[..], b"after", "nothing was published in between");
+
+    // QoS 0: done once written, no packet id.
+    assert_eq!(emit(&mut probe, "q0", "zero").await, "ok  ctx:zero");
+    let publish = received(&mut rx).await;
+    assert_eq!(
+        (publish.topic.as_str(), &publish.payload[..]),
+        ("sensors/hall/q0", &b"zero"[..])
+    );
+    assert_eq!(publish.qos, QoS::AtMostOnce);
 }
 
 const SPEC: &str = r#"sub mq {"filter": "alerts/+", "client_id": "fg-alerts", "clean_session": false}"#;

@@ -236,6 +236,7 @@ impl Deliver for Amqp {
             });
         }
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut timed_out = false;
         for sent in pending {
             let (tag, confirm, exchange, routing_key) = match sent {
                 Ok(sent) => sent,
@@ -263,6 +264,7 @@ impl Deliver for Amqp {
                 }
                 Err(_) => {
                     let reason = format!("amqp {url}: not confirmed within {timeout:?}");
+                    timed_out = true;
                     broken.get_or_insert(reason.clone());
                     Err(reason)
                 }
@@ -273,8 +275,9 @@ impl Deliver for Amqp {
             // not used again: the next batch connects anew.
             Some(reason) => {
                 tracing::warn!("{reason}; reconnecting at the next batch");
-                // A channel error (an unknown exchange) says nothing of the broker's reach.
-                if link.connection.status().connected() {
+                // A channel error (an unknown exchange) says nothing of the broker's reach; a
+                // broker that does not confirm (a resource alarm blocks publishers) is down.
+                if link.connection.status().connected() && !timed_out {
                     self.health.up();
                 } else {
                     self.health.down(&reason);
