@@ -2,8 +2,10 @@
 //! every sink, retries with backoff, dead letters, and the result that goes back to the filter
 //! that emitted a record (the ticket). One file per connector says how records are delivered.
 
+pub(crate) mod amqp;
 mod bus;
 mod file;
+pub(crate) mod mqtt;
 mod nats;
 mod redis;
 mod stdout;
@@ -29,7 +31,17 @@ use crate::metrics::{Metrics, SinkMetrics};
 use crate::session::meta::Meta;
 
 /// The connector types a `[sinks.NAME]` table can name.
-pub const KINDS: &[&str] = &["stdout", "file", "bus", "ws", "nats", "jetstream", "redis"];
+pub const KINDS: &[&str] = &[
+    "stdout",
+    "file",
+    "bus",
+    "ws",
+    "nats",
+    "jetstream",
+    "redis",
+    "amqp",
+    "mqtt",
+];
 
 /// Records a connector gets at once, at most.
 const BATCH: usize = 256;
@@ -43,6 +55,8 @@ pub fn check_options(kind: &str, options: &toml::Table) -> Result<(), String> {
         "ws" => parse::<ws::Options>(options).and_then(|o| o.check()),
         "nats" | "jetstream" => parse::<nats::Options>(options).map(drop),
         "redis" => parse::<redis::Options>(options).map(drop),
+        "amqp" => parse::<amqp::Options>(options).map(drop),
+        "mqtt" => parse::<mqtt::Options>(options).and_then(|o| o.check()),
         other => Err(format!("unknown sink type {other:?}")),
     }
 }
@@ -329,6 +343,14 @@ impl Sinks {
             "redis" => {
                 let redis = redis::Redis::new(parse(options).map_err(bad)?, health());
                 ctx.tasks.spawn(run(redis, receiver, policy));
+            }
+            "amqp" => {
+                let amqp = amqp::Amqp::new(parse(options).map_err(bad)?, health());
+                ctx.tasks.spawn(run(amqp, receiver, policy));
+            }
+            "mqtt" => {
+                let mqtt = mqtt::Mqtt::new(parse(options).map_err(bad)?, sink.delivery, health()).map_err(bad)?;
+                ctx.tasks.spawn(run(mqtt, receiver, policy));
             }
             other => anyhow::bail!("sinks.{name}.type: unknown sink type {other:?}"),
         }

@@ -53,6 +53,15 @@ impl Template {
         })
     }
 
+    /// The text of a template without placeholders: the same for every record.
+    pub fn literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Literal(text)] => Some(text),
+            _ => None,
+        }
+    }
+
     /// The template filled from a record.
     pub fn render(&self, record: &Record) -> Result<String, String> {
         let mut out = String::new();
@@ -106,6 +115,9 @@ mod tests {
         let t = Template::parse("events.{meta.query.topic}.{route}.{conn}").unwrap();
         assert_eq!(t.render(&record()).unwrap(), "events.orders.in.7");
         assert_eq!(Template::parse("plain").unwrap().render(&record()).unwrap(), "plain");
+        assert_eq!(Template::parse("plain").unwrap().literal(), Some("plain"));
+        assert_eq!(Template::parse("").unwrap().literal(), Some(""));
+        assert_eq!(t.literal(), None);
     }
 
     #[test]

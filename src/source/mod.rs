@@ -4,8 +4,10 @@
 //! the filter acks or nacks; a connection that closes drops its subscriptions, which releases
 //! the consumers. One file per connector says how it consumes.
 
+mod amqp;
 mod bus;
 mod jetstream;
+mod mqtt;
 mod redis;
 
 use std::collections::BTreeMap;
@@ -28,7 +30,7 @@ use crate::metrics::{Metrics, SourceMetrics};
 use crate::sink::Reply;
 
 /// The connector types a `[sources.NAME]` table can name.
-pub const KINDS: &[&str] = &["jetstream", "redis"];
+pub const KINDS: &[&str] = &["jetstream", "redis", "amqp", "mqtt"];
 
 /// The built-in source every configuration has.
 pub const BUS: &str = "bus";
@@ -38,6 +40,8 @@ pub fn check_options(kind: &str, options: &toml::Table) -> Result<(), String> {
     match kind {
         "jetstream" => crate::sink::parse::<jetstream::Options>(options).map(drop),
         "redis" => crate::sink::parse::<redis::Options>(options).map(drop),
+        "amqp" => crate::sink::parse::<amqp::Options>(options).map(drop),
+        "mqtt" => crate::sink::parse::<mqtt::Options>(options).and_then(|o| o.check()),
         other => Err(format!("unknown source type {other:?}")),
     }
 }
@@ -144,6 +148,8 @@ impl Subscription {
 enum Connector {
     Jetstream(Arc<jetstream::Options>),
     Redis(Arc<redis::Options>),
+    Amqp(Arc<amqp::Options>),
+    Mqtt(Arc<mqtt::Options>),
 }
 
 struct Configured {
@@ -185,6 +191,12 @@ impl Sources {
             let connector = match source.kind.as_str() {
                 "jetstream" => Connector::Jetstream(Arc::new(crate::sink::parse(options).map_err(bad)?)),
                 "redis" => Connector::Redis(Arc::new(crate::sink::parse(options).map_err(bad)?)),
+                "amqp" => Connector::Amqp(Arc::new(crate::sink::parse(options).map_err(bad)?)),
+                "mqtt" => {
+                    let options: mqtt::Options = crate::sink::parse(options).map_err(bad)?;
+                    options.check().map_err(bad)?;
+                    Connector::Mqtt(Arc::new(options))
+                }
                 other => anyhow::bail!("sources.{name}.type: unknown source type {other:?}"),
             };
             let health = self.health.part(format!("sources.{name}"), &self.metrics);
@@ -232,22 +244,21 @@ impl Sources {
             metrics: self.metrics.source(source),
         };
         let spec = spec.to_string();
-        let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        let spawn = |flow, failed| spawn(flow, failed, stopped);
-        match configured {
-            _ if source == BUS => spawn(Box::pin(bus::run(self.bus.clone(), spec, feed, verdicts)), failed),
+        let flow: Flow = match configured {
+            _ if source == BUS => Box::pin(bus::run(self.bus.clone(), spec, feed, verdicts)),
             Some(configured) => match &configured.connector {
-                Connector::Jetstream(options) => {
-                    spawn(Box::pin(jetstream::run(options.clone(), spec, feed, verdicts)), failed)
-                }
-                Connector::Redis(options) => spawn(Box::pin(redis::run(options.clone(), spec, feed, verdicts)), failed),
+                Connector::Jetstream(options) => Box::pin(jetstream::run(options.clone(), spec, feed, verdicts)),
+                Connector::Redis(options) => Box::pin(redis::run(options.clone(), spec, feed, verdicts)),
+                Connector::Amqp(options) => Box::pin(amqp::run(options.clone(), spec, feed, verdicts)),
+                Connector::Mqtt(options) => Box::pin(mqtt::run(options.clone(), spec, feed, verdicts)),
             },
             None => {
                 let reason = format!("no source named {source:?}");
-                spawn(Box::pin(async move { Err(reason) }), failed)
+                Box::pin(async move { Err(reason) })
             }
-        }
+        };
+        let stop = CancellationToken::new();
+        spawn(flow, failed, stop.clone());
         Subscription {
             settle,
             _stop: stop.drop_guard(),
