@@ -4,6 +4,7 @@
 
 mod bus;
 mod file;
+mod kafka;
 mod nats;
 mod redis;
 mod stdout;
@@ -28,7 +29,7 @@ use crate::metrics::{Metrics, SinkMetrics};
 use crate::session::meta::Meta;
 
 /// The connector types a `[sinks.NAME]` table can name.
-pub const KINDS: &[&str] = &["stdout", "file", "bus", "ws", "nats", "jetstream", "redis"];
+pub const KINDS: &[&str] = &["stdout", "file", "bus", "ws", "nats", "jetstream", "redis", "kafka"];
 
 /// Records a connector gets at once, at most.
 const BATCH: usize = 256;
@@ -42,6 +43,7 @@ pub fn check_options(kind: &str, options: &toml::Table) -> Result<(), String> {
         "ws" => parse::<ws::Options>(options).and_then(|o| o.check()),
         "nats" | "jetstream" => parse::<nats::Options>(options).map(drop),
         "redis" => parse::<redis::Options>(options).map(drop),
+        "kafka" => parse::<kafka::Options>(options).map(drop),
         other => Err(format!("unknown sink type {other:?}")),
     }
 }
@@ -306,6 +308,10 @@ impl Sinks {
             "redis" => {
                 let redis = redis::Redis::new(parse(options).map_err(bad)?, health());
                 ctx.tasks.spawn(run(redis, receiver, policy));
+            }
+            "kafka" => {
+                let kafka = kafka::Kafka::new(parse(options).map_err(bad)?, health());
+                ctx.tasks.spawn(run(kafka, receiver, policy));
             }
             other => anyhow::bail!("sinks.{name}.type: unknown sink type {other:?}"),
         }
