@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::Producer;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
 
@@ -148,6 +149,15 @@ impl Deliver for Kafka {
                 },
                 Err(reason) => Err(reason),
             });
+        }
+        // The idempotent producer stops for good on some broker answers (a sequence gap after
+        // a timeout): the next batch makes a new one.
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            tracing::warn!(
+                "kafka {}: producer failed ({code:?}: {reason}); making a new one",
+                self.options.brokers
+            );
+            self.producer = None;
         }
         // Records failed by their own template say nothing of the broker.
         if outcomes.iter().any(|o| o.is_ok()) {

