@@ -25,10 +25,8 @@ fn brokers(port: u16) -> String {
 /// Makes topics of one partition, where order is total (tansu makes topics of several on
 /// first use).
 async fn create_topics(brokers: &str, names: &[&str]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
     let topics: Vec<NewTopic> = names
         .iter()
         .map(|name| NewTopic::new(name, 1, TopicReplication::Fixed(1)))
@@ -47,10 +45,7 @@ async fn read_topic(brokers: &str, topic: &str) -> Vec<OwnedMessage> {
         "end of reading {}",
         READINGS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .unwrap();
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
     producer
         .send(FutureRecord::<(), _>::to(topic).payload(&end), PATIENCE)
         .await
@@ -68,7 +63,9 @@ async fn read_topic(brokers: &str, topic: &str) -> Vec<OwnedMessage> {
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         assert!(std::time::Instant::now() < deadline, "topic {topic} not read in time");
-        let Some(message) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
         let message = message.unwrap().detach();
         if message.payload() == Some(end.as_bytes()) {
             return read;
@@ -179,6 +176,72 @@ sinks = ["kafka", "keyed"]
     );
     // The marker of the first reading is there too.
     assert_eq!(read_topic(&brokers, "orders").await.len(), 52);
+}
+
+#[tokio::test]
+async fn a_broker_down_at_start_fails_records_until_it_comes() {
+    let port = peers::free_port();
+    let config = format!(
+        r#"{head}
+[sinks.kafka]
+type = "kafka"
+brokers = "{brokers}"
+topic = "later"
+timeout_ms = 1000
+max_retries = 0
+
+[routes.probe]
+path = "/probe"
+filters = [{{ module = "probe" }}]
+sinks = ["kafka"]
+"#,
+        head = head(""),
+        brokers = brokers(port)
+    );
+    let proxy = Proxy::start(&config, &["probe"], &[]);
+    let mut probe = proxy.connect("/probe").await;
+    send_text(&mut probe, "emit kafka early").await;
+    let ticket = next_text(&mut probe).await.replace("ok ", "");
+    let result = next_text(&mut probe).await;
+    assert!(
+        result.starts_with(&format!(
+            "result {ticket} failed kafka 127.0.0.1:{port} topic \"later\""
+        )),
+        "{result}"
+    );
+    let (status, body) = http_get(proxy.admin, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("sinks.kafka: down"), "{body}");
+
+    // The broker comes: the same sink reaches it without a restart, once librdkafka's reconnect
+    // backoff has run out.
+    let tansu = peers::tansu_on(port);
+    create_topics(&brokers(tansu.port), &["later"]).await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let (payload, id) = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the sink never reached the broker"
+        );
+        let payload = format!("late{ticket}");
+        send_text(&mut probe, &format!("emit kafka {payload}")).await;
+        let ticket = next_text(&mut probe).await.replace("ok ", "");
+        let result = next_text(&mut probe).await;
+        if let Some(id) = result
+            .strip_prefix(&format!("result {ticket} ok "))
+            .and_then(|r| r.strip_suffix(&format!(" ctx:{payload}")))
+        {
+            break (payload, id.to_string());
+        }
+    };
+    eventually("ready again", || async {
+        http_get(proxy.admin, "/readyz").await.0 == 200
+    })
+    .await;
+    let stored = read_topic(&brokers(tansu.port), "later").await;
+    let at: i64 = id.strip_prefix("later:0:").unwrap().parse().unwrap();
+    let record = stored.iter().find(|m| m.offset() == at).unwrap();
+    assert_eq!(text(record.payload()), payload);
 }
 
 fn source_config(brokers: &str) -> String {
@@ -323,16 +386,28 @@ sinks = ["kafka"]
     );
     let proxy = Proxy::start(&config, &["probe"], &[]);
     let (mut write, mut read) = proxy.connect("/probe").await.split();
+    // Half way through the sending, the broker stops for longer than `timeout_ms`.
+    let tansu = std::sync::Arc::new(tansu);
+    let fault = tansu.clone();
     let sender = tokio::spawn(async move {
+        let mut pause = None;
         for i in 0..RECORDS {
+            if i == RECORDS / 2 {
+                fault.pause();
+                let fault = fault.clone();
+                pause = Some(tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    fault.resume();
+                }));
+            }
             write.send(WsMessage::text(format!("emit kafka r{i}"))).await.unwrap();
         }
+        pause.unwrap().await.unwrap();
         write
     });
 
     // ctx:PAYLOAD -> the broker's id of it, or None when it failed.
     let mut results: HashMap<String, Option<String>> = HashMap::new();
-    let mut paused = false;
     while results.len() < RECORDS {
         let message = tokio::time::timeout(PATIENCE, read.next())
             .await
@@ -349,12 +424,6 @@ sinks = ["kafka"]
         let payload = rest.rsplit_once(" ctx:").unwrap().1.to_string();
         let id = (verdict == "ok").then(|| detail.to_string());
         assert!(results.insert(payload, id).is_none(), "two results for one record");
-        if results.len() == RECORDS / 4 && !paused {
-            paused = true;
-            tansu.pause();
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            tansu.resume();
-        }
     }
     let _write = sender.await.unwrap();
 
@@ -377,6 +446,10 @@ sinks = ["kafka"]
         found.keys().filter(|p| results.get(*p) == Some(&None)).count()
     );
     assert_eq!(acked.len() + failed, RECORDS);
+    assert!(
+        failed > 0,
+        "records sent to the paused broker outlive timeout_ms: they fail"
+    );
     for (payload, id) in acked {
         assert_eq!(
             found.get(payload),

