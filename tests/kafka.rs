@@ -355,6 +355,20 @@ async fn the_source_commits_below_the_first_unacked_message() {
             .await,
         1.0
     );
+
+    // With max_unacked, reading waits for acks: the next message comes only after one.
+    let mut ws = proxy.connect(SHOW).await;
+    send_text(
+        &mut ws,
+        r#"sub events {"topic": "feed", "group": "few", "start": "earliest", "max_unacked": 2}"#,
+    )
+    .await;
+    let sub = next_text(&mut ws).await.strip_prefix("ok ").unwrap().to_string();
+    assert_eq!(next_text(&mut ws).await, delivery(&sub, 0, 0));
+    assert_eq!(next_text(&mut ws).await, delivery(&sub, 1, 0));
+    send_text(&mut ws, &format!("ack {sub} 0:0")).await;
+    assert_eq!(next_text(&mut ws).await, "ok ");
+    assert_eq!(next_text(&mut ws).await, delivery(&sub, 2, 0));
 }
 
 const RECORDS: usize = 10_000;

@@ -32,7 +32,8 @@ pub struct Options {
     /// How long librdkafka may try to deliver a record before it fails (`message.timeout.ms`).
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
-    /// Any other librdkafka producer property (`linger.ms`, `compression.type`, `security.protocol`...).
+    /// Any other librdkafka producer property (`linger.ms`, `compression.type`, `security.protocol`...),
+    /// set last: it may also change `acks` (then with `enable.idempotence = "false"`).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }

@@ -1,13 +1,16 @@
 //! The `kafka` source: a member of a Kafka consumer group (librdkafka's StreamConsumer through
 //! rdkafka) reading one topic. Spec: a topic, or `{"topic", "group", "start":
-//! "earliest"|"latest", "properties"}`. The id of a message is `PARTITION:OFFSET`.
+//! "earliest"|"latest", "max_unacked", "properties"}`. The id of a message is `PARTITION:OFFSET`.
 //!
 //! Offsets are committed by this connector, never automatically: per partition, the offset
 //! below which every message handed over was acked, so a commit never passes an unacked
 //! message (one acked after an unacked gap comes again to the group's next consumer). Kafka
 //! has no per-message nack: a nacked message is held here and handed over again at once, with
 //! `redelivery_count` one higher. When the connection closes the consumer leaves the group, and
-//! what it did not ack goes to the group's next consumer from the committed offset.
+//! what it did not ack goes to the group's next consumer from the committed offset. A member
+//! that reads nothing for `max.poll.interval.ms` (a client that takes nothing, `max_unacked`
+//! reached) is dropped from the group by librdkafka and joins again: its unacked messages may
+//! come twice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -45,11 +48,16 @@ fn default_brokers() -> String {
 #[serde(deny_unknown_fields)]
 struct Spec {
     topic: String,
+    /// The consumer group (`group.id`): its members share the topic's partitions.
     #[serde(default = "default_group")]
     group: String,
     /// Where a group with no committed offset starts (`auto.offset.reset`).
     #[serde(default)]
     start: Start,
+    /// Messages handed over and not acked, at most: then reading waits for verdicts.
+    #[serde(default = "default_max_unacked")]
+    max_unacked: usize,
+    /// librdkafka consumer properties of this subscription, over the source's.
     #[serde(default)]
     properties: BTreeMap<String, String>,
 }
@@ -64,6 +72,9 @@ enum Start {
 
 fn default_group() -> String {
     "framegate".into()
+}
+fn default_max_unacked() -> usize {
+    1000
 }
 
 /// Pause before reading again after an error.
@@ -149,6 +160,10 @@ pub async fn run(
 ) -> Result<(), String> {
     let spec: Spec = parse_spec(&spec, "topic")?;
     let mut config = ClientConfig::new();
+    for (name, value) in options.properties.iter().chain(&spec.properties) {
+        config.set(name, value);
+    }
+    // Set last, over any property: the commits are this connector's.
     config
         .set("bootstrap.servers", &options.brokers)
         .set("group.id", &spec.group)
@@ -160,9 +175,6 @@ pub async fn run(
                 Start::Latest => "latest",
             },
         );
-    for (name, value) in options.properties.iter().chain(&spec.properties) {
-        config.set(name, value);
-    }
     let partitions = Partitions::default();
     let context = Context {
         partitions: partitions.clone(),
@@ -184,8 +196,9 @@ pub async fn run(
         .map_err(|e| format!("{where_}: {e}"))?;
 
     loop {
+        let unacked: usize = partitions.lock().unwrap().values().map(|p| p.held.len()).sum();
         tokio::select! {
-            received = consumer.recv() => {
+            received = consumer.recv(), if unacked < spec.max_unacked => {
                 let message = match received {
                     Ok(message) => message.detach(),
                     Err(e) => {
