@@ -186,7 +186,7 @@ async fn a_broker_down_at_start_fails_records_until_it_comes() {
 [sinks.kafka]
 type = "kafka"
 brokers = "{brokers}"
-topic = "later"
+topic = "{{meta.query.topic}}"
 timeout_ms = 1000
 max_retries = 0
 
@@ -199,13 +199,13 @@ sinks = ["kafka"]
         brokers = brokers(port)
     );
     let proxy = Proxy::start(&config, &["probe"], &[]);
-    let mut probe = proxy.connect("/probe").await;
+    let mut probe = proxy.connect("/probe?topic=early").await;
     send_text(&mut probe, "emit kafka early").await;
     let ticket = next_text(&mut probe).await.replace("ok ", "");
     let result = next_text(&mut probe).await;
     assert!(
         result.starts_with(&format!(
-            "result {ticket} failed kafka 127.0.0.1:{port} topic \"later\""
+            "result {ticket} failed kafka 127.0.0.1:{port} topic \"early\""
         )),
         "{result}"
     );
@@ -214,9 +214,11 @@ sinks = ["kafka"]
     assert!(body.contains("sinks.kafka: down"), "{body}");
 
     // The broker comes: the same sink reaches it without a restart, once librdkafka's reconnect
-    // backoff has run out.
+    // backoff has run out. (A topic of its own: the producer asks for "early" again, and tansu
+    // makes topics of several partitions when asked.)
     let tansu = peers::tansu_on(port);
     create_topics(&brokers(tansu.port), &["later"]).await;
+    let mut probe = proxy.connect("/probe?topic=later").await;
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let (payload, id) = loop {
         assert!(
