@@ -74,6 +74,17 @@ async fn read_topic(brokers: &str, topic: &str) -> Vec<OwnedMessage> {
     }
 }
 
+/// Prints the proxy's logs when the test fails: what the broker clients said.
+struct LogsOnPanic<'a>(&'a Proxy);
+
+impl Drop for LogsOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("framegate's logs:\n{}", self.0.logs());
+        }
+    }
+}
+
 fn text(bytes: Option<&[u8]>) -> String {
     String::from_utf8_lossy(bytes.unwrap_or_default()).into_owned()
 }
@@ -300,6 +311,7 @@ async fn the_source_commits_below_the_first_unacked_message() {
             .unwrap();
     }
     let proxy = Proxy::start(&source_config(&brokers), &["probe"], &[]);
+    let _logs = LogsOnPanic(&proxy);
 
     let mut ws = proxy.connect(SHOW).await;
     let sub = subscribe(&mut ws).await;
@@ -393,14 +405,16 @@ topic = "fault"
 timeout_ms = 2000
 max_retries = 0
 
+# 20,000 filter calls on a shared test machine: a slow one must not close the connection.
 [routes.probe]
 path = "/probe"
-filters = [{{ module = "probe" }}]
+filters = [{{ module = "probe", timeout_ms = 2000 }}]
 sinks = ["kafka"]
 "#,
         head = head("")
     );
     let proxy = Proxy::start(&config, &["probe"], &[]);
+    let _logs = LogsOnPanic(&proxy);
     let (mut write, mut read) = proxy.connect("/probe").await.split();
     // Half way through the sending, the broker stops for longer than `timeout_ms`.
     let tansu = std::sync::Arc::new(tansu);
