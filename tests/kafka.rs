@@ -492,3 +492,42 @@ sinks = ["kafka"]
         "only records that were sent"
     );
 }
+
+#[tokio::test]
+async fn the_source_reports_its_broker_down_and_up() {
+    let tansu = peers::tansu();
+    let port = tansu.port;
+    let config = format!(
+        r#"{head}
+[sources.events]
+type = "kafka"
+brokers = "{brokers}"
+properties = {{ "statistics.interval.ms" = "500", "reconnect.backoff.max.ms" = "500" }}
+
+[routes.probe]
+path = "/probe"
+filters = [{{ module = "probe" }}]
+"#,
+        head = head(""),
+        brokers = brokers(port)
+    );
+    let proxy = Proxy::start(&config, &["probe"], &[]);
+    let _logs = LogsOnPanic(&proxy);
+    let mut ws = proxy.connect("/probe").await;
+    send_text(&mut ws, "sub events feed").await;
+    assert!(next_text(&mut ws).await.starts_with("ok "));
+    let up = "framegate_peer_up{part=\"sources.events\"}";
+
+    drop(tansu);
+    eventually("the source is down", || async { proxy.metric(up).await == 0.0 }).await;
+    let (status, body) = http_get(proxy.admin, "/readyz").await;
+    assert_eq!(status, 503);
+    assert!(body.contains("sources.events: down: kafka 127.0.0.1:"), "{body}");
+
+    // Back, with no message to read: the broker states say it.
+    let _tansu = peers::tansu_on(port);
+    eventually("the source is up and framegate ready", || async {
+        proxy.metric(up).await == 1.0 && http_get(proxy.admin, "/readyz").await == (200, "ready\n".to_string())
+    })
+    .await;
+}

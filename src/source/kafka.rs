@@ -77,7 +77,7 @@ fn default_max_unacked() -> usize {
     1000
 }
 
-/// Pause before reading again after an error.
+/// Pause before reading again after an error, so that a lasting one is not logged in a loop.
 const RETRY: Duration = Duration::from_secs(1);
 
 /// What is known of one assigned partition.
@@ -112,7 +112,32 @@ struct Context {
     brokers: String,
 }
 
+/// The part of librdkafka's statistics that says whether a broker is reachable.
+#[derive(Deserialize)]
+struct Stats {
+    brokers: HashMap<String, BrokerStats>,
+}
+
+#[derive(Deserialize)]
+struct BrokerStats {
+    state: String,
+    /// `configured` or `learned` for real brokers; librdkafka's `internal` one is always up.
+    source: String,
+}
+
 impl ClientContext for Context {
+    /// A broker back up says so here even when no message comes (an idle topic).
+    fn stats_raw(&self, statistics: &[u8]) {
+        if let Ok(stats) = serde_json::from_slice::<Stats>(statistics)
+            && stats
+                .brokers
+                .values()
+                .any(|broker| broker.state == "UP" && broker.source != "internal")
+        {
+            self.health.up();
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
             self.health.down(&format!("kafka {}: {reason}", self.brokers));
@@ -160,6 +185,8 @@ pub async fn run(
 ) -> Result<(), String> {
     let spec: Spec = parse_spec(&spec, "topic")?;
     let mut config = ClientConfig::new();
+    // How often librdkafka tells the broker states, which bring the health back up.
+    config.set("statistics.interval.ms", "10000");
     for (name, value) in options.properties.iter().chain(&spec.properties) {
         config.set(name, value);
     }
@@ -201,8 +228,14 @@ pub async fn run(
             received = consumer.recv(), if unacked < spec.max_unacked => {
                 let message = match received {
                     Ok(message) => message.detach(),
+                    // Errors here are events (one connection lost, a topic not there yet):
+                    // librdkafka carries on by itself. Only all brokers down is the broker down.
                     Err(e) => {
-                        feed.health.down(&format!("{where_}: {e}"));
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+                            feed.health.down(&format!("{where_}: {e}"));
+                        } else {
+                            tracing::warn!(source = &*feed.source, "{where_}: {e}");
+                        }
                         tokio::time::sleep(RETRY).await;
                         continue;
                     }
