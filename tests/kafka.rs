@@ -342,8 +342,15 @@ async fn the_source_commits_below_the_first_unacked_message() {
         committed.find_partition("feed", 0).unwrap().offset() == Offset::Offset(2)
     })
     .await;
+    let members = || {
+        let groups = group.fetch_group_list(Some("readers"), PATIENCE).unwrap();
+        groups.groups().iter().map(|g| g.members().len()).sum::<usize>()
+    };
+    assert_eq!(members(), 1);
     ws.close(None).await.unwrap();
     drop(ws);
+    // The closed connection's consumer is gone from the group before the next one joins.
+    eventually("the consumer left the group", || async { members() == 0 }).await;
 
     // The next member of the group starts at the first unacked message; a nack hands it over again.
     let mut ws = proxy.connect(SHOW).await;
