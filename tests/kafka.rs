@@ -377,6 +377,21 @@ async fn the_source_commits_below_the_first_unacked_message() {
         1.0
     );
 
+    // A spec may tune the consumer, not reach beyond it: it may come from a client.
+    send_text(
+        &mut ws,
+        r#"sub events {"topic": "feed", "properties": {"plugin.library.paths": "/tmp/x.so"}}"#,
+    )
+    .await;
+    let refused = next_text(&mut ws).await.strip_prefix("ok ").unwrap().to_string();
+    let result = next_text(&mut ws).await;
+    assert!(
+        result.starts_with(&format!(
+            "result {refused} failed kafka spec property \"plugin.library.paths\" is not one a subscription may set"
+        )),
+        "{result}"
+    );
+
     // With max_unacked, reading waits for acks: the next message comes only after one.
     let mut ws = proxy.connect(SHOW).await;
     send_text(

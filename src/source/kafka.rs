@@ -57,10 +57,32 @@ struct Spec {
     /// Messages handed over and not acked, at most: then reading waits for verdicts.
     #[serde(default = "default_max_unacked")]
     max_unacked: usize,
-    /// librdkafka consumer properties of this subscription, over the source's.
+    /// librdkafka consumer properties of this subscription, over the source's: only those of
+    /// `SPEC_PROPERTIES`, since a spec may come from a client.
     #[serde(default)]
     properties: BTreeMap<String, String>,
 }
+
+/// What a spec may tune. Others (file paths, plugins, credentials, commands) stay with the
+/// config file: a filter may build its spec from what a client sent.
+const SPEC_PROPERTIES: &[&str] = &[
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "fetch.min.bytes",
+    "fetch.max.bytes",
+    "fetch.wait.max.ms",
+    "fetch.message.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.error.backoff.ms",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "isolation.level",
+    "partition.assignment.strategy",
+    "group.instance.id",
+    "client.id",
+    "check.crcs",
+];
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -184,6 +206,15 @@ pub async fn run(
     mut verdicts: mpsc::UnboundedReceiver<Settle>,
 ) -> Result<(), String> {
     let spec: Spec = parse_spec(&spec, "topic")?;
+    if let Some(name) = spec
+        .properties
+        .keys()
+        .find(|name| !SPEC_PROPERTIES.contains(&name.as_str()))
+    {
+        return Err(format!(
+            "kafka spec property {name:?} is not one a subscription may set (set it in the source's properties)"
+        ));
+    }
     let mut config = ClientConfig::new();
     // How often librdkafka tells the broker states, which bring the health back up.
     config.set("statistics.interval.ms", "10000");
