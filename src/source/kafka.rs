@@ -127,7 +127,8 @@ impl Partition {
 
 type Partitions = Arc<Mutex<HashMap<i32, Partition>>>;
 
-/// Hears the group's rebalances: a revoked partition's state goes, its acks are no longer ours.
+/// What librdkafka tells of the group and the brokers: a revoked partition's state goes (its
+/// acks are no longer ours); broker states, errors and commits make the source's health.
 struct Context {
     partitions: Partitions,
     health: PartHealth,
