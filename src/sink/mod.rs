@@ -114,6 +114,12 @@ struct Envelope {
 pub trait Deliver: Send + 'static {
     /// Delivers a batch; one outcome per record, in order.
     fn deliver(&mut self, batch: &[Record]) -> impl Future<Output = Vec<Outcome>> + Send;
+
+    /// Whether a record that failed for `reason` may succeed when tried again. A connector
+    /// whose peer gave a final answer (an HTTP 4xx) says no, and the runner skips the retries.
+    fn retryable(&self, _reason: &str) -> bool {
+        true
+    }
 }
 
 /// The queue in front of a running sink.
@@ -159,7 +165,9 @@ async fn run<D: Deliver>(mut connector: D, mut queue: mpsc::Receiver<Envelope>, 
         let mut outcomes = connector.deliver(&records).await;
         let mut backoff = policy.backoff;
         for _ in 0..policy.max_retries {
-            let failed: Vec<usize> = (0..outcomes.len()).filter(|&i| outcomes[i].is_err()).collect();
+            let failed: Vec<usize> = (0..outcomes.len())
+                .filter(|&i| matches!(&outcomes[i], Err(reason) if connector.retryable(reason)))
+                .collect();
             if failed.is_empty() {
                 break;
             }
