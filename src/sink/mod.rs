@@ -5,6 +5,7 @@
 mod bus;
 mod file;
 mod nats;
+pub(crate) mod pulsar;
 mod redis;
 mod stdout;
 mod template;
@@ -28,7 +29,17 @@ use crate::metrics::{Metrics, SinkMetrics};
 use crate::session::meta::Meta;
 
 /// The connector types a `[sinks.NAME]` table can name.
-pub const KINDS: &[&str] = &["stdout", "file", "bus", "ws", "nats", "jetstream", "redis"];
+pub const KINDS: &[&str] = &[
+    "stdout",
+    "file",
+    "bus",
+    "ws",
+    "nats",
+    "jetstream",
+    "redis",
+    "pulsar",
+    "http",
+];
 
 /// Records a connector gets at once, at most.
 const BATCH: usize = 256;
@@ -42,6 +53,7 @@ pub fn check_options(kind: &str, options: &toml::Table) -> Result<(), String> {
         "ws" => parse::<ws::Options>(options).and_then(|o| o.check()),
         "nats" | "jetstream" => parse::<nats::Options>(options).map(drop),
         "redis" => parse::<redis::Options>(options).map(drop),
+        "pulsar" => parse::<pulsar::Options>(options).map(drop),
         other => Err(format!("unknown sink type {other:?}")),
     }
 }
@@ -314,6 +326,10 @@ impl Sinks {
             "redis" => {
                 let redis = redis::Redis::new(parse(options).map_err(bad)?, health());
                 ctx.tasks.spawn(run(redis, receiver, policy));
+            }
+            "pulsar" => {
+                let pulsar = pulsar::Pulsar::new(parse(options).map_err(bad)?, health());
+                ctx.tasks.spawn(run(pulsar, receiver, policy));
             }
             other => anyhow::bail!("sinks.{name}.type: unknown sink type {other:?}"),
         }

@@ -6,6 +6,7 @@
 
 mod bus;
 mod jetstream;
+mod pulsar;
 mod redis;
 
 use std::collections::BTreeMap;
@@ -26,7 +27,7 @@ use crate::metrics::{Metrics, SourceMetrics};
 use crate::sink::Reply;
 
 /// The connector types a `[sources.NAME]` table can name.
-pub const KINDS: &[&str] = &["jetstream", "redis"];
+pub const KINDS: &[&str] = &["jetstream", "redis", "pulsar"];
 
 /// The built-in source every configuration has.
 pub const BUS: &str = "bus";
@@ -36,6 +37,7 @@ pub fn check_options(kind: &str, options: &toml::Table) -> Result<(), String> {
     match kind {
         "jetstream" => crate::sink::parse::<jetstream::Options>(options).map(drop),
         "redis" => crate::sink::parse::<redis::Options>(options).map(drop),
+        "pulsar" => crate::sink::parse::<pulsar::Options>(options).map(drop),
         other => Err(format!("unknown source type {other:?}")),
     }
 }
@@ -143,6 +145,7 @@ impl Drop for Subscription {
 enum Connector {
     Jetstream(Arc<jetstream::Options>),
     Redis(Arc<redis::Options>),
+    Pulsar(Arc<pulsar::Options>),
 }
 
 struct Configured {
@@ -184,6 +187,7 @@ impl Sources {
             let connector = match source.kind.as_str() {
                 "jetstream" => Connector::Jetstream(Arc::new(crate::sink::parse(options).map_err(bad)?)),
                 "redis" => Connector::Redis(Arc::new(crate::sink::parse(options).map_err(bad)?)),
+                "pulsar" => Connector::Pulsar(Arc::new(crate::sink::parse(options).map_err(bad)?)),
                 other => anyhow::bail!("sources.{name}.type: unknown source type {other:?}"),
             };
             let health = self.health.part(format!("sources.{name}"), &self.metrics);
@@ -236,6 +240,7 @@ impl Sources {
             Some(configured) => match &configured.connector {
                 Connector::Jetstream(options) => spawn(jetstream::run(options.clone(), spec, feed, verdicts), failed),
                 Connector::Redis(options) => spawn(redis::run(options.clone(), spec, feed, verdicts), failed),
+                Connector::Pulsar(options) => spawn(pulsar::run(options.clone(), spec, feed, verdicts), failed),
             },
             None => {
                 let reason = format!("no source named {source:?}");

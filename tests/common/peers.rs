@@ -1,5 +1,6 @@
 //! Brokers for the connector tests, started on 127.0.0.1 ports of their own in a temp folder
-//! and killed when dropped. scripts/test installs them (Debian's nats-server, redis-server).
+//! and killed when dropped. scripts/test installs them (Debian's nats-server, redis-server; pulsar-lite
+//! from PyPI).
 
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -75,6 +76,39 @@ pub fn redis() -> Peer {
             &dir.display().to_string(),
         ]
         .map(String::from)
+        .to_vec()
+    })
+}
+
+/// pulsar-lite, a broker of the Pulsar binary protocol (`pip install pulsar-lite`: the binary
+/// ships inside the Python package), with its metrics port off.
+pub fn pulsar() -> Peer {
+    let found = Command::new("python3")
+        .args([
+            "-c",
+            "import importlib.resources as r; print(r.files('pulsar_lite') / 'bin' / 'pulsar-lite')",
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        found.status.success(),
+        "pulsar-lite is not installed (pip install pulsar-lite; scripts/test does it): {}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    let binary = String::from_utf8(found.stdout).unwrap().trim().to_string();
+    start(&binary, |port, dir| {
+        let config = dir.join("pulsar-lite.toml");
+        std::fs::write(&config, "[metrics]\nenabled = false\n").unwrap();
+        [
+            "--config".to_string(),
+            config.display().to_string(),
+            "--addr".to_string(),
+            format!("127.0.0.1:{port}"),
+            "--db-path".to_string(),
+            dir.join("db").display().to_string(),
+            "--log-level".to_string(),
+            "warn".to_string(),
+        ]
         .to_vec()
     })
 }
