@@ -4,6 +4,7 @@
 
 mod bus;
 mod file;
+mod http;
 mod nats;
 pub(crate) mod pulsar;
 mod redis;
@@ -54,6 +55,7 @@ pub fn check_options(kind: &str, options: &toml::Table) -> Result<(), String> {
         "nats" | "jetstream" => parse::<nats::Options>(options).map(drop),
         "redis" => parse::<redis::Options>(options).map(drop),
         "pulsar" => parse::<pulsar::Options>(options).map(drop),
+        "http" => parse::<http::Options>(options).and_then(|o| o.check()),
         other => Err(format!("unknown sink type {other:?}")),
     }
 }
@@ -330,6 +332,10 @@ impl Sinks {
             "pulsar" => {
                 let pulsar = pulsar::Pulsar::new(parse(options).map_err(bad)?, health());
                 ctx.tasks.spawn(run(pulsar, receiver, policy));
+            }
+            "http" => {
+                let http = http::Http::new(parse(options).map_err(bad)?, health()).map_err(bad)?;
+                ctx.tasks.spawn(run(http, receiver, policy));
             }
             other => anyhow::bail!("sinks.{name}.type: unknown sink type {other:?}"),
         }
