@@ -41,7 +41,8 @@ sinks = ["pl"]
 
 [routes.probe]
 path = "/probe"
-filters = [{{ module = "probe" }}]
+# A generous deadline: the machine running the tests may be busy.
+filters = [{{ module = "probe", timeout_ms = 1000 }}]
 sinks = ["pl"]
 "#,
         head = head("")
@@ -166,6 +167,46 @@ async fn sink_messages_reach_an_independent_consumer_with_key_properties_and_ids
 }
 
 #[tokio::test]
+async fn a_broker_down_at_start_fails_records_until_it_comes_up() {
+    let port = peers::free_port();
+    let proxy = Proxy::start(
+        &config(port).replace("[sinks.pl]", "[sinks.pl]\nmax_retries = 0"),
+        &["probe"],
+        &[],
+    );
+    let mut probe = proxy.connect("/probe?topic=late").await;
+    let ticket = ask(&mut probe, "emit pl early").await.replace("ok ", "");
+    let result = next_text(&mut probe).await;
+    let expected = format!("result {ticket} failed pulsar pulsar://127.0.0.1:{port}: ");
+    assert!(result.starts_with(&expected), "{result}");
+    assert_eq!(proxy.metric("framegate_peer_up{part=\"sinks.pl\"}").await, 0.0);
+
+    // The broker comes up: the next record connects, and the sink is up again.
+    let broker = peers::pulsar_on(port);
+    let ticket = ask(&mut probe, "emit pl late").await.replace("ok ", "");
+    let result = next_text(&mut probe).await;
+    assert!(result.starts_with(&format!("result {ticket} ok ")), "{result}");
+    assert_eq!(proxy.metric("framegate_peer_up{part=\"sinks.pl\"}").await, 1.0);
+    let pulsar = client(broker.port).await;
+    let mut reader = pulsar
+        .reader()
+        .with_topic(topic("late"))
+        .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
+        .into_reader::<Vec<u8>>()
+        .await
+        .unwrap();
+    let message = tokio::time::timeout(PATIENCE, reader.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        message.payload.data, b"late",
+        "the failed record is not there, the later one is"
+    );
+}
+
+#[tokio::test]
 async fn source_acks_survive_a_reconnect_and_unacked_messages_come_back() {
     let broker = peers::pulsar();
     let pulsar = client(broker.port).await;
@@ -218,6 +259,23 @@ async fn source_acks_survive_a_reconnect_and_unacked_messages_come_back() {
     produce(&mut producer, "m6", "k6").await;
     let (_, payload) = delivery(&next_text(&mut second).await);
     assert_eq!(payload, "m6", "nothing acked came back before the new message");
+
+    // A reader from a message id the source handed out reads from there, whatever was acked.
+    let mut reader = proxy.connect("/probe").await;
+    let spec = format!(
+        r#"{{"topic":"{}","reader":true,"start_message_id":"{}"}}"#,
+        topic("feed"),
+        ids[2]
+    );
+    assert!(ask(&mut reader, &format!("sub pl {spec}")).await.starts_with("ok "));
+    let (id, payload) = delivery(&next_text(&mut reader).await);
+    assert_eq!(
+        (id.as_str(), payload.as_str()),
+        (ids[2].as_str(), "m2"),
+        "a reader starts at its message"
+    );
+    let (_, payload) = delivery(&next_text(&mut reader).await);
+    assert_eq!(payload, "m3");
 }
 
 /// Collects what a connection receives, in the background.

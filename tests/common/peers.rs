@@ -19,7 +19,7 @@ impl Drop for Peer {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -28,8 +28,11 @@ fn free_port() -> u16 {
 }
 
 fn start(program: &str, args: impl FnOnce(u16, &std::path::Path) -> Vec<String>) -> Peer {
+    start_on(program, free_port(), args)
+}
+
+fn start_on(program: &str, port: u16, args: impl FnOnce(u16, &std::path::Path) -> Vec<String>) -> Peer {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let mut child = Command::new(program)
         .args(args(port, dir.path()))
         .stdout(Stdio::null())
@@ -83,6 +86,11 @@ pub fn redis() -> Peer {
 /// pulsar-lite, a broker of the Pulsar binary protocol (`pip install pulsar-lite`: the binary
 /// ships inside the Python package), with its metrics port off.
 pub fn pulsar() -> Peer {
+    pulsar_on(free_port())
+}
+
+/// pulsar-lite on a port chosen before (a broker that comes up after framegate).
+pub fn pulsar_on(port: u16) -> Peer {
     let found = Command::new("python3")
         .args([
             "-c",
@@ -96,7 +104,7 @@ pub fn pulsar() -> Peer {
         String::from_utf8_lossy(&found.stderr)
     );
     let binary = String::from_utf8(found.stdout).unwrap().trim().to_string();
-    start(&binary, |port, dir| {
+    start_on(&binary, port, |port, dir| {
         let config = dir.join("pulsar-lite.toml");
         std::fs::write(&config, "[metrics]\nenabled = false\n").unwrap();
         [
