@@ -7,12 +7,12 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 
 use common::*;
 use futures_util::StreamExt;
-use pulsar::consumer::InitialPosition;
+use pulsar::consumer::{InitialPosition, Message};
 use pulsar::{Consumer, ConsumerOptions, Producer, Pulsar, SubType, TokioExecutor};
 
 const MESSAGES: usize = 50;
@@ -30,6 +30,13 @@ url = "pulsar://127.0.0.1:{port}"
 topic = "persistent://public/default/{{meta.query.topic}}"
 send_timeout_ms = 5000
 
+[sinks.batched]
+type = "pulsar"
+url = "pulsar://127.0.0.1:{port}"
+topic = "persistent://public/default/batched"
+batching = true
+compression = "zlib"
+
 [sources.pl]
 type = "pulsar"
 url = "pulsar://127.0.0.1:{port}"
@@ -43,7 +50,7 @@ sinks = ["pl"]
 path = "/probe"
 # A generous deadline: the machine running the tests may be busy.
 filters = [{{ module = "probe", timeout_ms = 1000 }}]
-sinks = ["pl"]
+sinks = ["pl", "batched"]
 "#,
         head = head("")
     )
@@ -77,6 +84,36 @@ async fn produce(producer: &mut Producer<TokioExecutor>, payload: &str, key: &st
 async fn ask(ws: &mut Ws, command: &str) -> String {
     send_text(ws, command).await;
     next_text(ws).await
+}
+
+/// The next message a test consumer gets, past redeliveries of messages it already had:
+/// pulsar-lite now and then dispatches a message twice to one consumer (at least once, as the
+/// protocol allows). What is checked is what the broker holds: each message once, in order.
+async fn next_distinct(
+    consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
+    seen: &mut HashSet<String>,
+) -> Message<Vec<u8>> {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, consumer.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if seen.insert(framegate::pulsar_id::encode(message.message_id())) {
+            return message;
+        }
+    }
+}
+
+/// The next text of a connection, past deliveries of message ids it already had (see
+/// `next_distinct`).
+async fn next_new(ws: &mut Ws, seen: &mut HashSet<String>) -> String {
+    loop {
+        let text = next_text(ws).await;
+        if !text.starts_with("[sub ") || seen.insert(delivery(&text).0) {
+            return text;
+        }
+    }
 }
 
 /// A delivery tagged by the probe, `[sub S msg ID ...] payload`: (id, the rest after the id).
@@ -126,22 +163,15 @@ async fn sink_messages_reach_an_independent_consumer_with_key_properties_and_ids
         .unwrap_or_else(|| panic!("{result}"))
         .to_string();
 
+    let mut seen = HashSet::new();
     for expected in &sent {
-        let message = tokio::time::timeout(PATIENCE, consumer.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let message = next_distinct(&mut consumer, &mut seen).await;
         assert_eq!(std::str::from_utf8(&message.payload.data).unwrap(), expected);
         assert_eq!(message.key(), None);
         assert!(message.metadata().properties.is_empty());
         consumer.ack(&message).await.unwrap();
     }
-    let message = tokio::time::timeout(PATIENCE, consumer.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let message = next_distinct(&mut consumer, &mut seen).await;
     assert_eq!(message.payload.data, b"hello");
     assert_eq!(message.key().as_deref(), Some("k"));
     let properties: Vec<(&str, &str)> = message
@@ -163,6 +193,38 @@ async fn sink_messages_reach_an_independent_consumer_with_key_properties_and_ids
             .metric("framegate_sink_records_total{sink=\"pl\",outcome=\"delivered\"}")
             .await,
         (MESSAGES + 1) as f64
+    );
+
+    // Batched and compressed: the id carries the batch index; the consumer unpacks it.
+    let mut batched: Consumer<Vec<u8>, TokioExecutor> = pulsar
+        .consumer()
+        .with_topic(topic("batched"))
+        .with_subscription("check")
+        .with_subscription_type(SubType::Exclusive)
+        .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
+        .build()
+        .await
+        .unwrap();
+    let ticket = ask(&mut probe, "emit batched packed").await.replace("ok ", "");
+    let result = next_text(&mut probe).await;
+    let id = result
+        .strip_prefix(&format!("result {ticket} ok "))
+        .and_then(|r| r.strip_suffix(" ctx:packed"))
+        .unwrap_or_else(|| panic!("{result}"));
+    assert_eq!(framegate::pulsar_id::decode(id).unwrap().batch_index, Some(0));
+    let message = tokio::time::timeout(PATIENCE, batched.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(message.payload.data, b"packed");
+    assert_eq!(message.key().as_deref(), Some("k"));
+    // The source names that message with the same id.
+    let spec = format!(r#"{{"topic":"{}","start":"earliest"}}"#, topic("batched"));
+    assert!(ask(&mut probe, &format!("sub pl {spec}")).await.starts_with("ok "));
+    assert_eq!(
+        delivery(&next_text(&mut probe).await),
+        (id.to_string(), "packed".to_string())
     );
 }
 
@@ -221,17 +283,19 @@ async fn source_acks_survive_a_reconnect_and_unacked_messages_come_back() {
     );
 
     let mut first = proxy.connect("/probe?manual=1&show=key,header.h").await;
+    let mut seen = HashSet::new();
     let sub = ask(&mut first, &format!("sub pl {spec}")).await.replace("ok ", "");
     let mut ids = Vec::new();
     for i in 0..6 {
-        let text = next_text(&mut first).await;
+        let text = next_new(&mut first, &mut seen).await;
         assert!(text.starts_with(&format!("[sub {sub} msg ")), "{text}");
         let (id, rest) = delivery(&text);
         assert_eq!(rest, format!("key=k{i} header.h=v-m{i}] m{i}"));
         ids.push(id);
     }
     for id in ids.iter().step_by(2) {
-        assert_eq!(ask(&mut first, &format!("ack {sub} {id}")).await, "ok ");
+        send_text(&mut first, &format!("ack {sub} {id}")).await;
+        assert_eq!(next_new(&mut first, &mut seen).await, "ok ");
     }
     eventually("three acks carried out", || async {
         proxy
@@ -245,47 +309,55 @@ async fn source_acks_survive_a_reconnect_and_unacked_messages_come_back() {
 
     // The same subscription again: only the unacked messages, then what is new.
     let mut second = proxy.connect("/probe?manual=1").await;
+    let mut seen = HashSet::new();
     let sub = ask(&mut second, &format!("sub pl {spec}")).await.replace("ok ", "");
     let mut again = Vec::new();
     for _ in 0..3 {
-        again.push(delivery(&next_text(&mut second).await));
+        again.push(delivery(&next_new(&mut second, &mut seen).await));
     }
     for (id, _) in &again {
-        assert_eq!(ask(&mut second, &format!("ack {sub} {id}")).await, "ok ");
+        send_text(&mut second, &format!("ack {sub} {id}")).await;
+        assert_eq!(next_new(&mut second, &mut seen).await, "ok ");
     }
     let mut again: Vec<String> = again.into_iter().map(|(_, payload)| payload).collect();
     again.sort();
     assert_eq!(again, ["m1", "m3", "m5"]);
     produce(&mut producer, "m6", "k6").await;
-    let (_, payload) = delivery(&next_text(&mut second).await);
+    let (_, payload) = delivery(&next_new(&mut second, &mut seen).await);
     assert_eq!(payload, "m6", "nothing acked came back before the new message");
 
     // A reader from a message id the source handed out reads from there, whatever was acked.
     let mut reader = proxy.connect("/probe").await;
+    let mut seen = HashSet::new();
     let spec = format!(
         r#"{{"topic":"{}","reader":true,"start_message_id":"{}"}}"#,
         topic("feed"),
         ids[2]
     );
     assert!(ask(&mut reader, &format!("sub pl {spec}")).await.starts_with("ok "));
-    let (id, payload) = delivery(&next_text(&mut reader).await);
+    let (id, payload) = delivery(&next_new(&mut reader, &mut seen).await);
     assert_eq!(
         (id.as_str(), payload.as_str()),
         (ids[2].as_str(), "m2"),
         "a reader starts at its message"
     );
-    let (_, payload) = delivery(&next_text(&mut reader).await);
+    let (_, payload) = delivery(&next_new(&mut reader, &mut seen).await);
     assert_eq!(payload, "m3");
 }
 
-/// Collects what a connection receives, in the background.
+/// Collects what a connection receives, in the background (each message id once, see
+/// `next_distinct`).
 fn collect(mut ws: Ws) -> Arc<Mutex<Vec<String>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let into = seen.clone();
     tokio::spawn(async move {
+        let mut seen = HashSet::new();
         while let Some(Ok(message)) = ws.next().await {
             if let Ok(text) = message.into_text() {
-                into.lock().unwrap().push(delivery(&text).1);
+                let (id, payload) = delivery(&text);
+                if seen.insert(id) {
+                    into.lock().unwrap().push(payload);
+                }
             }
         }
     });
@@ -334,6 +406,7 @@ async fn a_shared_subscription_splits_and_an_exclusive_one_refuses_a_second_cons
         topic("solo")
     );
     let mut holder = proxy.connect("/probe").await;
+    let mut held = HashSet::new();
     assert!(
         ask(&mut holder, &format!("sub pl {exclusive}"))
             .await
@@ -342,7 +415,7 @@ async fn a_shared_subscription_splits_and_an_exclusive_one_refuses_a_second_cons
     let mut solo = open_producer(&pulsar, "solo").await;
     // Once a message arrives, the first consumer is surely attached.
     produce(&mut solo, "first", "k").await;
-    let (_, payload) = delivery(&next_text(&mut holder).await);
+    let (_, payload) = delivery(&next_new(&mut holder, &mut held).await);
     assert_eq!(payload, "first");
     let mut second = proxy.connect("/probe").await;
     let sub = ask(&mut second, &format!("sub pl {exclusive}"))
@@ -355,6 +428,6 @@ async fn a_shared_subscription_splits_and_an_exclusive_one_refuses_a_second_cons
     );
     // The holder keeps its subscription.
     produce(&mut solo, "second", "k").await;
-    let (_, payload) = delivery(&next_text(&mut holder).await);
+    let (_, payload) = delivery(&next_new(&mut holder, &mut held).await);
     assert_eq!(payload, "second");
 }

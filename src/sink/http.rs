@@ -31,7 +31,7 @@ use crate::health::PartHealth;
 pub struct Options {
     /// Where each record goes, e.g. `http://127.0.0.1:9000/ingest/{meta.path.tenant}`.
     pub url: String,
-    /// The request method.
+    /// The request method (any case).
     #[serde(default = "default_method")]
     pub method: String,
     /// Extra request headers, each a template: `{ "x-tenant" = "{meta.query.t}" }`.
@@ -92,7 +92,7 @@ impl Requests {
             |name: &str| HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header name {name:?}: {e}"));
         Ok(Requests {
             url: Template::parse(&options.url).map_err(|e| format!("url: {e}"))?,
-            method: Method::from_bytes(options.method.as_bytes())
+            method: Method::from_bytes(options.method.to_ascii_uppercase().as_bytes())
                 .map_err(|e| format!("method {:?}: {e}", options.method))?,
             headers: options
                 .headers

@@ -90,7 +90,7 @@ enum Start {
     Earliest,
 }
 
-/// Pause before subscribing again.
+/// Pause before subscribing again, or reading again after an error.
 const RETRY: Duration = Duration::from_millis(250);
 
 fn default_subscription() -> String {
@@ -201,12 +201,19 @@ pub async fn run(
                     Some(Err(e)) => {
                         // pulsar-rs reconnects the consumer by itself; say so meanwhile.
                         feed.health.down(&format!("pulsar {topic}: {e}"));
+                        tokio::time::sleep(RETRY).await;
                         continue;
                     }
                     None => return Err(format!("pulsar {topic}: the consumer ended")),
                 };
                 feed.health.up();
-                let id = pulsar_id::encode(message.message_id());
+                // As the sink's receipts (and the Java client) have it: a message of a batch
+                // names the batch's size too, so that both sides write the same id.
+                let mut message_id = message.message_id().clone();
+                if message_id.batch_index.is_some() && message_id.batch_size.is_none() {
+                    message_id.batch_size = message.metadata().num_messages_in_batch;
+                }
+                let id = pulsar_id::encode(&message_id);
                 let attrs = attrs(&message);
                 if matches!(flow, Flow::Consumer(_)) {
                     unsettled.insert(id.clone(), (message.topic.clone(), message.message_id().clone()));
