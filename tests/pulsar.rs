@@ -326,6 +326,33 @@ async fn source_acks_survive_a_reconnect_and_unacked_messages_come_back() {
     let (_, payload) = delivery(&next_new(&mut second, &mut seen).await);
     assert_eq!(payload, "m6", "nothing acked came back before the new message");
 
+    // On a shared subscription, a nacked message comes again, with its id.
+    let mut sharing = proxy.connect("/probe?manual=1").await;
+    let mut seen = HashSet::new();
+    let spec = format!(
+        r#"{{"topic":"{}","subscription":"s4","type":"shared","start":"earliest"}}"#,
+        topic("feed")
+    );
+    let sub = ask(&mut sharing, &format!("sub pl {spec}")).await.replace("ok ", "");
+    let (m0, payload) = delivery(&next_new(&mut sharing, &mut seen).await);
+    assert_eq!(payload, "m0");
+    seen.clear();
+    send_text(&mut sharing, &format!("nack {sub} {m0}")).await;
+    let mut again = None;
+    while again.is_none() {
+        let text = next_new(&mut sharing, &mut seen).await;
+        if text.starts_with("[sub ") && delivery(&text).0 == m0 {
+            again = Some(delivery(&text).1);
+        }
+    }
+    assert_eq!(again.as_deref(), Some("m0"));
+    assert_eq!(
+        proxy
+            .metric("framegate_source_messages_total{source=\"pl\",event=\"nacked\"}")
+            .await,
+        1.0
+    );
+
     // A reader from a message id the source handed out reads from there, whatever was acked.
     let mut reader = proxy.connect("/probe").await;
     let mut seen = HashSet::new();

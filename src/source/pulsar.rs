@@ -4,7 +4,8 @@
 //! "dead_letter_topic", "max_redeliver_count"}`; or `{"topic", "reader": true,
 //! "start_message_id", "start"}` for a reader (no subscription to keep, no acks).
 //! The id of a message is its message id in the text form of Pulsar's WebSocket API
-//! (`crate::pulsar_id`); ack acknowledges it, nack asks the broker to send it again. Unacked
+//! (`crate::pulsar_id`); ack acknowledges it, nack asks the broker to send it again (per
+//! message on shared and key_shared subscriptions). Unacked
 //! messages go back to the subscription when the consumer closes (the connection closing drops
 //! it), and after `ack_timeout_ms` if set. A subscription the broker refuses (a second consumer
 //! on an exclusive one) is tried again until `timeout_ms`, then ends the flow with the reason.
