@@ -1,7 +1,7 @@
 //! The `http` sink against a real HTTP server (hyper, in the test) that records every request:
 //! method, path from the URL template, header templates, the key header, the record's headers,
 //! the content type, the body and the order; a 2xx result carries the status and `location`,
-//! a 500 is retried and then fails, a 4xx fails at once.
+//! a 500 is retried and then fails, a 4xx fails at once, a server that is not there is retried.
 
 mod common;
 
@@ -81,7 +81,13 @@ async fn server() -> (u16, Log, Arc<AtomicUsize>) {
     (port, log, connections)
 }
 
+/// The config, with sink `away` on a port where nothing listens.
 fn config(port: u16) -> String {
+    let away = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     format!(
         r#"{head}
 [sinks.web]
@@ -103,6 +109,12 @@ content_type = "application/json"
 max_retries = 3
 retry_backoff_ms = 10
 
+[sinks.away]
+type = "http"
+url = "http://127.0.0.1:{away}/x"
+max_retries = 1
+retry_backoff_ms = 10
+
 [routes.in]
 path = "/in/{{tenant}}"
 sinks = ["web"]
@@ -110,7 +122,7 @@ sinks = ["web"]
 [routes.probe]
 path = "/probe/{{tenant}}"
 filters = [{{ module = "probe" }}]
-sinks = ["web", "broken", "refusing"]
+sinks = ["web", "broken", "refusing", "away"]
 "#,
         head = head("")
     )
@@ -205,4 +217,20 @@ async fn a_500_is_retried_and_a_4xx_is_final() {
             .await,
         2.0
     );
+
+    // No server: retried, failed with the cause, and the sink's peer shows down.
+    let unreachable = emit(&mut probe, "away", "z").await;
+    assert!(
+        unreachable.starts_with("failed http POST http://127.0.0.1:"),
+        "{unreachable}"
+    );
+    assert!(unreachable.contains("Connection refused"), "{unreachable}");
+    assert_eq!(
+        proxy
+            .metric("framegate_sink_records_total{sink=\"away\",outcome=\"retried\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(proxy.metric("framegate_peer_up{part=\"sinks.away\"}").await, 0.0);
+    assert_eq!(proxy.metric("framegate_peer_up{part=\"sinks.broken\"}").await, 1.0);
 }
