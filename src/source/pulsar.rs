@@ -182,19 +182,11 @@ pub async fn run(
     let mut unsettled: HashMap<String, (String, MessageIdData)> = HashMap::new();
     loop {
         tokio::select! {
+            // Verdicts first: a client's acks count before more messages come.
+            biased;
             verdict = verdicts.recv() => {
                 let Some(verdict) = verdict else { return Ok(()) };
-                let Flow::Consumer(consumer) = &mut flow else { continue };
-                let (Settle::Ack(id) | Settle::Nack(id)) = &verdict;
-                let Some((topic, message_id)) = unsettled.remove(id) else { continue };
-                let settled = match &verdict {
-                    Settle::Ack(_) => consumer.ack_with_id(&topic, message_id).await,
-                    Settle::Nack(_) => consumer.nack_with_id(&topic, message_id).await,
-                };
-                match settled {
-                    Ok(()) => feed.settled(&verdict),
-                    Err(e) => tracing::warn!(source = &*feed.source, "pulsar {verdict:?} on {topic}: {e}"),
-                }
+                settle(&mut flow, &mut unsettled, &feed, verdict).await;
             }
             message = flow.next() => {
                 let message = match message {
@@ -221,10 +213,36 @@ pub async fn run(
                 }
                 let payload = Bytes::from(message.payload.data);
                 if !feed.deliver(id, opcode_of(&payload), payload, attrs).await {
+                    // The connection is gone: carry out what it settled, then let go.
+                    while let Ok(verdict) = verdicts.try_recv() {
+                        settle(&mut flow, &mut unsettled, &feed, verdict).await;
+                    }
                     return Ok(());
                 }
             }
         }
+    }
+}
+
+/// Carries out a verdict on a message this flow handed out (a reader has nothing to settle).
+async fn settle(
+    flow: &mut Flow,
+    unsettled: &mut HashMap<String, (String, MessageIdData)>,
+    feed: &Feed,
+    verdict: Settle,
+) {
+    let Flow::Consumer(consumer) = flow else { return };
+    let (Settle::Ack(id) | Settle::Nack(id)) = &verdict;
+    let Some((topic, message_id)) = unsettled.remove(id) else {
+        return;
+    };
+    let settled = match &verdict {
+        Settle::Ack(_) => consumer.ack_with_id(&topic, message_id).await,
+        Settle::Nack(_) => consumer.nack_with_id(&topic, message_id).await,
+    };
+    match settled {
+        Ok(()) => feed.settled(&verdict),
+        Err(e) => tracing::warn!(source = &*feed.source, "pulsar {verdict:?} on {topic}: {e}"),
     }
 }
 
