@@ -2,13 +2,15 @@
 //! Python websocket-client script and by Rust clients, byte for byte; request ids; broadcast and
 //! one ingestor by path; refusals at the upgrade; bad input answered with precise errors on a
 //! connection that stays usable; `hydra-ack = explicit` against real brokers (nats-server,
-//! redis-server), stopped and back; metadata across a hot swap. Records are read back from the
+//! redis-server), stopped and back; the shipped config/hydra-kafka.toml in front of tansu;
+//! metadata across a hot swap. Records are read back from the
 //! file and the brokers with their payload, key and headers.
 
 mod common;
 
 use common::*;
 use futures_util::SinkExt;
+use rdkafka::message::Message as _;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -660,4 +662,84 @@ async fn a_request_waiting_for_its_broker_is_answered_across_a_hot_swap() {
     let entries = redis_entries(redis.port, "swap").await;
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].get::<String>("payload").as_deref(), Some(SAMPLE));
+}
+
+/// The shipped config/hydra-kafka.toml, on ports of the test's own, in front of `brokers`.
+fn shipped_kafka_config(brokers: &str) -> String {
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/hydra-kafka.toml")).unwrap();
+    let config = shipped
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
+        .replace("admin = \"127.0.0.1:9090\"", "admin = \"127.0.0.1:0\"")
+        .replace("dir = \"target/filters\"", "dir = \"filters\"")
+        .replace("brokers = \"127.0.0.1:9092\"", &format!("brokers = \"{brokers}\""));
+    assert_ne!(config, shipped);
+    config
+}
+
+#[tokio::test]
+async fn the_seed_sample_by_python_in_front_of_kafka() {
+    let tansu = peers::tansu();
+    let brokers = kafka::brokers(tansu.port);
+    kafka::create_topics(&brokers, &["test-topic"]).await;
+    let proxy = start(&shipped_kafka_config(&brokers));
+
+    let url = proxy.url("/ws-ingest");
+    let messages = [
+        "-c SET hydra-kafka-topic = test-topic".to_string(),
+        "-c SET hydra-ack = explicit".to_string(),
+        "-c SET hydra-record-key = {$.name}".to_string(),
+        SAMPLE.to_string(),
+        format!("-i 122 {SAMPLE}"),
+    ];
+    let replies = tokio::task::spawn_blocking(move || run_sample(&url, &[], &messages))
+        .await
+        .unwrap();
+    assert_eq!(
+        replies[0],
+        r#"{"status":200,"message":"OK[HYDRA-KAFKA-TOPIC=test-topic]"}"#
+    );
+    assert_eq!(replies[1], r#"{"status":200,"message":"OK[HYDRA-ACK=explicit]"}"#);
+    assert_eq!(
+        replies[2],
+        r#"{"status":200,"message":"OK[HYDRA-RECORD-KEY={$.name}]"}"#
+    );
+    let (id, reply) = split_id(&replies[3]);
+    assert!(is_generated(&id), "{id}");
+    assert_eq!(reply, ok_reply(&["kafka_ingestor"]));
+    assert_eq!(
+        replies[4],
+        r#"{"requestId":"122","status":{"code":200,"message":"OK"},"ingestors":{"kafka_ingestor":{"code":200,"message":"OK"}}}"#
+    );
+
+    // The same with the metadata as headers at the upgrade, to the one ingestor by path.
+    let url = proxy.url("/ws-ingest/kafka_ingestor");
+    let replies = tokio::task::spawn_blocking(move || {
+        run_sample(
+            &url,
+            &[
+                "hydra-kafka-topic: test-topic",
+                "hydra-ack: explicit",
+                "hydra-record-key: other",
+            ],
+            &[SAMPLE],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(split_id(&replies[0]).1, ok_reply(&["kafka_ingestor"]));
+
+    // An independent Kafka client finds the three records, with their keys, in order.
+    let records = kafka::read_topic(&brokers, "test-topic").await;
+    let read: Vec<(String, String)> = records
+        .iter()
+        .map(|r| (kafka::text(r.key()), kafka::text(r.payload())))
+        .collect();
+    assert_eq!(
+        read,
+        [("test", SAMPLE), ("test", SAMPLE), ("other", SAMPLE)].map(|(k, p)| (k.to_string(), p.to_string()))
+    );
+    assert_eq!(
+        kafka::header(&records[0], "hydra-kafka-topic").as_deref(),
+        Some("test-topic")
+    );
 }

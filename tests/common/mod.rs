@@ -3,6 +3,7 @@
 //! scripts/build-filters.
 #![allow(dead_code)] // each test file uses its own part of this
 
+pub mod kafka;
 pub mod peers;
 
 use std::io::{BufRead, BufReader};
