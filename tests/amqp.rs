@@ -181,7 +181,7 @@ async fn the_sink_publishes_every_record_in_order_with_confirms() {
     let mut untagged = proxy.connect("/probe").await;
     assert_eq!(
         emit(&mut untagged, "rabbit", "x").await,
-        "failed \"orders.{meta.query.topic}\": the record has no metadata \"query.topic\" ctx:x"
+        "failed refused: \"orders.{meta.query.topic}\": the record has no metadata \"query.topic\" ctx:x"
     );
 
     // An unknown exchange closes the channel: the record fails, and the next batch opens a new

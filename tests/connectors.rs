@@ -135,6 +135,20 @@ async fn nats_jetstream_and_redis_get_every_record_in_order() {
         "{}",
         proxy.logs()
     );
+    // Final: the sinks that would retry a broker's failure do not retry it, nor wait.
+    eventually("the redis sink failed it at once", || async {
+        proxy
+            .metric("framegate_sink_records_total{sink=\"rs\",outcome=\"failed\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    assert_eq!(
+        proxy
+            .metric("framegate_sink_records_total{sink=\"rs\",outcome=\"retried\"}")
+            .await,
+        0.0
+    );
 }
 
 #[tokio::test]

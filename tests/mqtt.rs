@@ -185,7 +185,7 @@ async fn the_sink_publishes_every_record_in_order_with_pubacks() {
     let mut untagged = proxy.connect("/probe").await;
     assert_eq!(
         emit(&mut untagged, "mq", "x").await,
-        "failed \"sensors/{meta.query.topic}/temp\": the record has no metadata \"query.topic\" ctx:x"
+        "failed refused: \"sensors/{meta.query.topic}/temp\": the record has no metadata \"query.topic\" ctx:x"
     );
     // A topic with a wildcard is refused by the client.
     let mut wild = proxy.connect("/probe?topic=%2B").await;

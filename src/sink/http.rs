@@ -22,7 +22,7 @@ use hyper_util::rt::TokioExecutor;
 use serde::Deserialize;
 
 use super::template::Template;
-use super::{Deliver, Outcome, Record};
+use super::{Deliver, FINAL, Outcome, Record};
 use crate::filter::abi::Opcode;
 use crate::health::PartHealth;
 
@@ -63,9 +63,6 @@ fn default_content_type() -> String {
 
 /// Bytes of an answer's body kept for the result id or the failure reason.
 const EXCERPT: usize = 100;
-
-/// Failure reasons that start with this are the server's final answer (not retried).
-const REFUSED: &str = "refused: ";
 
 impl Options {
     pub fn check(self) -> Result<(), String> {
@@ -109,7 +106,7 @@ impl Requests {
 
     /// The request of one record; a record that cannot be one fails for good.
     fn build(&self, record: &Record) -> Result<http::Request<Full<Bytes>>, String> {
-        let refused = |e: String| format!("{REFUSED}{e}");
+        let refused = |e: String| format!("{FINAL}{e}");
         let url = self.url.render(record).map_err(refused)?;
         let uri: Uri = url.parse().map_err(|e| refused(format!("url {url:?}: {e}")))?;
         let mut request = http::Request::builder().method(self.method.clone()).uri(uri);
@@ -191,7 +188,7 @@ impl Http {
             };
             Ok(format!("{} {detail}", status.as_u16()).trim_end().to_string())
         } else if status.is_client_error() {
-            Err(format!("{REFUSED}{target}: {status} {excerpt}").trim_end().to_string())
+            Err(format!("{FINAL}{target}: {status} {excerpt}").trim_end().to_string())
         } else {
             Err(format!("{target}: {status} {excerpt}").trim_end().to_string())
         }
@@ -205,10 +202,6 @@ impl Deliver for Http {
             outcomes.push(self.send(record).await);
         }
         outcomes
-    }
-
-    fn retryable(&self, reason: &str) -> bool {
-        !reason.starts_with(REFUSED)
     }
 }
 

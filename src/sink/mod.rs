@@ -158,13 +158,12 @@ struct Envelope {
 pub trait Deliver: Send + 'static {
     /// Delivers a batch; one outcome per record, in order.
     fn deliver(&mut self, batch: &[Record]) -> impl Future<Output = Vec<Outcome>> + Send;
-
-    /// Whether a record that failed for `reason` may succeed when tried again. A connector
-    /// whose peer gave a final answer (an HTTP 4xx) says no, and the runner skips the retries.
-    fn retryable(&self, _reason: &str) -> bool {
-        true
-    }
 }
+
+/// A failure reason that starts with this is final: trying again cannot help (a template the
+/// record cannot fill, a peer's final answer such as an HTTP 4xx), so the runner does not retry
+/// it and the sink is not held up.
+pub(crate) const FINAL: &str = "refused: ";
 
 /// The queue in front of a running sink.
 pub struct SinkHandle {
@@ -211,7 +210,7 @@ async fn run<D: Deliver>(mut connector: D, mut queue: mpsc::Receiver<Envelope>, 
         let mut backoff = policy.backoff;
         for _ in 0..policy.max_retries {
             let failed: Vec<usize> = (0..outcomes.len())
-                .filter(|&i| matches!(&outcomes[i], Err(reason) if connector.retryable(reason)))
+                .filter(|&i| matches!(&outcomes[i], Err(reason) if !reason.starts_with(FINAL)))
                 .collect();
             if failed.is_empty() {
                 break;

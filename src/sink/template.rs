@@ -2,7 +2,7 @@
 //! `{meta.KEY}`, `{route}`, `{conn}` placeholders filled from the record, so that a filter or
 //! a client decides the destination. A placeholder that cannot be filled fails the record.
 
-use super::Record;
+use super::{FINAL, Record};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
@@ -74,7 +74,7 @@ impl Template {
                     let value = record
                         .meta
                         .get(key)
-                        .ok_or_else(|| format!("{:?}: the record has no metadata {key:?}", self.source))?;
+                        .ok_or_else(|| format!("{FINAL}{:?}: the record has no metadata {key:?}", self.source))?;
                     out.push_str(&String::from_utf8_lossy(value));
                 }
             }
@@ -125,7 +125,7 @@ mod tests {
         let t = Template::parse("{meta.tenant}").unwrap();
         assert_eq!(
             t.render(&record()).unwrap_err(),
-            "\"{meta.tenant}\": the record has no metadata \"tenant\""
+            "refused: \"{meta.tenant}\": the record has no metadata \"tenant\""
         );
         assert!(
             Template::parse("a.{nope}")
