@@ -86,9 +86,11 @@ impl Proxy {
     pub fn apply(&self, config: Config) -> anyhow::Result<()> {
         let mut sinks = self.sinks.lock().unwrap();
         let new_sinks = Sinks::build(&config, &sinks, &self.sink_context)?;
+        let router = Router::build(&config, &new_sinks, &self.host, &self.metrics, &self.router.load())?;
+        // Sinks and routes took the config (sources' options were checked when it was parsed):
+        // only now does anything change, all together.
         self.sources.apply(&config)?;
         self.host.set_configs(Router::filter_configs(&config));
-        let router = Router::build(&config, &new_sinks, &self.host, &self.metrics, &self.router.load())?;
         self.router.store(Arc::new(router));
         *sinks = new_sinks;
         let mut current = self.config.lock().unwrap();
