@@ -1,0 +1,374 @@
+//! The `pulsar-ws` filter (Apache Pulsar's WebSocket API) on the shipped config/pulsar-ws.toml in
+//! front of pulsar-lite: the seed's Python producer and consumer (websocket-client), and Rust
+//! clients, get Pulsar's answers in their exact shapes; what WebSocket producers wrote is read
+//! back by an independent pulsar-rs consumer (payload, key, properties, the answer's messageId);
+//! what an independent producer wrote is pushed to WebSocket consumers and readers; acks hold
+//! across a reconnect; bad input gets Pulsar's errors, and a producer's connection stays usable.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use common::*;
+use futures_util::StreamExt;
+use pulsar::consumer::InitialPosition;
+use pulsar::{Consumer, ConsumerOptions, Producer, Pulsar, SubType, TokioExecutor};
+use serde_json::Value;
+
+fn topic(name: &str) -> String {
+    format!("persistent://public/default/{name}")
+}
+
+/// config/pulsar-ws.toml with ephemeral ports and the test's broker.
+fn start(broker: u16) -> Proxy {
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pulsar-ws.toml")).unwrap();
+    let config = shipped
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
+        .replace("admin = \"127.0.0.1:9090\"", "admin = \"127.0.0.1:0\"")
+        .replace("dir = \"target/filters\"", "dir = \"filters\"")
+        .replace("pulsar://127.0.0.1:6650", &format!("pulsar://127.0.0.1:{broker}"));
+    assert_ne!(config, shipped);
+    Proxy::start(&config, &["pulsar-ws"], &[])
+}
+
+async fn client(port: u16) -> Pulsar<TokioExecutor> {
+    Pulsar::builder(format!("pulsar://127.0.0.1:{port}"), TokioExecutor)
+        .build()
+        .await
+        .unwrap()
+}
+
+async fn consumer(pulsar: &Pulsar<TokioExecutor>, name: &str) -> Consumer<Vec<u8>, TokioExecutor> {
+    pulsar
+        .consumer()
+        .with_topic(topic(name))
+        .with_subscription("check")
+        .with_subscription_type(SubType::Exclusive)
+        .with_options(ConsumerOptions::default().with_initial_position(InitialPosition::Earliest))
+        .build()
+        .await
+        .unwrap()
+}
+
+/// The next message the consumer had not seen (pulsar-lite now and then dispatches one twice).
+async fn next_distinct(
+    consumer: &mut Consumer<Vec<u8>, TokioExecutor>,
+    seen: &mut HashSet<String>,
+) -> pulsar::consumer::Message<Vec<u8>> {
+    loop {
+        let message = tokio::time::timeout(PATIENCE, consumer.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if seen.insert(framegate::pulsar_id::encode(message.message_id())) {
+            consumer.ack(&message).await.unwrap();
+            return message;
+        }
+    }
+}
+
+fn properties(message: &pulsar::consumer::Message<Vec<u8>>) -> Vec<(String, String)> {
+    message
+        .metadata()
+        .properties
+        .iter()
+        .map(|p| (p.key.clone(), p.value.clone()))
+        .collect()
+}
+
+/// Sends `payload` with key `k` and property `h`, as an independent producer.
+async fn produce(producer: &mut Producer<TokioExecutor>, payload: &str) -> String {
+    let receipt = producer
+        .create_message()
+        .with_content(payload.as_bytes().to_vec())
+        .with_key("k")
+        .with_property("h", format!("v-{payload}"))
+        .send_non_blocking()
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    framegate::pulsar_id::encode(&receipt.message_id.unwrap())
+}
+
+fn run_sample(args: Vec<String>) -> Vec<String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pulsar_ws_sample.py");
+    let output = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the Python client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+async fn python(args: &[&str]) -> Vec<String> {
+    let args = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || run_sample(args)).await.unwrap()
+}
+
+fn field(text: &str, name: &str) -> String {
+    let value: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    value[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .to_string()
+}
+
+/// A pushed message must be exactly Pulsar's shape; its id and publishTime are checked apart.
+fn assert_pushed(text: &str, payload: &str, properties: &str, key: Option<&str>) -> String {
+    let id = field(text, "messageId");
+    let time = field(text, "publishTime");
+    assert!(
+        time.len() == 24 && time.ends_with('Z') && time.as_bytes()[10] == b'T',
+        "{time}"
+    );
+    let key = key.map_or(String::new(), |k| format!(",\"key\":\"{k}\""));
+    assert_eq!(
+        text,
+        format!(
+            r#"{{"messageId":"{id}","payload":"{}","properties":{properties},"publishTime":"{time}","redeliveryCount":0{key}}}"#,
+            STANDARD.encode(payload)
+        )
+    );
+    id
+}
+
+#[tokio::test]
+async fn producers_answer_after_the_broker_and_an_independent_consumer_reads_it() {
+    let broker = peers::pulsar();
+    let pulsar = client(broker.port).await;
+    let mut check = consumer(&pulsar, "seed").await;
+    let proxy = start(broker.port);
+
+    // The seed's Python producer: context 5 comes back as "5", with the broker's message id.
+    let replies = python(&["produce", &proxy.url("/ws/v2/producer/persistent/public/default/seed")]).await;
+    let id = field(&replies[0], "messageId");
+    assert_eq!(
+        replies,
+        [format!(r#"{{"result":"ok","messageId":"{id}","context":"5"}}"#)]
+    );
+
+    // A Rust client with a key, on the same connection several messages in order.
+    let mut ws = proxy.connect("/ws/v2/producer/persistent/public/default/seed").await;
+    let mut ids = vec![id];
+    for i in 0..3 {
+        let message = format!(
+            r#"{{"payload":"{}","key":"k{i}","properties":{{"n":"{i}"}},"context":"c{i}"}}"#,
+            STANDARD.encode(format!("m{i}"))
+        );
+        send_text(&mut ws, &message).await;
+        let reply = next_text(&mut ws).await;
+        let id = field(&reply, "messageId");
+        assert_eq!(
+            reply,
+            format!(r#"{{"result":"ok","messageId":"{id}","context":"c{i}"}}"#)
+        );
+        ids.push(id);
+    }
+
+    let mut seen = HashSet::new();
+    let message = next_distinct(&mut check, &mut seen).await;
+    assert_eq!(message.payload.data, b"Hello World");
+    assert_eq!(message.key(), None);
+    assert_eq!(
+        properties(&message),
+        [("key1", "value1"), ("key2", "value2")].map(|(k, v)| (k.to_string(), v.to_string()))
+    );
+    assert_eq!(framegate::pulsar_id::encode(message.message_id()), ids[0]);
+    for i in 0..3 {
+        let message = next_distinct(&mut check, &mut seen).await;
+        assert_eq!(message.payload.data, format!("m{i}").as_bytes());
+        assert_eq!(message.key(), Some(format!("k{i}")));
+        assert_eq!(properties(&message), [("n".to_string(), i.to_string())]);
+        assert_eq!(framegate::pulsar_id::encode(message.message_id()), ids[i + 1]);
+    }
+}
+
+#[tokio::test]
+async fn consumers_get_what_an_independent_producer_wrote_and_acks_hold_across_a_reconnect() {
+    let broker = peers::pulsar();
+    let pulsar = client(broker.port).await;
+    let mut producer = pulsar.producer().with_topic(topic("feed")).build().await.unwrap();
+    let mut written = Vec::new();
+    for i in 0..4 {
+        written.push(produce(&mut producer, &format!("m{i}")).await);
+    }
+    let proxy = start(broker.port);
+
+    // The seed's Python consumer reads and acks all four on its own subscription.
+    let url = proxy.url("/ws/v2/consumer/persistent/public/default/feed/py?subscriptionInitialPosition=Earliest");
+    let lines = python(&["consume", &url, "4"]).await;
+    let mut read = BTreeMap::new();
+    for pair in lines.chunks(2) {
+        let payload = &pair[1];
+        let id = assert_pushed(&pair[0], payload, &format!(r#"{{"h":"v-{payload}"}}"#), Some("k"));
+        read.insert(id, payload.clone());
+    }
+    let expected: BTreeMap<String, String> = written
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.clone(), format!("m{i}")))
+        .collect();
+    assert_eq!(read, expected, "each message once, with the producer's id");
+
+    // A Rust client acks two of them on a subscription of its own, and comes back.
+    let path = "/ws/v2/consumer/persistent/public/default/feed/rs?subscriptionInitialPosition=Earliest";
+    let mut ws = proxy.connect(path).await;
+    let mut seen = HashSet::new();
+    while seen.len() < 4 {
+        let text = next_text(&mut ws).await;
+        let id = field(&text, "messageId");
+        if seen.insert(id.clone()) && (id == written[0] || id == written[2]) {
+            send_text(&mut ws, &format!(r#"{{"messageId":"{id}"}}"#)).await;
+        }
+    }
+    eventually("the Python client's four acks and two more are carried out", || async {
+        proxy
+            .metric("framegate_source_messages_total{source=\"pulsar\",event=\"acked\"}")
+            .await
+            == 6.0
+    })
+    .await;
+    ws.close(None).await.unwrap();
+    drop(ws);
+
+    let mut ws = proxy.connect(path).await;
+    let mut again = HashSet::new();
+    while again.len() < 2 {
+        again.insert(field(&next_text(&mut ws).await, "messageId"));
+    }
+    assert_eq!(again, HashSet::from([written[1].clone(), written[3].clone()]));
+    let new = produce(&mut producer, "m4").await;
+    loop {
+        let text = next_text(&mut ws).await;
+        let id = field(&text, "messageId");
+        if id == new {
+            assert_pushed(&text, "m4", r#"{"h":"v-m4"}"#, Some("k"));
+            break;
+        }
+        assert!(again.contains(&id), "an acked message came back: {text}");
+    }
+
+    // isEndOfTopic is answered; bad JSON closes the session with Pulsar's code 3.
+    send_text(&mut ws, r#"{"type":"isEndOfTopic"}"#).await;
+    loop {
+        let text = next_text(&mut ws).await;
+        if !text.contains("messageId") {
+            assert_eq!(text, r#"{"endOfTopic":false}"#);
+            break;
+        }
+    }
+    send_text(&mut ws, "{not json").await;
+    let (code, reason) = closed_with(&mut ws).await;
+    assert_eq!(code, 4003);
+    assert!(reason.starts_with("Failed to de-serialize from JSON"), "{reason}");
+}
+
+#[tokio::test]
+async fn readers_start_where_asked() {
+    let broker = peers::pulsar();
+    let pulsar = client(broker.port).await;
+    let mut producer = pulsar.producer().with_topic(topic("log")).build().await.unwrap();
+    let mut written = Vec::new();
+    for i in 0..3 {
+        written.push(produce(&mut producer, &format!("m{i}")).await);
+    }
+    let proxy = start(broker.port);
+
+    let mut ws = proxy
+        .connect("/ws/v2/reader/persistent/public/default/log?messageId=earliest&readerName=r1")
+        .await;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let text = next_text(&mut ws).await;
+        let id = field(&text, "messageId");
+        if !seen.contains(&id) {
+            let payload = format!("m{}", seen.len());
+            assert_pushed(&text, &payload, &format!(r#"{{"h":"v-{payload}"}}"#), Some("k"));
+            send_text(&mut ws, &format!(r#"{{"messageId":"{id}"}}"#)).await;
+            seen.push(id);
+        }
+    }
+    assert_eq!(seen, written);
+
+    // From a message id: pulsar-lite positions the reader at it (docs/connectors.md).
+    let mut ws = proxy
+        .connect(&format!(
+            "/ws/v2/reader/persistent/public/default/log?messageId={}",
+            urlencode(&written[1])
+        ))
+        .await;
+    assert_eq!(field(&next_text(&mut ws).await, "messageId"), written[1]);
+}
+
+fn urlencode(text: &str) -> String {
+    text.replace('+', "%2B").replace('/', "%2F").replace('=', "%3D")
+}
+
+#[tokio::test]
+async fn bad_input_gets_pulsars_errors_and_the_producer_stays_usable() {
+    let broker = peers::pulsar();
+    let pulsar = client(broker.port).await;
+    let mut check = consumer(&pulsar, "bad").await;
+    let proxy = start(broker.port);
+    let path = "/ws/v2/producer/persistent/public/default/bad";
+    let mut ws = proxy.connect(path).await;
+
+    send_text(&mut ws, "{not json").await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"result":"send-error:3","errorMsg":"Failed to de-serialize from JSON"}"#
+    );
+    send_text(&mut ws, r#"{"payload":"not base64!","context":"x"}"#).await;
+    let reply = next_text(&mut ws).await;
+    assert!(
+        reply.starts_with(r#"{"result":"send-error:7","errorMsg":"Invalid Base64 message-payload error="#)
+            && reply.ends_with(r#"","context":"x"}"#),
+        "{reply}"
+    );
+    send_text(&mut ws, r#"{"properties":{"a":"b"},"context":"y"}"#).await;
+    assert_eq!(
+        field(&next_text(&mut ws).await, "result"),
+        "send-error:7",
+        "a message without payload"
+    );
+    send_text(
+        &mut ws,
+        &format!(r#"{{"payload":"{}","context":"z"}}"#, STANDARD.encode("fine")),
+    )
+    .await;
+    let reply = next_text(&mut ws).await;
+    let id = field(&reply, "messageId");
+    assert_eq!(reply, format!(r#"{{"result":"ok","messageId":"{id}","context":"z"}}"#));
+    let mut seen = HashSet::new();
+    let message = next_distinct(&mut check, &mut seen).await;
+    assert_eq!(
+        message.payload.data, b"fine",
+        "only the good message reached the broker"
+    );
+
+    // Bad query parameters are refused at the upgrade with Pulsar's 400.
+    for bad in [
+        format!("{path}?compressionType=BROTLI"),
+        format!("{path}?sendTimeoutMillis=soon"),
+        "/ws/v2/consumer/persistent/public/default/bad/s?subscriptionType=Everyone".to_string(),
+        "/ws/v2/consumer/persistent/public/default/bad/s?receiverQueueSize=-1".to_string(),
+        "/ws/v2/reader/persistent/public/default/bad?messageId=somewhere!".to_string(),
+    ] {
+        let (status, body) = upgrade_status(proxy.ws, &bad).await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(body.starts_with("Invalid query params: "), "{bad}: {body}");
+    }
+}
