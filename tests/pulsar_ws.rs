@@ -372,3 +372,47 @@ async fn bad_input_gets_pulsars_errors_and_the_producer_stays_usable() {
         assert!(body.starts_with("Invalid query params: "), "{bad}: {body}");
     }
 }
+
+#[tokio::test]
+async fn v1_paths_nacks_and_a_taken_exclusive_subscription() {
+    let broker = peers::pulsar();
+    let proxy = start(broker.port);
+
+    // The seed's v1 form: property/cluster/namespace/topic, both ways.
+    let mut producer = proxy
+        .connect("/ws/producer/persistent/public/standalone/default/v1")
+        .await;
+    send_text(&mut producer, &format!(r#"{{"payload":"{}"}}"#, STANDARD.encode("old"))).await;
+    let reply = next_text(&mut producer).await;
+    let id = field(&reply, "messageId");
+    assert_eq!(reply, format!(r#"{{"result":"ok","messageId":"{id}"}}"#));
+    let path = "/ws/consumer/persistent/public/standalone/default/v1/s?subscriptionInitialPosition=Earliest";
+    let mut first = proxy.connect(path).await;
+    let text = next_text(&mut first).await;
+    assert_eq!(assert_pushed(&text, "old", "{}", None), id);
+
+    // A second consumer on the taken exclusive subscription: the session closes with code 2.
+    let mut second = proxy.connect(path).await;
+    let (code, reason) = closed_with(&mut second).await;
+    assert_eq!(code, 4002);
+    assert!(reason.starts_with("Failed to subscribe: "), "{reason}");
+
+    // On a shared subscription a nacked message comes again, with its id.
+    let shared = "/ws/consumer/persistent/public/standalone/default/v1/sh?subscriptionType=Shared&subscriptionInitialPosition=Earliest";
+    let mut ws = proxy.connect(shared).await;
+    assert_eq!(field(&next_text(&mut ws).await, "messageId"), id);
+    send_text(
+        &mut ws,
+        &format!(r#"{{"type":"negativeAcknowledge","messageId":"{id}"}}"#),
+    )
+    .await;
+    eventually("the nack is carried out", || async {
+        proxy
+            .metric("framegate_source_messages_total{source=\"pulsar\",event=\"nacked\"}")
+            .await
+            == 1.0
+    })
+    .await;
+    assert_eq!(field(&next_text(&mut ws).await, "messageId"), id);
+    drop(first);
+}
