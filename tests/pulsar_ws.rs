@@ -70,13 +70,16 @@ async fn next_distinct(
     }
 }
 
+/// A message's properties, sorted: Pulsar's properties are a map, kept in no order.
 fn properties(message: &pulsar::consumer::Message<Vec<u8>>) -> Vec<(String, String)> {
-    message
+    let mut properties: Vec<(String, String)> = message
         .metadata()
         .properties
         .iter()
         .map(|p| (p.key.clone(), p.value.clone()))
-        .collect()
+        .collect();
+    properties.sort();
+    properties
 }
 
 /// Sends `payload` with key `k` and property `h`, as an independent producer.
@@ -415,4 +418,48 @@ async fn v1_paths_nacks_and_a_taken_exclusive_subscription() {
     .await;
     assert_eq!(field(&next_text(&mut ws).await, "messageId"), id);
     drop(first);
+}
+
+#[tokio::test]
+async fn receiver_queue_size_bounds_the_unacked_messages() {
+    let broker = peers::pulsar();
+    let pulsar = client(broker.port).await;
+    let mut producer = pulsar.producer().with_topic(topic("flow")).build().await.unwrap();
+    for i in 0..15 {
+        produce(&mut producer, &format!("m{i}")).await;
+    }
+    let proxy = start(broker.port);
+    let path =
+        "/ws/v2/consumer/persistent/public/default/flow/s?subscriptionInitialPosition=Earliest&receiverQueueSize=10";
+    let mut ws = proxy.connect(path).await;
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        ids.push(field(&next_text(&mut ws).await, "messageId"));
+    }
+    // The source has the 11th in hand: were it not held, it would reach the client before the
+    // answer to a later frame (deliveries go first).
+    eventually("the source read past the window", || async {
+        proxy
+            .metric("framegate_source_messages_total{source=\"pulsar\",event=\"delivered\"}")
+            .await
+            > 10.0
+    })
+    .await;
+    send_text(&mut ws, r#"{"type":"isEndOfTopic"}"#).await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"endOfTopic":false}"#,
+        "exactly 10 in flight"
+    );
+
+    // Each ack makes room for one more.
+    send_text(&mut ws, &format!(r#"{{"messageId":"{}"}}"#, ids[0])).await;
+    let eleventh = next_text(&mut ws).await;
+    assert!(!ids.contains(&field(&eleventh, "messageId")), "{eleventh}");
+    send_text(&mut ws, r#"{"type":"isEndOfTopic"}"#).await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"endOfTopic":false}"#,
+        "one more, no further"
+    );
 }

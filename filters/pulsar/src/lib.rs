@@ -41,6 +41,10 @@ fn default_name() -> String {
 const TOPIC: &str = "pulsar.topic";
 const ENDPOINT: &str = "pulsar.endpoint";
 const SUB: &str = "pulsar.sub";
+/// Flow control: at most `pulsar.window` (receiverQueueSize) messages unacked by the client;
+/// `pulsar.inflight` counts them. At the limit the filter holds the deliveries.
+const WINDOW: &str = "pulsar.window";
+const INFLIGHT: &str = "pulsar.inflight";
 /// Pulsar caps a consumer's or reader's receiverQueueSize here.
 const MAX_QUEUE: u32 = 1000;
 
@@ -394,6 +398,8 @@ impl PulsarWs {
         let _ = conn.set_meta(TOPIC, target.topic.as_bytes());
         let _ = conn.set_meta(ENDPOINT, target.endpoint.name().as_bytes());
         if let Some(spec) = spec {
+            let window = spec["receiver_queue_size"].as_u64().unwrap_or(MAX_QUEUE.into());
+            let _ = conn.set_meta(WINDOW, window.to_string().as_bytes());
             let sub = conn
                 .subscribe(&self.config().source, &spec.to_string())
                 .map_err(|e| format!("source {} refused the subscription: {e}", self.config().source))?;
@@ -445,6 +451,15 @@ impl PulsarWs {
         }
     }
 
+    /// Counts a message in (+1) or out (-1) of the client's hands, holding deliveries while
+    /// the window is full.
+    fn in_flight(conn: &Conn, change: i64) {
+        let number = |key| conn.meta_str(key).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        let inflight = (number(INFLIGHT) + change).max(0);
+        let _ = conn.set_meta(INFLIGHT, inflight.to_string().as_bytes());
+        let _ = conn.hold(inflight >= number(WINDOW));
+    }
+
     /// A consumer's or reader's frame: acks, nacks, and the questions Pulsar answers.
     fn command(&self, conn: &Conn, endpoint: Endpoint, text: Option<&str>) -> Verdict {
         let error = WsError::FailedToDeserializeFromJson;
@@ -459,7 +474,7 @@ impl PulsarWs {
                 let _ = conn.send_text(r#"{"endOfTopic":false}"#);
             }
             // A reader acks nothing at the broker: its frames only make room.
-            _ if endpoint == Endpoint::Reader => {}
+            _ if endpoint == Endpoint::Reader => Self::in_flight(conn, -1),
             Some("permit") if command.permit_messages.is_none() => {
                 error.close(conn, "permit without permitMessages");
                 return Verdict::Close;
@@ -478,6 +493,7 @@ impl PulsarWs {
                 } else {
                     conn.ack(sub, &id)
                 };
+                Self::in_flight(conn, -1);
             }
         }
         Verdict::Drop
@@ -538,6 +554,7 @@ impl Filter for PulsarWs {
         if !message.from_client() {
             let text = Self::deliver(conn, message);
             let _ = conn.send_text(&text);
+            Self::in_flight(conn, 1);
             return Verdict::Drop;
         }
         let text = message.text().map(str::to_string);
