@@ -463,3 +463,44 @@ async fn receiver_queue_size_bounds_the_unacked_messages() {
         "one more, no further"
     );
 }
+
+#[tokio::test]
+async fn shared_consumers_split_the_messages_and_unacked_ones_come_back_after_the_ack_timeout() {
+    let broker = peers::pulsar();
+    let pulsar = client(broker.port).await;
+    let mut producer = pulsar.producer().with_topic(topic("jobs")).build().await.unwrap();
+    let proxy = start(broker.port);
+    let path = "/ws/v2/consumer/persistent/public/default/jobs/workers?subscriptionType=Shared&subscriptionInitialPosition=Earliest";
+    let mut one = proxy.connect(path).await;
+    let mut two = proxy.connect(path).await;
+    // Both consumers are on the subscription once a message reaches each.
+    let mut written = HashSet::new();
+    let (mut got_one, mut got_two) = (HashSet::new(), HashSet::new());
+    while got_one.is_empty() || got_two.is_empty() {
+        written.insert(produce(&mut producer, &format!("m{}", written.len())).await);
+        for (ws, got) in [(&mut one, &mut got_one), (&mut two, &mut got_two)] {
+            while let Ok(Some(Ok(message))) =
+                tokio::time::timeout(std::time::Duration::from_millis(200), ws.next()).await
+            {
+                if let Ok(text) = message.to_text() {
+                    let id = field(text, "messageId");
+                    send_text(ws, &format!(r#"{{"messageId":"{id}"}}"#)).await;
+                    got.insert(id);
+                }
+            }
+        }
+        assert!(written.len() < 50, "the messages are not split");
+    }
+    assert!(got_one.is_disjoint(&got_two), "each message to one consumer");
+    assert_eq!(&got_one | &got_two, written, "and every message to one of them");
+
+    // Not acked within ackTimeoutMillis: the same message again (on a shared subscription:
+    // pulsar-lite answers redelivery requests there, see docs/connectors.md).
+    let path = "/ws/v2/consumer/persistent/public/default/jobs/slow?subscriptionType=Shared&subscriptionInitialPosition=Earliest&ackTimeoutMillis=1000";
+    let mut slow = proxy.connect(path).await;
+    let first = field(&next_text(&mut slow).await, "messageId");
+    let mut later = HashSet::new();
+    while !later.contains(&first) {
+        later.insert(field(&next_text(&mut slow).await, "messageId"));
+    }
+}
