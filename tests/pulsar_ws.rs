@@ -1,6 +1,6 @@
 //! The `pulsar-ws` filter (Apache Pulsar's WebSocket API) on the shipped config/pulsar-ws.toml in
-//! front of pulsar-lite: the seed's Python producer and consumer (websocket-client), and Rust
-//! clients, get Pulsar's answers in their exact shapes; what WebSocket producers wrote is read
+//! front of pulsar-lite: the seed's Python (websocket-client) and Node.js (ws) producers and
+//! consumers, and Rust clients, get Pulsar's answers in their exact shapes; what WebSocket producers wrote is read
 //! back by an independent pulsar-rs consumer (payload, key, properties, the answer's messageId);
 //! what an independent producer wrote is pushed to WebSocket consumers and readers; acks hold
 //! across a reconnect; bad input gets Pulsar's errors, and a producer's connection stays usable.
@@ -97,16 +97,17 @@ async fn produce(producer: &mut Producer<TokioExecutor>, payload: &str) -> Strin
     framegate::pulsar_id::encode(&receipt.message_id.unwrap())
 }
 
-fn run_sample(args: Vec<String>) -> Vec<String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pulsar_ws_sample.py");
-    let output = std::process::Command::new("python3")
+/// Runs one of the seed's sample clients (`program` and its script) and returns its lines.
+fn run_sample(program: &str, script: &str, args: Vec<String>) -> Vec<String> {
+    let script = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new(program)
         .arg(script)
         .args(args)
         .output()
         .unwrap();
     assert!(
         output.status.success(),
-        "the Python client failed: {}",
+        "the {program} client failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout)
@@ -118,7 +119,17 @@ fn run_sample(args: Vec<String>) -> Vec<String> {
 
 async fn python(args: &[&str]) -> Vec<String> {
     let args = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || run_sample(args)).await.unwrap()
+    tokio::task::spawn_blocking(move || run_sample("python3", "pulsar_ws_sample.py", args))
+        .await
+        .unwrap()
+}
+
+/// The Node.js samples need `ws` in tests/node/node_modules (scripts/test installs it).
+async fn node(args: &[&str]) -> Vec<String> {
+    let args = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || run_sample("node", "node/pulsar_ws_sample.js", args))
+        .await
+        .unwrap()
 }
 
 fn field(text: &str, name: &str) -> String {
@@ -503,4 +514,20 @@ async fn shared_consumers_split_the_messages_and_unacked_ones_come_back_after_th
     while !later.contains(&first) {
         later.insert(field(&next_text(&mut slow).await, "messageId"));
     }
+}
+
+#[tokio::test]
+async fn the_seed_nodejs_producer_and_consumer() {
+    let broker = peers::pulsar();
+    let proxy = start(broker.port);
+    let replies = node(&["produce", &proxy.url("/ws/v2/producer/persistent/public/default/node")]).await;
+    let id = field(&replies[0], "messageId");
+    assert_eq!(
+        replies,
+        [format!(r#"{{"result":"ok","messageId":"{id}","context":"1"}}"#)]
+    );
+    let url = proxy.url("/ws/v2/consumer/persistent/public/default/node/js?subscriptionInitialPosition=Earliest");
+    let lines = node(&["consume", &url, "1"]).await;
+    let pushed = assert_pushed(&lines[0], "Hello World", r#"{"key1":"value1","key2":"value2"}"#, None);
+    assert_eq!(pushed, id);
 }
