@@ -531,3 +531,21 @@ async fn the_seed_nodejs_producer_and_consumer() {
     let pushed = assert_pushed(&lines[0], "Hello World", r#"{"key1":"value1","key2":"value2"}"#, None);
     assert_eq!(pushed, id);
 }
+
+/// After maxRedeliverCount redeliveries (here by the ack timeout) a message goes to the dead-letter
+/// topic, by default `{topic}-{subscription}-DLQ`, as Pulsar names it.
+#[tokio::test]
+async fn unacked_messages_end_in_the_dead_letter_topic() {
+    let broker = peers::pulsar();
+    let pulsar = client(broker.port).await;
+    let mut dlq = consumer(&pulsar, "dl-s-DLQ").await;
+    let mut producer = pulsar.producer().with_topic(topic("dl")).build().await.unwrap();
+    let proxy = start(broker.port);
+    let path = "/ws/v2/consumer/persistent/public/default/dl/s?subscriptionType=Shared&subscriptionInitialPosition=Earliest&ackTimeoutMillis=1000&maxRedeliverCount=1";
+    let mut ws = proxy.connect(path).await;
+    let id = produce(&mut producer, "poison").await;
+    assert_eq!(field(&next_text(&mut ws).await, "messageId"), id);
+    let mut seen = HashSet::new();
+    let message = next_distinct(&mut dlq, &mut seen).await;
+    assert_eq!(message.payload.data, b"poison");
+}
