@@ -23,12 +23,18 @@ fn topic(name: &str) -> String {
 
 /// config/pulsar-ws.toml with ephemeral ports and the test's broker.
 fn start(broker: u16) -> Proxy {
+    start_with(broker, "")
+}
+
+/// The same with `sink` lines added to the sink's options.
+fn start_with(broker: u16, sink: &str) -> Proxy {
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pulsar-ws.toml")).unwrap();
     let config = shipped
         .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
         .replace("admin = \"127.0.0.1:9090\"", "admin = \"127.0.0.1:0\"")
         .replace("dir = \"target/filters\"", "dir = \"filters\"")
-        .replace("pulsar://127.0.0.1:6650", &format!("pulsar://127.0.0.1:{broker}"));
+        .replace("pulsar://127.0.0.1:6650", &format!("pulsar://127.0.0.1:{broker}"))
+        .replace("send_timeout_ms = 5000", &format!("send_timeout_ms = 5000\n{sink}"));
     assert_ne!(config, shipped);
     Proxy::start(&config, &["pulsar-ws"], &[])
 }
@@ -548,4 +554,30 @@ async fn unacked_messages_end_in_the_dead_letter_topic() {
     let mut seen = HashSet::new();
     let message = next_distinct(&mut dlq, &mut seen).await;
     assert_eq!(message.payload.data, b"poison");
+}
+
+#[tokio::test]
+async fn a_broker_failure_is_send_error_8_and_the_producer_recovers() {
+    let port = peers::free_port();
+    let proxy = start_with(port, "max_retries = 0");
+    let mut ws = proxy.connect("/ws/v2/producer/persistent/public/default/late").await;
+    let message = |context: &str| format!(r#"{{"payload":"{}","context":"{context}"}}"#, STANDARD.encode("late"));
+    send_text(&mut ws, &message("down")).await;
+    let reply = next_text(&mut ws).await;
+    assert!(
+        reply.starts_with(r#"{"result":"send-error:8","errorMsg":""#) && reply.ends_with(r#"","context":"down"}"#),
+        "{reply}"
+    );
+
+    let _broker = peers::pulsar_on(port);
+    let mut sent = 0;
+    loop {
+        sent += 1;
+        send_text(&mut ws, &message("up")).await;
+        let reply = next_text(&mut ws).await;
+        if field(&reply, "result") == "ok" {
+            break;
+        }
+        assert!(sent < 20, "the sink never reached the broker: {reply}");
+    }
 }
