@@ -581,3 +581,57 @@ async fn a_broker_failure_is_send_error_8_and_the_producer_recovers() {
         assert!(sent < 20, "the sink never reached the broker: {reply}");
     }
 }
+
+#[tokio::test]
+async fn pull_mode_delivers_only_what_was_permitted() {
+    let broker = peers::pulsar();
+    let pulsar = client(broker.port).await;
+    let mut producer = pulsar.producer().with_topic(topic("pull")).build().await.unwrap();
+    for i in 0..5 {
+        produce(&mut producer, &format!("m{i}")).await;
+    }
+    let proxy = start(broker.port);
+    let path = "/ws/v2/consumer/persistent/public/default/pull/s?subscriptionInitialPosition=Earliest&pullMode=true";
+    let mut ws = proxy.connect(path).await;
+    // As in receiver_queue_size_bounds_the_unacked_messages: a delivery not held would come
+    // before the answer to a later frame.
+    eventually("the source read a message", || async {
+        proxy
+            .metric("framegate_source_messages_total{source=\"pulsar\",event=\"delivered\"}")
+            .await
+            > 0.0
+    })
+    .await;
+    send_text(&mut ws, r#"{"type":"isEndOfTopic"}"#).await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"endOfTopic":false}"#,
+        "nothing before a permit"
+    );
+
+    send_text(&mut ws, r#"{"type":"permit","permitMessages":2}"#).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(field(&next_text(&mut ws).await, "messageId"));
+    }
+    // Acks give no permits in pull mode.
+    for id in &ids {
+        send_text(&mut ws, &format!(r#"{{"messageId":"{id}"}}"#)).await;
+    }
+    eventually("the acks are carried out", || async {
+        proxy
+            .metric("framegate_source_messages_total{source=\"pulsar\",event=\"acked\"}")
+            .await
+            == 2.0
+    })
+    .await;
+    send_text(&mut ws, r#"{"type":"isEndOfTopic"}"#).await;
+    assert_eq!(next_text(&mut ws).await, r#"{"endOfTopic":false}"#, "two, no more");
+    send_text(&mut ws, r#"{"type":"permit","permitMessages":1}"#).await;
+    let third = field(&next_text(&mut ws).await, "messageId");
+    assert!(!ids.contains(&third));
+
+    // A permit without permitMessages is bad JSON for Pulsar: code 3.
+    send_text(&mut ws, r#"{"type":"permit"}"#).await;
+    assert_eq!(closed_with(&mut ws).await.0, 4003);
+}

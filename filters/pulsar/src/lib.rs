@@ -41,10 +41,12 @@ fn default_name() -> String {
 const TOPIC: &str = "pulsar.topic";
 const ENDPOINT: &str = "pulsar.endpoint";
 const SUB: &str = "pulsar.sub";
-/// Flow control: at most `pulsar.window` (receiverQueueSize) messages unacked by the client;
-/// `pulsar.inflight` counts them. At the limit the filter holds the deliveries.
+/// Flow control: deliveries are held while `pulsar.inflight` >= `pulsar.window`. In push mode
+/// the window is receiverQueueSize and acks take messages out of flight; in pull mode
+/// (`pulsar.pull`) the window is the permits granted so far and nothing leaves flight.
 const WINDOW: &str = "pulsar.window";
 const INFLIGHT: &str = "pulsar.inflight";
+const PULL: &str = "pulsar.pull";
 /// Pulsar caps a consumer's or reader's receiverQueueSize here.
 const MAX_QUEUE: u32 = 1000;
 
@@ -240,9 +242,6 @@ fn consumer_spec(conn: &Conn, topic: &str, subscription: &str) -> Result<Value, 
     parse_num::<i32>(conn, "priorityLevel")?;
     parse_num::<i64>(conn, "negativeAckRedeliveryDelay")?;
     parse_enum(conn, "subscriptionMode", &["Durable", "NonDurable"])?;
-    if parse_bool(conn, "pullMode")? == Some(true) {
-        return Err("pullMode=true is not supported by framegate".into());
-    }
     Ok(spec)
 }
 
@@ -398,8 +397,17 @@ impl PulsarWs {
         let _ = conn.set_meta(TOPIC, target.topic.as_bytes());
         let _ = conn.set_meta(ENDPOINT, target.endpoint.name().as_bytes());
         if let Some(spec) = spec {
-            let window = spec["receiver_queue_size"].as_u64().unwrap_or(MAX_QUEUE.into());
+            let pull = target.endpoint == Endpoint::Consumer && parse_bool(conn, "pullMode")? == Some(true);
+            let window = match spec["receiver_queue_size"].as_u64() {
+                _ if pull => 0,
+                Some(size) => size,
+                None => MAX_QUEUE.into(),
+            };
             let _ = conn.set_meta(WINDOW, window.to_string().as_bytes());
+            if pull {
+                let _ = conn.set_meta(PULL, b"1");
+                let _ = conn.hold(true);
+            }
             let sub = conn
                 .subscribe(&self.config().source, &spec.to_string())
                 .map_err(|e| format!("source {} refused the subscription: {e}", self.config().source))?;
@@ -454,10 +462,17 @@ impl PulsarWs {
     /// Counts a message in (+1) or out (-1) of the client's hands, holding deliveries while
     /// the window is full.
     fn in_flight(conn: &Conn, change: i64) {
+        Self::flow(conn, change, 0);
+    }
+
+    /// Moves the count in flight and the window, and holds deliveries while the window is full.
+    fn flow(conn: &Conn, change: i64, grow: i64) {
         let number = |key| conn.meta_str(key).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
         let inflight = (number(INFLIGHT) + change).max(0);
+        let window = number(WINDOW).saturating_add(grow);
         let _ = conn.set_meta(INFLIGHT, inflight.to_string().as_bytes());
-        let _ = conn.hold(inflight >= number(WINDOW));
+        let _ = conn.set_meta(WINDOW, window.to_string().as_bytes());
+        let _ = conn.hold(inflight >= window);
     }
 
     /// A consumer's or reader's frame: acks, nacks, and the questions Pulsar answers.
@@ -479,7 +494,11 @@ impl PulsarWs {
                 error.close(conn, "permit without permitMessages");
                 return Verdict::Close;
             }
-            Some("permit") => {}
+            Some("permit") => {
+                if conn.meta(PULL).is_some() {
+                    Self::flow(conn, 0, command.permit_messages.unwrap_or(0).max(0));
+                }
+            }
             Some("unsubscribe") => {
                 let _ = conn.unsubscribe(sub);
             }
@@ -493,7 +512,9 @@ impl PulsarWs {
                 } else {
                     conn.ack(sub, &id)
                 };
-                Self::in_flight(conn, -1);
+                if conn.meta(PULL).is_none() {
+                    Self::in_flight(conn, -1);
+                }
             }
         }
         Verdict::Drop
