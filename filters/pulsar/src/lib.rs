@@ -9,10 +9,13 @@
 //!   detail is the broker's message id, already base64 as Pulsar's proxy writes it.
 //! - Consumer and reader: `subscribe` to the source at the upgrade with a spec built from the path
 //!   and query; each delivery becomes Pulsar's message JSON; `{"messageId"}` acks,
-//!   `negativeAcknowledge` nacks.
+//!   `negativeAcknowledge` nacks. receiverQueueSize (push) or permits (pullMode) bound what is
+//!   in the client's hands: beyond it the filter holds the deliveries (ABI `hold`), so the
+//!   source reads the broker no further.
 //!
 //! State is connection metadata (`pulsar.topic`, which the sink's topic template reads,
-//! `pulsar.endpoint`, `pulsar.sub`), so any instance serves any connection.
+//! `pulsar.endpoint`, `pulsar.sub`, and the flow's `pulsar.window`, `pulsar.inflight`,
+//! `pulsar.pull`), so any instance serves any connection and a hot swap keeps it.
 
 use std::collections::BTreeMap;
 
