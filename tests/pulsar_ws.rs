@@ -635,3 +635,32 @@ async fn pull_mode_delivers_only_what_was_permitted() {
     send_text(&mut ws, r#"{"type":"permit"}"#).await;
     assert_eq!(closed_with(&mut ws).await.0, 4003);
 }
+
+#[tokio::test]
+async fn an_event_time_is_pushed_as_pulsar_writes_it() {
+    let broker = peers::pulsar();
+    let pulsar = client(broker.port).await;
+    let mut producer = pulsar.producer().with_topic(topic("events")).build().await.unwrap();
+    producer
+        .create_message()
+        .with_content(b"e".to_vec())
+        .event_time(1_472_575_557_785)
+        .send_non_blocking()
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let proxy = start(broker.port);
+    let mut ws = proxy
+        .connect("/ws/v2/reader/persistent/public/default/events?messageId=earliest")
+        .await;
+    let text = next_text(&mut ws).await;
+    let id = field(&text, "messageId");
+    let time = field(&text, "publishTime");
+    assert_eq!(
+        text,
+        format!(
+            r#"{{"messageId":"{id}","payload":"ZQ==","properties":{{}},"publishTime":"{time}","redeliveryCount":0,"eventTime":"2016-08-30T16:45:57.785Z"}}"#
+        )
+    );
+}

@@ -338,6 +338,9 @@ struct ConsumerMessage {
     publish_time: String,
     #[serde(rename = "redeliveryCount")]
     redelivery_count: u32,
+    /// Only when the producer set one.
+    #[serde(rename = "eventTime", skip_serializing_if = "Option::is_none")]
+    event_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<String>,
 }
@@ -549,6 +552,11 @@ impl PulsarWs {
                 .meta_str("msg.redelivery_count")
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(0),
+            event_time: conn
+                .meta_str("msg.event_time")
+                .and_then(|t| t.parse().ok())
+                .filter(|&t| t != 0)
+                .map(iso_time),
             key: conn.meta("msg.key").map(|k| String::from_utf8_lossy(&k).into_owned()),
         };
         serde_json::to_string(&pushed).expect("plain data serializes")
