@@ -198,6 +198,27 @@ async fn timers_fire_once_and_cancelled_ones_never() {
 }
 
 #[tokio::test]
+async fn held_deliveries_wait_until_resumed() {
+    let proxy = Proxy::start(&config(), FILTERS, &[]);
+    let mut held = proxy.connect("/probe/r?sub=news").await;
+    let mut free = proxy.connect("/probe/r?sub=news").await;
+    assert_eq!(ask(&mut held, "hold 1").await, "ok ");
+    assert_eq!(ask(&mut free, "meta route").await, "probe", "both subscribed");
+    let mut publisher = proxy.connect("/publish").await;
+    for i in 1..=2 {
+        send_text(&mut publisher, &format!("headline {i}")).await;
+    }
+    for i in 1..=2 {
+        assert!(next_text(&mut free).await.ends_with(&format!("msg {i}] headline {i}")));
+    }
+    assert_eq!(ask(&mut held, "meta route").await, "probe", "nothing while held");
+    assert_eq!(ask(&mut held, "hold 0").await, "ok ");
+    for i in 1..=2 {
+        assert!(next_text(&mut held).await.ends_with(&format!("msg {i}] headline {i}")));
+    }
+}
+
+#[tokio::test]
 async fn bus_subscriptions_reach_the_client_through_the_chain() {
     let proxy = Proxy::start(&config(), FILTERS, &[]);
     let mut subscriber = proxy.connect("/probe/r").await;

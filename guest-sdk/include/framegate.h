@@ -109,6 +109,8 @@ FG_IMPORT(ack) int32_t fg_ack(int64_t sub, const char *id, int32_t idlen);
 FG_IMPORT(nack) int32_t fg_nack(int64_t sub, const char *id, int32_t idlen);
 /* Stops a subscription. */
 FG_IMPORT(unsubscribe) int32_t fg_unsubscribe(int64_t sub);
+/* 1 holds the connection's deliveries (they wait in the sources), 0 resumes them. */
+FG_IMPORT(hold) int32_t fg_hold(int32_t on);
 /* A one-shot timer; returns its id, which fg_on_timer gets when it fires. */
 FG_IMPORT(set_timer) int64_t fg_set_timer(int32_t ms);
 /* Cancels a timer that has not fired. */

@@ -338,6 +338,20 @@ impl Conn {
         check32(unsafe { sys::unsubscribe(sub as i64) })
     }
 
+    /// Holds (`true`) or resumes (`false`) deliveries from this connection's subscriptions:
+    /// held ones wait in their sources, which read their brokers no further (flow control,
+    /// e.g. at most N unacked messages in flight).
+    ///
+    /// ```no_run
+    /// # fn f(conn: &framegate_guest::Conn) -> Result<(), framegate_guest::Error> {
+    /// conn.hold(true)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn hold(&self, on: bool) -> Result<(), Error> {
+        // SAFETY: no pointers.
+        check32(unsafe { sys::hold(i32::from(on)) })
+    }
+
     /// A one-shot timer: [`Filter::on_timer`](crate::Filter::on_timer) is called with its id
     /// after `ms` milliseconds.
     ///

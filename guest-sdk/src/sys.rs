@@ -70,6 +70,8 @@ imports! {
     fn nack(sub: i64, id: *const u8, idlen: i32) -> i32;
     /// Stops a subscription.
     fn unsubscribe(sub: i64) -> i32;
+    /// Holds (1) or resumes (0) the connection's deliveries.
+    fn hold(on: i32) -> i32;
     /// A one-shot timer; returns its id.
     fn set_timer(ms: i32) -> i64;
     /// Cancels a timer.

@@ -21,6 +21,7 @@ pub const subscribe = import("subscribe");
 pub const ack = import("ack");
 pub const nack = import("nack");
 pub const unsubscribe = import("unsubscribe");
+pub const hold = import("hold");
 pub const set_timer = import("set_timer");
 pub const cancel_timer = import("cancel_timer");
 pub const now_ms = import("now_ms");

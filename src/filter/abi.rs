@@ -106,6 +106,8 @@ pub enum Effect {
         id: String,
     },
     Unsubscribe(u64),
+    /// Hold (true) or resume (false) the connection's deliveries from its subscriptions.
+    Hold(bool),
     SetTimer {
         id: u64,
         ms: u64,
@@ -466,6 +468,14 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
 
     linker.func_wrap(M, "unsubscribe", |mut caller: Caller<'_, CallState>, sub: i64| {
         caller.data_mut().effects.push(Effect::Unsubscribe(sub as u64));
+        0
+    })?;
+
+    linker.func_wrap(M, "hold", |mut caller: Caller<'_, CallState>, on: i32| {
+        if !(0..=1).contains(&on) {
+            return ERR_BAD_ARGUMENT;
+        }
+        caller.data_mut().effects.push(Effect::Hold(on == 1));
         0
     })?;
 

@@ -67,6 +67,9 @@ struct Session {
     upstream_outbox: Vec<Message>,
     /// Deliveries from subscriptions; made at the first subscription (idle connections are many).
     inbound: Option<(mpsc::Sender<Delivered>, mpsc::Receiver<Delivered>)>,
+    /// A filter holds deliveries (`hold`): they wait in the sources, which read their brokers no
+    /// further, until it resumes them.
+    held: bool,
     /// Outcomes of emitted records; made at the first `emit`.
     results: Option<(mpsc::UnboundedSender<SinkResult>, mpsc::UnboundedReceiver<SinkResult>)>,
     /// Subscription id to the subscription and the filter that made it.
@@ -97,6 +100,7 @@ where
         has_upstream: upstream.is_some(),
         upstream_outbox: Vec::new(),
         inbound: None,
+        held: false,
         results: None,
         subscriptions: HashMap::new(),
         timers: None,
@@ -124,7 +128,7 @@ where
             Some(result) = async { session.results.as_mut().unwrap().1.recv().await }, if session.results.is_some() => {
                 Box::pin(session.on_result(result)).await;
             }
-            Some(delivered) = async { session.inbound.as_mut().unwrap().1.recv().await }, if session.inbound.is_some() => {
+            Some(delivered) = async { session.inbound.as_mut().unwrap().1.recv().await }, if session.inbound.is_some() && !session.held => {
                 Box::pin(session.towards_client(delivered)).await;
             }
             Some(expired) = async { session.timers.as_mut().unwrap().next().await },
@@ -158,7 +162,11 @@ where
                 if !Box::pin(session.on_read(read)).await {
                     break 'serving;
                 }
-            } else if let Some(delivered) = session.inbound.as_mut().and_then(|(_, rx)| rx.try_recv().ok()) {
+            } else if let Some(delivered) = (!session.held)
+                .then_some(session.inbound.as_mut())
+                .flatten()
+                .and_then(|(_, rx)| rx.try_recv().ok())
+            {
                 Box::pin(session.towards_client(delivered)).await;
             } else if let Some((name, stream)) = upstream.as_mut()
                 && let Some(read) = stream.next().now_or_never()
@@ -474,6 +482,7 @@ impl Session {
                         self.conn.handles = self.conn.handles.saturating_sub(1);
                     }
                 }
+                Effect::Hold(on) => self.held = on,
                 Effect::SetTimer { id, ms } => {
                     let timers = self.timers.get_or_insert_with(DelayQueue::new);
                     let key = timers.insert((id, filter), Duration::from_millis(ms));

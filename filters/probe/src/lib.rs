@@ -5,7 +5,7 @@
 //! `meta KEY`, `keys PREFIX` (the metadata keys with that prefix, comma separated), `set KEY VALUE`, `del KEY`, `emit SINK PAYLOAD`, `sub SOURCE SPEC`, `unsub ID`,
 //! `timer MS`, `cancel ID`, `close CODE REASON`, `replace TEXT` (then on to the sinks),
 //! `pass`, `drop`, `bad-utf8` (replace with invalid UTF-8), `count NAME`, `panic`,
-//! `ack SUB ID`, `nack SUB ID`.
+//! `ack SUB ID`, `nack SUB ID`, `hold 1|0` (hold or resume deliveries).
 //!
 //! At the upgrade: `?reject=STATUS` refuses it; `?sub=TOPIC` subscribes to a bus topic.
 //! Towards the client, messages are tagged `[sub ID msg MSG] ` and acked, unless `?manual=1`
@@ -52,6 +52,7 @@ impl Probe {
             "ack" => answer(conn.ack(first.parse().unwrap_or(0), rest).map(|()| "")),
             "nack" => answer(conn.nack(first.parse().unwrap_or(0), rest).map(|()| "")),
             "unsub" => answer(conn.unsubscribe(first.parse().unwrap_or(0)).map(|()| "")),
+            "hold" => answer(conn.hold(first == "1").map(|()| "")),
             "timer" => answer(conn.set_timer(first.parse().unwrap_or(0))),
             "cancel" => answer(conn.cancel_timer(first.parse().unwrap_or(0)).map(|()| "")),
             "close" => {
