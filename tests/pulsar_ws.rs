@@ -1,4 +1,4 @@
-//! The `pulsar-ws` filter (Apache Pulsar's WebSocket API) on the shipped config/pulsar-ws.toml in
+//! The `pulsar-ws` filter (Apache Pulsar's WebSocket API) on the shipped config/pulsar.toml in
 //! front of pulsar-lite: the seed's Python (websocket-client) and Node.js (ws) producers and
 //! consumers, and Rust clients, get Pulsar's answers in their exact shapes; what WebSocket producers wrote is read
 //! back by an independent pulsar-rs consumer (payload, key, properties, the answer's messageId);
@@ -21,14 +21,14 @@ fn topic(name: &str) -> String {
     format!("persistent://public/default/{name}")
 }
 
-/// config/pulsar-ws.toml with ephemeral ports and the test's broker.
+/// config/pulsar.toml with ephemeral ports and the test's broker.
 fn start(broker: u16) -> Proxy {
     start_with(broker, "")
 }
 
 /// The same with `sink` lines added to the sink's options.
 fn start_with(broker: u16, sink: &str) -> Proxy {
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pulsar-ws.toml")).unwrap();
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/pulsar.toml")).unwrap();
     let config = shipped
         .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
         .replace("admin = \"127.0.0.1:9090\"", "admin = \"127.0.0.1:0\"")
