@@ -13,6 +13,8 @@ use crate::metrics::Metrics;
 pub struct Health {
     /// Part name (`sinks.NAME`, `sources.NAME`) to the reason it is down.
     down: Mutex<BTreeMap<String, String>>,
+    /// Part name to what an operator should know even while it is up (TLS checks turned off).
+    warnings: Mutex<BTreeMap<String, String>>,
 }
 
 impl Health {
@@ -21,6 +23,7 @@ impl Health {
         let gauge = metrics.peer_up(&name);
         gauge.set(1);
         self.down.lock().unwrap().remove(&name);
+        self.warnings.lock().unwrap().remove(&name);
         PartHealth {
             health: self.clone(),
             name: name.into(),
@@ -31,6 +34,10 @@ impl Health {
     /// The parts that are down, with the reason of each.
     pub fn down(&self) -> BTreeMap<String, String> {
         self.down.lock().unwrap().clone()
+    }
+
+    pub fn warnings(&self) -> BTreeMap<String, String> {
+        self.warnings.lock().unwrap().clone()
     }
 }
 
@@ -57,6 +64,15 @@ impl PartHealth {
         } else if let Some(Err(reason)) = outcomes.first() {
             self.down(reason);
         }
+    }
+
+    /// Shown in /readyz beside the part's state, without making it unready.
+    pub fn warn(&self, text: &str) {
+        self.health
+            .warnings
+            .lock()
+            .unwrap()
+            .insert(self.name.to_string(), text.to_string());
     }
 
     pub fn down(&self, reason: &str) {

@@ -5,6 +5,7 @@
 
 pub mod bus;
 pub mod config;
+pub mod feed;
 pub mod filter;
 pub mod health;
 pub mod metrics;

@@ -76,6 +76,11 @@ struct SourceLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeedLabel {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TopicLabel {
     topic: String,
 }
@@ -97,6 +102,9 @@ pub struct Metrics {
     bus_dropped: Family<TopicLabel, Counter>,
     peer_up: Family<PartLabel, Gauge>,
     source_messages: Family<SourceLabel, Counter>,
+    feed_connected: Family<FeedLabel, Gauge>,
+    feed_events: Family<SourceLabel, Counter>,
+    feed_paused: Family<FeedLabel, Counter<f64, AtomicU64>>,
     filters: Mutex<HashMap<String, Arc<FilterMetrics>>>,
 }
 
@@ -123,6 +131,9 @@ impl Default for Metrics {
         let bus_dropped = Family::default();
         let peer_up = Family::default();
         let source_messages = Family::default();
+        let feed_connected = Family::default();
+        let feed_events = Family::default();
+        let feed_paused = Family::default();
         registry.register(
             "connections_active",
             "Open client connections",
@@ -174,6 +185,21 @@ impl Default for Metrics {
             "Source messages delivered to connections, acked and nacked",
             source_messages.clone(),
         );
+        registry.register(
+            "feed_connected",
+            "1 while a ws source is connected to its server",
+            feed_connected.clone(),
+        );
+        registry.register(
+            "feed",
+            "A ws source's reconnects, messages, bytes, and messages dropped for a full queue",
+            feed_events.clone(),
+        );
+        registry.register(
+            "feed_paused_seconds",
+            "Time a ws source stopped reading because a fed route's queue was full",
+            feed_paused.clone(),
+        );
         Metrics {
             registry,
             connections_active,
@@ -191,6 +217,9 @@ impl Default for Metrics {
             bus_dropped,
             peer_up,
             source_messages,
+            feed_connected,
+            feed_events,
+            feed_paused,
             filters: Mutex::default(),
         }
     }
@@ -280,6 +309,27 @@ impl Metrics {
         }
     }
 
+    pub fn feed(&self, source: &str) -> FeedMetrics {
+        let event = |event| {
+            owned(
+                &self.feed_events,
+                &SourceLabel {
+                    source: source.into(),
+                    event,
+                },
+            )
+        };
+        let label = FeedLabel { source: source.into() };
+        FeedMetrics {
+            connected: owned(&self.feed_connected, &label),
+            reconnects: event("reconnects"),
+            messages: event("messages"),
+            bytes: event("bytes"),
+            dropped: event("dropped"),
+            paused_seconds: owned(&self.feed_paused, &label),
+        }
+    }
+
     pub fn bus_dropped(&self, topic: &str) -> Counter {
         owned(&self.bus_dropped, &TopicLabel { topic: topic.into() })
     }
@@ -361,4 +411,15 @@ pub struct SourceMetrics {
     pub delivered: Counter,
     pub acked: Counter,
     pub nacked: Counter,
+}
+
+/// One `ws` source's handles.
+#[derive(Clone)]
+pub struct FeedMetrics {
+    pub connected: Gauge,
+    pub reconnects: Counter,
+    pub messages: Counter,
+    pub bytes: Counter,
+    pub dropped: Counter,
+    pub paused_seconds: Counter<f64, AtomicU64>,
 }

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bus::Bus;
 use crate::config::Config;
+use crate::feed::{FeedContext, Feeds};
 use crate::filter::FilterHost;
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -29,6 +30,8 @@ pub struct Proxy {
     sinks: Mutex<Sinks>,
     pub host: Arc<FilterHost>,
     pub sources: Arc<Sources>,
+    /// Routes fed by `ws` sources, and those sources.
+    feeds: Feeds,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     sink_context: SinkContext,
@@ -64,19 +67,30 @@ impl Proxy {
             health: health.clone(),
             tasks: TaskTracker::new(),
         };
+        let sources = Arc::new(Sources::new(bus, metrics.clone(), health.clone()));
+        let shutdown = CancellationToken::new();
+        let sessions = TaskTracker::new();
+        let feeds = Feeds::new(FeedContext {
+            sources: sources.clone(),
+            metrics: metrics.clone(),
+            health: health.clone(),
+            shutdown: shutdown.clone(),
+            sessions: sessions.clone(),
+        });
         let proxy = Arc::new(Proxy {
             config_path,
             config: Mutex::new(config.clone()),
             router: ArcSwap::default(),
             sinks: Mutex::default(),
             host,
-            sources: Arc::new(Sources::new(bus, metrics.clone(), health.clone())),
+            sources,
+            feeds,
             metrics,
             health,
             sink_context,
             active: AtomicUsize::new(0),
-            shutdown: CancellationToken::new(),
-            sessions: TaskTracker::new(),
+            shutdown,
+            sessions,
         });
         proxy.apply(config)?;
         Ok(proxy)
@@ -91,6 +105,7 @@ impl Proxy {
         // only now does anything change, all together.
         self.sources.apply(&config)?;
         self.host.set_configs(Router::filter_configs(&config));
+        self.feeds.apply(&config, &router)?;
         self.router.store(Arc::new(router));
         *sinks = new_sinks;
         let mut current = self.config.lock().unwrap();
@@ -125,6 +140,7 @@ impl Proxy {
     /// Binds the listeners and serves until `shutdown` is cancelled.
     pub async fn bind(self: &Arc<Self>) -> anyhow::Result<Bound> {
         let server = self.config.lock().unwrap().server.clone();
+        self.feeds.start(&self.config.lock().unwrap(), &self.router.load())?;
         let tls = server.tls.as_ref().map(crate::server::tls_acceptor).transpose()?;
         let listener = TcpListener::bind(server.listen)
             .await
@@ -154,6 +170,7 @@ impl Proxy {
             tracing::warn!("some connections did not close within {grace:?}");
         }
         // Dropping the routes and sinks closes the sink queues; each sink drains and ends.
+        self.feeds.clear();
         self.router.store(Arc::default());
         drop(std::mem::take(&mut *self.sinks.lock().unwrap()));
         let tasks = &self.sink_context.tasks;

@@ -167,8 +167,13 @@ fn default_backoff_max() -> u64 {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// A path template: literal segments and `{name}` captures.
-    pub path: String,
+    /// A path template: literal segments and `{name}` captures. A route has a path (clients
+    /// connect to it) or a feed, not both.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// A `ws` source whose messages enter the chain as a client's would: a route with no client.
+    #[serde(default)]
+    pub feed: Option<String>,
     #[serde(default)]
     pub filters: Vec<FilterRef>,
     #[serde(default)]
@@ -355,12 +360,25 @@ impl Config {
         let mut paths = BTreeMap::new();
         for (name, route) in &self.routes {
             let key = |k: &str| format!("routes.{name}.{k}");
-            let path = RoutePath::parse(&route.path).map_err(|m| err(key("path"), m))?;
-            if let Some(other) = paths.insert(path.shape(), name) {
-                return Err(err(
-                    key("path"),
-                    format!("{:?} is already served by route {other:?}", route.path),
-                ));
+            match (&route.path, &route.feed) {
+                (Some(text), None) => {
+                    let path = RoutePath::parse(text).map_err(|m| err(key("path"), m))?;
+                    if let Some(other) = paths.insert(path.shape(), name) {
+                        return Err(err(
+                            key("path"),
+                            format!("{text:?} is already served by route {other:?}"),
+                        ));
+                    }
+                }
+                (None, Some(feed)) => {
+                    if self.sources.get(feed).is_none_or(|s| s.kind != "ws") {
+                        return Err(err(key("feed"), format!("no ws source named {feed:?} in [sources]")));
+                    }
+                    if route.relay == Relay::Bytes {
+                        return Err(err(key("relay"), "a fed route has no client to relay bytes for".into()));
+                    }
+                }
+                _ => return Err(err(key("path"), "expected either a path or a feed".into())),
             }
             for (list, names) in [("sinks", &route.sinks), ("emit_sinks", &route.emit_sinks)] {
                 for (i, sink) in names.iter().enumerate() {

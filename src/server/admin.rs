@@ -47,14 +47,20 @@ fn answer(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes>> {
         "/readyz" => {
             // Ready while serving; parts whose broker is unreachable are listed, and make it 503.
             let down = proxy.health.down();
+            let warnings: String = proxy
+                .health
+                .warnings()
+                .iter()
+                .map(|(part, text)| format!("{part}: warning: {text}\n"))
+                .collect();
             if down.is_empty() {
-                (StatusCode::OK, "text/plain", "ready\n".to_string())
+                (StatusCode::OK, "text/plain", format!("ready\n{warnings}"))
             } else {
                 let lines: String = down
                     .iter()
                     .map(|(part, reason)| format!("{part}: down: {reason}\n"))
                     .collect();
-                (StatusCode::SERVICE_UNAVAILABLE, "text/plain", lines)
+                (StatusCode::SERVICE_UNAVAILABLE, "text/plain", lines + &warnings)
             }
         }
         "/metrics" => (

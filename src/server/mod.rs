@@ -32,6 +32,11 @@ pub use tls::acceptor as tls_acceptor;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
+/// A connection id no other connection, client or feed, has had.
+pub fn next_conn_id() -> u64 {
+    NEXT_CONN.fetch_add(1, Ordering::Relaxed)
+}
+
 type Body = Full<Bytes>;
 
 fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
@@ -149,7 +154,7 @@ async fn upgrade(proxy: Arc<Proxy>, mut request: Request<Incoming>, peer: Socket
             });
     }
 
-    let id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+    let id = next_conn_id();
     let query = request.uri().query().unwrap_or("").to_string();
     let mut conn = ConnState {
         id,

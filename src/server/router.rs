@@ -14,7 +14,8 @@ pub type Captures = Vec<(String, String)>;
 
 pub struct Route {
     pub name: Arc<str>,
-    path: RoutePath,
+    /// `None` for a route fed by a source.
+    path: Option<RoutePath>,
     /// The route's config: its message limit, keepalive and idle settings.
     pub settings: RouteConfig,
     pub chain: Chain,
@@ -58,6 +59,8 @@ impl Route {
 pub struct Router {
     /// Most literal first, so `/a/b` wins over `/a/{x}`.
     routes: Vec<Arc<Route>>,
+    /// Routes fed by a source instead of clients.
+    pub fed: Vec<Arc<Route>>,
 }
 
 impl Router {
@@ -80,6 +83,7 @@ impl Router {
             let unchanged = previous
                 .routes
                 .iter()
+                .chain(&previous.fed)
                 .find(|r| &*r.name == name && r.settings == *route && r.same_sinks(&route_sinks, &emit_only));
             if let Some(old) = unchanged {
                 routes.push(old.clone());
@@ -88,7 +92,12 @@ impl Router {
             let chain = Chain::build(host, &route.filters).map_err(|e| anyhow::anyhow!("routes.{name}: {e}"))?;
             routes.push(Arc::new(Route {
                 name: name.as_str().into(),
-                path: RoutePath::parse(&route.path).map_err(anyhow::Error::msg)?,
+                path: route
+                    .path
+                    .as_deref()
+                    .map(RoutePath::parse)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
                 settings: route.clone(),
                 chain,
                 sinks_by_name: route
@@ -104,15 +113,17 @@ impl Router {
                 metrics: metrics.route(name),
             }));
         }
-        routes.sort_by_key(|r| std::cmp::Reverse(r.path.specificity()));
-        Ok(Router { routes })
+        let (mut routes, fed): (Vec<_>, Vec<_>) = routes.into_iter().partition(|r| r.path.is_some());
+        routes.sort_by_key(|r| std::cmp::Reverse(r.path.as_ref().map(RoutePath::specificity)));
+        Ok(Router { routes, fed })
     }
 
     /// The route serving `path`, with its captures.
     pub fn find(&self, path: &str) -> Option<(Arc<Route>, Captures)> {
-        self.routes
-            .iter()
-            .find_map(|route| route.path.matches(path).map(|captures| (route.clone(), captures)))
+        self.routes.iter().find_map(|route| {
+            let captures = route.path.as_ref()?.matches(path)?;
+            Some((route.clone(), captures))
+        })
     }
 
     /// The configs each filter module serves with, for checking new module versions.

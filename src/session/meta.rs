@@ -18,7 +18,7 @@ const HANDSHAKE_HEADERS: [&str; 5] = [
     "sec-websocket-version",
     "sec-websocket-extensions",
 ];
-const RESERVED_PREFIXES: [&str; 5] = ["conn.", "path.", "query.", "header.", "msg."];
+const RESERVED_PREFIXES: [&str; 6] = ["conn.", "path.", "query.", "header.", "msg.", "source."];
 
 /// Keys the host sets, which filters may read but not change.
 pub fn is_reserved(key: &str) -> bool {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -44,6 +44,17 @@ pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
         .max_message_size(Some(max_message_size))
         .max_frame_size(Some(max_message_size))
 }
+
+/// The far end of a session: a WebSocket client, or a source feeding a route (src/feed.rs).
+pub trait Client: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send {
+    /// What the host knows of the message last read (a feed's source, sequence...), set on the
+    /// connection's metadata for the filters and the records; nothing for a client.
+    fn message_meta(&mut self) -> Vec<(String, Bytes)> {
+        Vec::new()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client for WebSocketStream<S> {}
 
 /// What a session starts with, prepared during the upgrade.
 pub struct Opening {
@@ -85,10 +96,7 @@ struct Session {
 
 /// Runs a connection to its end. The work on each event is boxed: the future of an idle
 /// connection then stays small (measured: 7.7 KiB unboxed), and idle connections are many.
-pub async fn run<S>(mut ws: WebSocketStream<S>, opening: Opening, sources: Arc<Sources>, shutdown: CancellationToken)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, shutdown: CancellationToken) {
     let mut upstream = opening.upstream;
     let mut upstream_seq = 0u64;
     let route = opening.route;
@@ -143,7 +151,8 @@ where
                 if let Some(limit) = idle_limit {
                     idle.as_mut().reset(Instant::now() + limit);
                 }
-                if !Box::pin(session.on_read(read)).await {
+                let meta = ws.message_meta();
+                if !Box::pin(session.on_read(read, meta)).await {
                     break 'serving;
                 }
             }
@@ -159,7 +168,8 @@ where
         let mut handled = 0;
         while session.closing.is_none() && handled < BATCH {
             if let Some(read) = ws.next().now_or_never() {
-                if !Box::pin(session.on_read(read)).await {
+                let meta = ws.message_meta();
+                if !Box::pin(session.on_read(read, meta)).await {
                     break 'serving;
                 }
             } else if let Some(delivered) = (!session.held)
@@ -246,7 +256,10 @@ impl Session {
     }
 
     /// Handles one read from the client; `false` when the connection is gone.
-    async fn on_read(&mut self, read: Option<Result<Message, WsError>>) -> bool {
+    async fn on_read(&mut self, read: Option<Result<Message, WsError>>, meta: Vec<(String, Bytes)>) -> bool {
+        if !meta.is_empty() {
+            Arc::make_mut(&mut self.conn.meta).extend(meta);
+        }
         match read {
             Some(Ok(Message::Text(text))) => self.client_message(Opcode::Text, text.into()).await,
             Some(Ok(Message::Binary(bytes))) => self.client_message(Opcode::Binary, bytes).await,
@@ -264,14 +277,7 @@ impl Session {
 
     /// Writes every waiting message, then flushes once: a flush per frame costs ~20x. A slow
     /// client makes this wait, and a waiting session reads nothing: TCP pushes back.
-    async fn flush<S>(
-        &mut self,
-        ws: &mut WebSocketStream<S>,
-        upstream: Option<&mut Box<Upstream>>,
-    ) -> Result<(), WsError>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    async fn flush<C: Client>(&mut self, ws: &mut C, upstream: Option<&mut Box<Upstream>>) -> Result<(), WsError> {
         if let Some(upstream) = upstream
             && !self.upstream_outbox.is_empty()
         {

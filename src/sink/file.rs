@@ -29,6 +29,9 @@ pub struct Options {
     pub fsync: Fsync,
     #[serde(default = "default_interval")]
     pub fsync_interval_ms: u64,
+    /// Metadata keys written with each record, under `"meta"`: `source.received_at`, say.
+    #[serde(default)]
+    pub meta: Vec<String>,
 }
 
 fn default_interval() -> u64 {
@@ -65,7 +68,7 @@ impl File {
             self.file = Some(file);
         }
         let file = self.file.as_mut().expect("opened above");
-        let lines: Vec<u8> = batch.iter().flat_map(json_line).collect();
+        let lines: Vec<u8> = batch.iter().flat_map(|r| json_line(r, &self.options.meta)).collect();
         file.write_all(&lines).await?;
         file.flush().await?;
         let due = match self.options.fsync {

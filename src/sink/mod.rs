@@ -341,8 +341,8 @@ impl Sinks {
         let health = || ctx.health.part(format!("sinks.{name}"), &ctx.metrics);
         match sink.kind.as_str() {
             "stdout" => {
-                parse::<stdout::Options>(options).map_err(bad)?;
-                ctx.tasks.spawn(run(stdout::Stdout, receiver, policy));
+                let options = parse(options).map_err(bad)?;
+                ctx.tasks.spawn(run(stdout::Stdout { options }, receiver, policy));
             }
             "file" => {
                 let file = file::File::new(name, parse(options).map_err(bad)?);
@@ -401,8 +401,9 @@ impl Sinks {
     }
 }
 
-/// A record as one JSON line, as the file and stdout sinks write it.
-pub fn json_line(record: &Record) -> Vec<u8> {
+/// A record as one JSON line, as the file and stdout sinks write it; `meta` names the metadata
+/// keys to add (under `"meta"`, when there are any).
+pub fn json_line(record: &Record, meta: &[String]) -> Vec<u8> {
     use base64::Engine;
     let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
     let (opcode, payload) = match record.opcode {
@@ -420,7 +421,7 @@ pub fn json_line(record: &Record) -> Vec<u8> {
     let ts_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let line = serde_json::json!({
+    let mut line = serde_json::json!({
         "ts_ms": ts_ms,
         "route": &*record.route,
         "conn": record.conn,
@@ -429,6 +430,13 @@ pub fn json_line(record: &Record) -> Vec<u8> {
         "opcode": opcode,
         "payload": payload,
     });
+    if !meta.is_empty() {
+        let values: serde_json::Map<String, serde_json::Value> = meta
+            .iter()
+            .filter_map(|key| Some((key.clone(), text(record.meta.get(key)?).into())))
+            .collect();
+        line["meta"] = values.into();
+    }
     let mut bytes = serde_json::to_vec(&line).expect("JSON values always serialize");
     bytes.push(b'\n');
     bytes

@@ -7,14 +7,19 @@ use super::{Deliver, Outcome, Record, json_line};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Options {}
+pub struct Options {
+    /// Metadata keys written with each record.
+    #[serde(default)]
+    pub meta: Vec<String>,
+}
 
-#[derive(Default)]
-pub struct Stdout;
+pub struct Stdout {
+    pub options: Options,
+}
 
 impl Deliver for Stdout {
     async fn deliver(&mut self, batch: &[Record]) -> Vec<Outcome> {
-        let lines: Vec<u8> = batch.iter().flat_map(json_line).collect();
+        let lines: Vec<u8> = batch.iter().flat_map(|r| json_line(r, &self.options.meta)).collect();
         let mut out = tokio::io::stdout();
         let written = async {
             out.write_all(&lines).await?;

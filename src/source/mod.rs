@@ -11,6 +11,7 @@ mod kafka;
 mod mqtt;
 mod pulsar;
 mod redis;
+pub mod ws;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -32,7 +33,7 @@ use crate::metrics::{Metrics, SourceMetrics};
 use crate::sink::Reply;
 
 /// The connector types a `[sources.NAME]` table can name.
-pub const KINDS: &[&str] = &["jetstream", "redis", "kafka", "amqp", "mqtt", "pulsar"];
+pub const KINDS: &[&str] = &["jetstream", "redis", "kafka", "amqp", "mqtt", "pulsar", "ws"];
 
 /// The built-in source every configuration has.
 pub const BUS: &str = "bus";
@@ -46,6 +47,7 @@ pub fn check_options(kind: &str, options: &toml::Table) -> Result<(), String> {
         "amqp" => crate::sink::parse::<amqp::Options>(options).map(drop),
         "mqtt" => crate::sink::parse::<mqtt::Options>(options).and_then(|o| o.check()),
         "pulsar" => crate::sink::parse::<pulsar::Options>(options).map(drop),
+        "ws" => crate::sink::parse::<ws::Options>(options).and_then(|o| o.check()),
         other => Err(format!("unknown source type {other:?}")),
     }
 }
@@ -187,7 +189,8 @@ impl Sources {
     pub fn apply(&self, config: &Config) -> anyhow::Result<()> {
         let previous = self.configured.load();
         let mut configured = BTreeMap::new();
-        for (name, source) in &config.sources {
+        // A `ws` source feeds routes (src/feed.rs) rather than subscriptions.
+        for (name, source) in config.sources.iter().filter(|(_, s)| s.kind != "ws") {
             if let Some(old) = previous.get(name).filter(|old| old.config == *source) {
                 configured.insert(name.clone(), old.clone());
                 continue;

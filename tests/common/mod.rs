@@ -284,12 +284,21 @@ pub async fn closed_with(ws: &mut Ws) -> (u16, String) {
 }
 
 /// Polls `check` until it holds or PATIENCE runs out.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    eventually_within(what, PATIENCE, check).await
+}
+
+/// Polls `check` until it holds or `patience` runs out.
+pub async fn eventually_within<F, Fut>(what: &str, patience: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
     while !check().await {
         assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(25)).await;
