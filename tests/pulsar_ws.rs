@@ -1,7 +1,8 @@
 //! The `pulsar-ws` filter (Apache Pulsar's WebSocket API) on the shipped config/pulsar.toml in
 //! front of pulsar-lite: the seed's Python (websocket-client) and Node.js (ws) producers and
 //! consumers, and Rust clients, get Pulsar's answers in their exact shapes; what WebSocket producers wrote is read
-//! back by an independent pulsar-rs consumer (payload, key, properties, the answer's messageId);
+//! back by independent pulsar-rs and Apache pulsar-client consumers (payload, key, properties, the
+//! answer's messageId), and what they wrote reaches WebSocket consumers;
 //! what an independent producer wrote is pushed to WebSocket consumers and readers; acks hold
 //! across a reconnect; bad input gets Pulsar's errors, and a producer's connection stays usable.
 
@@ -663,4 +664,65 @@ async fn an_event_time_is_pushed_as_pulsar_writes_it() {
             r#"{{"messageId":"{id}","payload":"ZQ==","properties":{{}},"publishTime":"{time}","redeliveryCount":0,"eventTime":"2016-08-30T16:45:57.785Z"}}"#
         )
     );
+}
+
+async fn pulsar_client(args: Vec<String>) -> Vec<Value> {
+    tokio::task::spawn_blocking(move || run_sample("python3", "pulsar_client_check.py", args))
+        .await
+        .unwrap()
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// Apache's own client (the `pulsar-client` package) on both sides of framegate: it reads what
+/// WebSocket producers wrote, and WebSocket consumers get what it wrote, ids included.
+#[tokio::test]
+async fn the_pulsar_client_package_reads_what_websocket_producers_wrote_and_writes_what_consumers_get() {
+    let broker = peers::pulsar();
+    let proxy = start(broker.port);
+    let url = format!("pulsar://127.0.0.1:{}", broker.port);
+
+    let mut ws = proxy.connect("/ws/v2/producer/persistent/public/default/to-py").await;
+    let mut written = Vec::new();
+    for i in 0..3 {
+        let message = format!(
+            r#"{{"payload":"{}","key":"k{i}","properties":{{"n":"{i}"}},"context":"c{i}"}}"#,
+            STANDARD.encode(format!("ws{i}"))
+        );
+        send_text(&mut ws, &message).await;
+        let reply = next_text(&mut ws).await;
+        written.push(serde_json::json!({
+            "messageId": field(&reply, "messageId"),
+            "payload": format!("ws{i}"),
+            "properties": { "n": i.to_string() },
+            "key": format!("k{i}"),
+        }));
+    }
+    let read = pulsar_client(["read", &url, &topic("to-py"), "check", "3"].map(String::from).to_vec()).await;
+    assert_eq!(read, written, "payload, properties, key and id, in order");
+
+    let ids = pulsar_client(["write", &url, &topic("from-py"), "3"].map(String::from).to_vec()).await;
+    let mut ws = proxy
+        .connect("/ws/v2/consumer/persistent/public/default/from-py/ws?subscriptionInitialPosition=Earliest")
+        .await;
+    let mut seen = HashSet::new();
+    while seen.len() < 3 {
+        let text = next_text(&mut ws).await;
+        let id = field(&text, "messageId");
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        let i = ids
+            .iter()
+            .position(|w| w["messageId"] == id.as_str())
+            .expect("an id the client was given");
+        assert_pushed(
+            &text,
+            &format!("py{i}"),
+            &format!(r#"{{"n":"{i}"}}"#),
+            Some(&format!("pk{i}")),
+        );
+        send_text(&mut ws, &format!(r#"{{"messageId":"{id}"}}"#)).await;
+    }
 }

@@ -25,7 +25,9 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log", required=True)
     parser.add_argument("--interval-ms", type=float, default=10)
-    parser.add_argument("--count", type=int, default=0, help="stop sending after this many (0: never)")
+    parser.add_argument(
+        "--count", type=int, default=0, help="send this many, from when the first client is there (0: no end)"
+    )
     parser.add_argument("--pad", type=int, default=0, help="bytes of padding in each message")
     parser.add_argument("--rows")
     parser.add_argument("--cert")
@@ -104,6 +106,8 @@ def pick_subprotocol(connection, offered):
 async def send_numbers(args, clients, stop, note):
     n = last_number(args.log)
     made = 0
+    if args.count:
+        await first_client(clients, stop)
     while not stop.is_set() and (args.count == 0 or made < args.count):
         n += 1
         made += 1
@@ -124,9 +128,13 @@ async def send_numbers(args, clients, stop, note):
                 pass
 
 
-async def send_rows(path, clients, stop, note):
+async def first_client(clients, stop):
     while not clients and not stop.is_set():
         await asyncio.sleep(0.01)
+
+
+async def send_rows(path, clients, stop, note):
+    await first_client(clients, stop)
     ws = next(iter(clients.values()), None)
     if ws is None:
         return

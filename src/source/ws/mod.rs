@@ -251,6 +251,11 @@ async fn connect(options: &Options, tls: &Option<Arc<rustls::ClientConfig>>) -> 
             .await
             .map_err(|e| match e {
                 WsError::Http(response) => format!("the server refused the upgrade with {}", response.status()),
+                // TLS 1.3 servers check a client certificate after the client's handshake is done.
+                WsError::Io(_) | WsError::Tls(_) if secure && options.tls.client_cert.is_none() => format!(
+                    "WebSocket handshake failed: {e}; a server that wants a client certificate \
+                     (tls.client_cert) closes like this"
+                ),
                 other => format!("WebSocket handshake failed: {other}"),
             })?;
         Ok(stream)
