@@ -3,7 +3,8 @@
 //! the init messages every time, nothing duplicated and nothing lost but what was sent while
 //! nobody was connected; wss with a CA of the test's own, a wrong CA named in the reason, mTLS,
 //! and turned-off verification; a half-open upstream caught by the read-idle deadline; a slow
-//! sink that pauses the source without loss; and the shipped config/taxi-rides.toml checking
+//! sink that pauses the source without loss; a reload that restarts a changed fed route on the
+//! same queue while another route of the source sees every message; and config/taxi-rides.toml checking
 //! 100,000 rows against the seed's schema.
 
 mod common;
@@ -128,12 +129,13 @@ fn lines(proxy: &Proxy, file: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The `n` of each message a file sink wrote.
+/// The `n` of each message a file sink wrote (after a prefix the `tag` filter may have put).
 fn numbers(proxy: &Proxy, file: &str) -> Vec<u64> {
     lines(proxy, file)
         .iter()
         .map(|l| {
-            let payload: Value = serde_json::from_str(l["payload"].as_str().unwrap()).unwrap();
+            let text = l["payload"].as_str().unwrap();
+            let payload: Value = serde_json::from_str(text.trim_start_matches("v2 ")).unwrap();
             payload["n"].as_u64().unwrap()
         })
         .collect()
@@ -255,6 +257,70 @@ retry_delay_max_ms = 800"#,
     let metric = |event: &str| format!("framegate_feed_total{{source=\"feed\",event=\"{event}\"}}");
     assert!(proxy.metric(&metric("reconnects")).await >= 3.0);
     assert_eq!(proxy.metric(&metric("messages")).await, sent.len() as f64);
+}
+
+#[tokio::test]
+async fn a_reload_restarts_a_changed_fed_route_and_every_route_of_a_source_gets_every_message() {
+    let mut upstream = Upstream::start(&["--interval-ms", "5"]);
+    let options = format!("url = \"ws://127.0.0.1:{}/\"", upstream.port);
+    let config = format!(
+        "{}{}\n[sinks.copy]\ntype = \"file\"\npath = \"copy.jsonl\"\nfsync = \"always\"\nmeta = [\"source.generation\"]\n\n\
+         [routes.copy]\nfeed = \"feed\"\nsinks = [\"copy\"]\n",
+        head(""),
+        fed_route("feed", &options)
+    );
+    let proxy = Proxy::start(&config, &["tag"], &[]);
+    let has = |file: &'static str, n: usize| {
+        let proxy = &proxy;
+        move || async move { lines(proxy, file).len() >= n }
+    };
+    eventually("the first messages", has("feed.jsonl", 50)).await;
+
+    // The route gains a filter: its session starts again on the new config, on the same queue.
+    let tagged = config.replace(
+        "[routes.feed]\nfeed = \"feed\"\n",
+        "[routes.feed]\nfeed = \"feed\"\nfilters = [{ module = \"tag\", config = { prefix = \"v2 \" } }]\n",
+    );
+    assert_ne!(tagged, config);
+    proxy.replace_file("framegate.toml", tagged.as_bytes());
+    eventually("the new config applies", || async {
+        lines(&proxy, "feed.jsonl")
+            .last()
+            .is_some_and(|l| l["payload"].as_str().unwrap().starts_with("v2 "))
+    })
+    .await;
+    let now = lines(&proxy, "feed.jsonl").len();
+    eventually("more messages", has("feed.jsonl", now + 50)).await;
+    upstream.stop();
+
+    let sent = upstream.numbers("sent");
+    eventually("every message in both files", || async {
+        lines(&proxy, "feed.jsonl").len() >= sent.len() && lines(&proxy, "copy.jsonl").len() >= sent.len()
+    })
+    .await;
+    assert_eq!(
+        numbers(&proxy, "feed.jsonl"),
+        sent,
+        "none lost or twice across the restart"
+    );
+    assert_eq!(
+        numbers(&proxy, "copy.jsonl"),
+        sent,
+        "the unchanged route saw everything too"
+    );
+    let tagged: Vec<bool> = lines(&proxy, "feed.jsonl")
+        .iter()
+        .map(|l| l["payload"].as_str().unwrap().starts_with("v2 "))
+        .collect();
+    assert!(
+        tagged.windows(2).all(|w| w[0] <= w[1]),
+        "the old chain, then the new one"
+    );
+    let generations: Vec<Value> = lines(&proxy, "copy.jsonl")
+        .iter()
+        .map(|l| l["meta"]["source.generation"].clone())
+        .collect();
+    assert!(generations.iter().all(|g| g == "1"), "the source did not reconnect");
 }
 
 /// A CA of the test's own, a server certificate it signed for 127.0.0.1 and localhost, a client
