@@ -129,10 +129,11 @@ fn lines(proxy: &Proxy, file: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The `n` of each message a file sink wrote (after a prefix the `tag` filter may have put).
+/// The `n` of each text message a file sink wrote (after a prefix the `tag` filter may have put).
 fn numbers(proxy: &Proxy, file: &str) -> Vec<u64> {
     lines(proxy, file)
         .iter()
+        .filter(|l| l["opcode"] == "text")
         .map(|l| {
             let text = l["payload"].as_str().unwrap();
             let payload: Value = serde_json::from_str(text.trim_start_matches("v2 ")).unwrap();
@@ -168,7 +169,7 @@ async fn readyz(proxy: &Proxy) -> String {
 
 #[tokio::test]
 async fn reconnects_resend_the_handshake_and_init_messages_and_lose_only_what_nobody_heard() {
-    let mut upstream = Upstream::start(&["--interval-ms", "10"]);
+    let mut upstream = Upstream::start(&["--interval-ms", "10", "--hello"]);
     let options = format!(
         r#"url = "ws://127.0.0.1:{port}/ws?stream=numbers"
 headers = {{ x-team = "blue" }}
@@ -203,7 +204,10 @@ retry_delay_max_ms = 800"#,
     }
     upstream.stop();
     let sent = upstream.numbers("sent");
-    eventually("every message the server sent", has(sent.len())).await;
+    eventually("every message the server sent", || async {
+        numbers(&proxy, "feed.jsonl").len() >= sent.len()
+    })
+    .await;
 
     let received = numbers(&proxy, "feed.jsonl");
     assert_eq!(received, sent, "every message sent arrives once, in order");
@@ -238,10 +242,16 @@ retry_delay_max_ms = 800"#,
         assert_eq!(received[1]["binary"], "AAEC");
     }
 
-    // Metadata: the generation counts connections, the sequence restarts with each one.
+    // Metadata: the generation counts connections, the sequence restarts with each one, and
+    // each connection starts with the server's binary greeting, passed on as binary.
     let mut expected = (1, 0);
     for line in lines(&proxy, "feed.jsonl") {
         let meta = &line["meta"];
+        let first = meta["source.seq"] == "1";
+        assert_eq!(line["opcode"] == "binary", first, "{line}");
+        if first {
+            assert_eq!(line["payload"], "AAFoZWxsbw==", "{line}");
+        }
         assert_eq!(meta["source.name"], "feed");
         let generation: u64 = meta["source.generation"].as_str().unwrap().parse().unwrap();
         let seq: u64 = meta["source.seq"].as_str().unwrap().parse().unwrap();
@@ -256,7 +266,11 @@ retry_delay_max_ms = 800"#,
     assert_eq!(expected.0, 4);
     let metric = |event: &str| format!("framegate_feed_total{{source=\"feed\",event=\"{event}\"}}");
     assert!(proxy.metric(&metric("reconnects")).await >= 3.0);
-    assert_eq!(proxy.metric(&metric("messages")).await, sent.len() as f64);
+    assert_eq!(
+        proxy.metric(&metric("messages")).await,
+        (sent.len() + 4) as f64,
+        "the numbers and four greetings"
+    );
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@ connected, and logs every event as a JSON line to --log: each connection's reque
 (`open`), what each connection sent it (`recv`, init messages), each number sent (`sent`) or
 made while nobody was connected (`unsent`). Numbers go on across restarts: it starts after the
 highest number in the log. With --rows FILE it sends the file's lines instead, once, to the first
-client. With --cert/--key it serves wss; with --client-ca it also asks for a client certificate.
+client; --hello greets each client with a binary message first. With --cert/--key it serves wss; with --client-ca it also asks for a client certificate.
 SIGTERM stops it cleanly between two messages, so the log is exact.
 """
 
@@ -20,6 +20,9 @@ import ssl
 import websockets
 
 
+HELLO = b"\x00\x01hello"
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -29,6 +32,7 @@ def main():
         "--count", type=int, default=0, help="send this many, from when the first client is there (0: no end)"
     )
     parser.add_argument("--pad", type=int, default=0, help="bytes of padding in each message")
+    parser.add_argument("--hello", action="store_true", help="greet each client with a binary message")
     parser.add_argument("--rows")
     parser.add_argument("--cert")
     parser.add_argument("--key")
@@ -62,6 +66,8 @@ async def serve(args):
         conn = f"{os.getpid()}-{next(ids)}"
         headers = {name.lower(): value for name, value in ws.request.headers.raw_items()}
         note(event="open", conn=conn, path=ws.request.path, headers=headers)
+        if args.hello:
+            await ws.send(HELLO)
         clients[conn] = ws
         try:
             async for message in ws:
