@@ -16,13 +16,15 @@ use serde_json::{Value, json};
 static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A proxy with `/ws-stream` and `/ws-insert` on the bus, the filter's config extended by `extra`.
+/// The deadline is raised from 50 ms: the tests run a debug build beside other tests, and a
+/// call preempted that long is not the filter's doing.
 fn start(extra: &str) -> Proxy {
     let config = format!(
         "{head}\n[sinks.nsdb]\ntype = \"bus\"\ntopic = \"nsdb\"\n\n\
          [routes.stream]\npath = \"/ws-stream\"\n\
-         filters = [{{ module = \"query\", config = {{ mode = \"stream\"{extra} }} }}]\n\n\
+         filters = [{{ module = \"query\", timeout_ms = 500, config = {{ mode = \"stream\"{extra} }} }}]\n\n\
          [routes.insert]\npath = \"/ws-insert\"\nsinks = [\"nsdb\"]\n\
-         filters = [{{ module = \"query\", config = {{ mode = \"insert\", sink = \"nsdb\"{extra} }} }}]\n",
+         filters = [{{ module = \"query\", timeout_ms = 500, config = {{ mode = \"insert\", sink = \"nsdb\"{extra} }} }}]\n",
         head = head("")
     );
     let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());

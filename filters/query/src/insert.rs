@@ -1,7 +1,8 @@
 //! The insert socket: NSDb's insert body `{db, namespace, metric, bit}` (one, or an array),
 //! checked whole before any record is kept, then each record retained and emitted to the
 //! route's sink as an envelope the stream side reads: the body plus `seq`, its number in the
-//! metric. One answer per message: `{"inserted":N}`, or `{"error":REASON}` with nothing kept.
+//! metric. One answer per message: `{"inserted":N}`, or `{"error":REASON}` (a message that does
+//! not parse keeps none of its records).
 
 use framegate_guest::{Conn, Message, Opcode, Record, Verdict, now_ms};
 use serde_json::Value;
