@@ -351,3 +351,116 @@ async fn the_window_keeps_the_last_records_of_each_metric_up_to_their_age() {
     let later = ask(&mut stream, &subscription("kept", "select * from kept where value > 0")).await;
     assert_eq!(later["records"], json!([]), "past max_age_ms");
 }
+
+/// The values of the next `n` records pushed for `quid` (passing over other quids), sorted.
+async fn values_for(ws: &mut Ws, quid: &Value, n: usize) -> Vec<i64> {
+    let mut values = Vec::new();
+    while values.len() < n {
+        let push = push_for(ws, quid).await;
+        values.extend(
+            push["records"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["value"].as_i64().unwrap()),
+        );
+    }
+    values.sort_unstable();
+    values
+}
+
+/// The next push for `quid`, passing over the others'.
+async fn push_for(ws: &mut Ws, quid: &Value) -> Value {
+    loop {
+        let push: Value = serde_json::from_str(&next_text(ws).await).unwrap();
+        if push["quid"] == *quid {
+            return push;
+        }
+    }
+}
+
+/// config/query-cluster.toml as shipped, on ephemeral ports and the test's nats-server.
+fn cluster_config(nats: &str) -> String {
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/query-cluster.toml")).unwrap();
+    let config = shipped
+        .replace("listen = \"127.0.0.1:8081\"", "listen = \"127.0.0.1:0\"")
+        .replace("admin = \"127.0.0.1:9091\"", "admin = \"127.0.0.1:0\"")
+        .replace("dir = \"target/filters\"", "dir = \"filters\"")
+        .replace("nats://127.0.0.1:4222", nats);
+    assert_eq!(config.matches(nats).count(), 2, "{config}");
+    config
+}
+
+/// Three instances of the shipped cluster config and nats-server: a record inserted at any
+/// instance reaches the matching subscribers of all three; with B killed, A and C carry on.
+#[tokio::test]
+async fn three_instances_share_records_over_nats() {
+    let nats = peers::nats();
+    let config = cluster_config(&format!("nats://127.0.0.1:{}", nats.port));
+    let start = || {
+        let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        Proxy::start(&config, &["query"], &[])
+    };
+    let (a, b, c) = (start(), start(), start());
+    let mut streams = Vec::new();
+    let (mut live, mut ready) = (Value::Null, Value::Null);
+    for proxy in [&a, &b, &c] {
+        let mut ws = proxy.connect("/ws-stream").await;
+        live = ask(
+            &mut ws,
+            &subscription("metric", "select * from metric where key = live"),
+        )
+        .await["quid"]
+            .clone();
+        ready = ask(&mut ws, &subscription("ready", "select * from ready")).await["quid"].clone();
+        streams.push(ws);
+    }
+    // Each connection's NATS subscription starts with it: insert at A until all three see one.
+    let mut inserter = a.connect("/ws-insert").await;
+    let mut waiting: Vec<usize> = vec![0, 1, 2];
+    for attempt in 0.. {
+        assert!(attempt < 100, "instances {waiting:?} never got a record from A");
+        insert(&mut inserter, "ready", &[json!({"value": attempt})]).await;
+        let mut still = Vec::new();
+        for i in waiting {
+            if tokio::time::timeout(Duration::from_millis(200), push_for(&mut streams[i], &ready))
+                .await
+                .is_err()
+            {
+                still.push(i);
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() {
+            break;
+        }
+    }
+
+    let bit = |value: i64| json!({"timestamp": value, "value": value, "dimensions": {"key": "live"}});
+    insert(&mut inserter, "metric", &[bit(1)]).await;
+    let pushed = push_for(&mut streams[1], &live).await;
+    assert_eq!(
+        pushed,
+        json!({"quid": live, "metric": "metric", "records": [
+            {"timestamp": 1, "value": 1, "dimensions": {"key": "live"}, "tags": {}}]}),
+        "the record inserted at A, at B"
+    );
+    let mut at_b = b.connect("/ws-insert").await;
+    insert(
+        &mut at_b,
+        "metric",
+        &[bit(2), json!({"value": 0, "dimensions": {"key": "dead"}})],
+    )
+    .await;
+    assert_eq!(values_for(&mut streams[0], &live, 2).await, [1, 2]);
+    assert_eq!(values_for(&mut streams[1], &live, 1).await, [2]);
+    assert_eq!(values_for(&mut streams[2], &live, 2).await, [1, 2]);
+
+    drop((at_b, b));
+    let mut at_c = c.connect("/ws-insert").await;
+    insert(&mut inserter, "metric", &[bit(3)]).await;
+    insert(&mut at_c, "metric", &[bit(4)]).await;
+    for i in [0, 2] {
+        assert_eq!(values_for(&mut streams[i], &live, 2).await, [3, 4], "instance {i}");
+    }
+}

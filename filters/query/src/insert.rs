@@ -17,10 +17,14 @@ struct Insert {
     bit: Bit,
 }
 
+/// db, namespace and metric: they become a subject or topic (`nsdb.DB.NS.METRIC`), so no dots,
+/// spaces or wildcards.
 fn text_field(body: &serde_json::Map<String, Value>, key: &str) -> Result<String, String> {
     match body.get(key) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        _ => Err(format!("{key} must be a non-empty string")),
+        Some(Value::String(s)) if !s.is_empty() && !s.contains(|c: char| c.is_whitespace() || ".*>".contains(c)) => {
+            Ok(s.clone())
+        }
+        _ => Err(format!("{key} must be a non-empty string without dots, spaces, * or >")),
     }
 }
 
@@ -51,20 +55,23 @@ fn parse(text: &str, now: i64) -> Result<Vec<Insert>, String> {
     }
 }
 
-/// The envelope the stream side gets for a kept record.
-pub fn envelope(metric: &Metric, seq: i64, bit_json: &str) -> String {
+/// The envelope the stream side gets for a kept record: `seq` is its number in the metric at
+/// `origin` (this process).
+pub fn envelope(metric: &Metric, origin: &str, seq: i64, bit_json: &str) -> String {
     let text = |s: &str| serde_json::to_string(s).expect("strings serialize");
     format!(
-        "{{\"db\":{},\"namespace\":{},\"metric\":{},\"seq\":{seq},\"bit\":{bit_json}}}",
+        "{{\"db\":{},\"namespace\":{},\"metric\":{},\"origin\":{},\"seq\":{seq},\"bit\":{bit_json}}}",
         text(&metric.db),
         text(&metric.namespace),
-        text(&metric.name)
+        text(&metric.name),
+        text(origin)
     )
 }
 
 /// Keeps and emits every record; `Err` names the first that failed (those before it went through).
 fn insert_all(config: &Config, conn: &Conn, inserts: &[Insert], now: i64) -> Result<usize, String> {
     let sink = config.sink.as_deref().expect("checked at init");
+    let origin = retention::origin(conn, now);
     for (i, insert) in inserts.iter().enumerate() {
         let bit_json = insert.bit.to_json();
         let metric = &insert.metric;
@@ -74,7 +81,7 @@ fn insert_all(config: &Config, conn: &Conn, inserts: &[Insert], now: i64) -> Res
             ..Record::default()
         };
         retention::keep(metric, &bit_json, &config.retention, now)
-            .and_then(|seq| conn.emit_with(sink, envelope(metric, seq, &bit_json).as_bytes(), record))
+            .and_then(|seq| conn.emit_with(sink, envelope(metric, &origin, seq, &bit_json).as_bytes(), record))
             .map_err(|e| format!("insert {i} could not be kept or sent to {sink}: {e} (the {i} before it were)"))?;
     }
     Ok(inserts.len())
@@ -119,8 +126,9 @@ mod tests {
         );
         assert_eq!(
             parse(r#"{"db":"db","metric":"m","bit":{}}"#, 0).err().unwrap(),
-            "namespace must be a non-empty string"
+            "namespace must be a non-empty string without dots, spaces, * or >"
         );
+        assert!(parse(r#"{"db":"d.b","namespace":"ns","metric":"m","bit":{"value":1}}"#, 0).is_err());
         assert!(parse("nope", 0).err().unwrap().starts_with("not JSON"));
         let bit = parse(one, 0).unwrap().remove(0).bit;
         assert_eq!(
@@ -130,10 +138,11 @@ mod tests {
                     namespace: "ns".into(),
                     name: "m".into()
                 },
+                "o1",
                 3,
                 &bit.to_json()
             ),
-            r#"{"db":"db","namespace":"ns","metric":"m","seq":3,"bit":{"timestamp":5,"value":1.5,"dimensions":{"k":"v"},"tags":{}}}"#
+            r#"{"db":"db","namespace":"ns","metric":"m","origin":"o1","seq":3,"bit":{"timestamp":5,"value":1.5,"dimensions":{"k":"v"},"tags":{}}}"#
         );
     }
 }

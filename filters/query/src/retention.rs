@@ -5,7 +5,7 @@
 //! `ARRIVAL_MS BIT_JSON`. The counter is atomic, so concurrent inserts never share a number, and
 //! record `seq - count` is deleted when record `seq` is written: the window holds `count`.
 
-use framegate_guest::{Error, store};
+use framegate_guest::{Conn, Error, store};
 use serde::Deserialize;
 
 use crate::eval::Bit;
@@ -93,4 +93,30 @@ pub fn window(metric: &Metric, retention: &Retention, now: i64) -> (Vec<Bit>, i6
         }
     }
     (bits, newest)
+}
+
+/// This framegate process among others sharing records (over NATS): records carry it, so that
+/// the check against a subscription's first answer, which knows this process's record numbers
+/// only, is applied to records kept here and to no others. Made once, by the first insert.
+pub fn origin(conn: &Conn, now: i64) -> String {
+    if let Some(id) = local_origin() {
+        return id;
+    }
+    // The client's ephemeral port and the time tell processes apart.
+    let seed = format!("{now}{}{}", conn.meta_str("peer").unwrap_or_default(), conn.id());
+    let hash = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mine = format!("{hash:016x}");
+    // Instances of this process may get here at once: the first to count makes it.
+    if store::add("origin.claim", 1) == Ok(1) {
+        let _ = store::set("origin", mine.as_bytes());
+        return mine;
+    }
+    local_origin().unwrap_or(mine)
+}
+
+/// This process's origin, once an insert made it.
+pub fn local_origin() -> Option<String> {
+    store::get("origin").and_then(|id| String::from_utf8(id).ok())
 }

@@ -65,6 +65,9 @@ struct Envelope {
     db: String,
     namespace: String,
     metric: String,
+    /// Where `seq` counts: the process that kept the record (absent from other producers).
+    #[serde(default)]
+    origin: Option<String>,
     #[serde(default)]
     seq: i64,
     bit: Value,
@@ -451,9 +454,10 @@ pub fn delivery(
         namespace: envelope.namespace,
         name: envelope.metric,
     };
+    // Only a record kept here can have been in a first answer (record numbers are this process's).
+    let local = envelope.origin.is_some() && envelope.origin == retention::local_origin();
     for (quid, hw) in &list {
-        // Already in the subscription's first answer?
-        if envelope.seq > 0 && envelope.seq <= *hw {
+        if local && envelope.seq <= *hw {
             continue;
         }
         let Some(compiled) = compiled(cache, conn, quid) else {
