@@ -187,6 +187,32 @@ async fn emitted_records_come_back_as_results() {
 }
 
 #[tokio::test]
+async fn the_shared_store_is_one_for_every_connection_of_the_module() {
+    let proxy = Proxy::start(&config(), FILTERS, &[]);
+    let (mut a, mut b) = (proxy.connect("/probe/a").await, proxy.connect("/probe/b").await);
+    assert_eq!(ask(&mut a, "sget k.1").await, "<none>");
+    assert_eq!(ask(&mut a, "sset k.2 two words").await, "ok ");
+    assert_eq!(ask(&mut a, "sset k.1 one").await, "ok ");
+    assert_eq!(ask(&mut a, "sset other x").await, "ok ");
+    // Another connection (another instance, maybe) sees it at once.
+    assert_eq!(ask(&mut b, "sget k.2").await, "two words");
+    assert_eq!(ask(&mut b, "skeys k.").await, "k.1,k.2");
+    assert_eq!(ask(&mut b, "sdel k.1").await, "ok ");
+    assert_eq!(ask(&mut a, "skeys ").await, "k.2,other");
+    // Counters: atomic adds, never below 0, only on decimal values.
+    assert_eq!(ask(&mut a, "sadd n 5").await, "ok 5");
+    assert_eq!(ask(&mut b, "sadd n 2").await, "ok 7");
+    assert_eq!(ask(&mut b, "sget n").await, "7");
+    assert_eq!(ask(&mut a, "sadd n -8").await, "err BadArgument");
+    assert_eq!(ask(&mut a, "sadd other 1").await, "err BadArgument");
+    assert_eq!(ask(&mut a, "sget n").await, "7");
+    // It outlives connections.
+    drop((a, b));
+    let mut c = proxy.connect("/probe/c").await;
+    assert_eq!(ask(&mut c, "sget k.2").await, "two words");
+}
+
+#[tokio::test]
 async fn timers_fire_once_and_cancelled_ones_never() {
     let proxy = Proxy::start(&config(), FILTERS, &[]);
     let mut ws = proxy.connect("/probe/r").await;

@@ -97,24 +97,14 @@ fn file_records(proxy: &Proxy) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn run_sample(url: &str, headers: &[&str], messages: &[impl AsRef<std::ffi::OsStr>]) -> Vec<String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/hydra_sample.py");
-    let mut command = std::process::Command::new("python3");
-    command.arg(script).arg(url);
+fn run_sample(url: &str, headers: &[&str], messages: &[impl ToString]) -> Vec<String> {
+    let mut args = vec![url.to_string()];
     for header in headers {
-        command.args(["--header", header]);
+        args.extend(["--header".to_string(), header.to_string()]);
     }
-    let output = command.arg("--").args(messages).output().unwrap();
-    assert!(
-        output.status.success(),
-        "the Python client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect()
+    args.push("--".into());
+    args.extend(messages.iter().map(ToString::to_string));
+    run_client("python3", "hydra_sample.py", args)
 }
 
 /// The seed's sample run by Python at `url` (three `-c SET`s spelt `set_word`, a payload, the

@@ -104,29 +104,9 @@ async fn produce(producer: &mut Producer<TokioExecutor>, payload: &str) -> Strin
     framegate::pulsar_id::encode(&receipt.message_id.unwrap())
 }
 
-/// Runs one of the seed's sample clients (`program` and its script) and returns its lines.
-fn run_sample(program: &str, script: &str, args: Vec<String>) -> Vec<String> {
-    let script = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
-    let output = std::process::Command::new(program)
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the {program} client failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect()
-}
-
 async fn python(args: &[&str]) -> Vec<String> {
     let args = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || run_sample("python3", "pulsar_ws_sample.py", args))
+    tokio::task::spawn_blocking(move || run_client("python3", "pulsar_ws_sample.py", args))
         .await
         .unwrap()
 }
@@ -134,7 +114,7 @@ async fn python(args: &[&str]) -> Vec<String> {
 /// The Node.js samples need `ws` in tests/node/node_modules (scripts/test installs it).
 async fn node(args: &[&str]) -> Vec<String> {
     let args = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || run_sample("node", "node/pulsar_ws_sample.js", args))
+    tokio::task::spawn_blocking(move || run_client("node", "node/pulsar_ws_sample.js", args))
         .await
         .unwrap()
 }
@@ -667,7 +647,7 @@ async fn an_event_time_is_pushed_as_pulsar_writes_it() {
 }
 
 async fn pulsar_client(args: Vec<String>) -> Vec<Value> {
-    tokio::task::spawn_blocking(move || run_sample("python3", "pulsar_client_check.py", args))
+    tokio::task::spawn_blocking(move || run_client("python3", "pulsar_client_check.py", args))
         .await
         .unwrap()
         .iter()

@@ -54,7 +54,7 @@
 #define FG_NOT_ALLOWED (-3)    /* not in this hook, or a read-only metadata key */
 #define FG_UNKNOWN_TARGET (-4) /* no sink or source of that name on this route */
 #define FG_TOO_LARGE (-5)      /* over the route's message size limit */
-#define FG_LIMIT (-6)          /* too many timers or subscriptions on the connection */
+#define FG_LIMIT (-6)          /* too many timers or subscriptions on the connection; store full */
 
 /* Log levels and metric kinds. */
 #define FG_LOG_ERROR 0
@@ -126,6 +126,19 @@ FG_IMPORT(reject) int32_t fg_reject(int32_t status, const void *body, int32_t bl
 FG_IMPORT(log) int32_t fg_log(int32_t level, const char *text, int32_t len);
 /* Adds to a counter or sets a gauge (FG_METRIC_*), shown at /metrics. */
 FG_IMPORT(metric) int32_t fg_metric(const char *name, int32_t nlen, int32_t kind, double value);
+
+/* The module's shared store: one key/value map for every instance of the module, on every
+ * route, kept across hot swaps. Writes take effect at once and survive a trap. */
+/* Copies up to cap bytes of a value; returns its whole length, FG_NOT_FOUND if absent. */
+FG_IMPORT(store_get) int32_t fg_store_get(const char *key, int32_t klen, void *dst, int32_t cap);
+/* Sets a value (vlen -1 deletes the key); FG_LIMIT when the store would pass its cap. */
+FG_IMPORT(store_set) int32_t fg_store_set(const char *key, int32_t klen, const void *val, int32_t vlen);
+/* Copies up to cap bytes of the list of keys starting with prefix (for each, sorted: u32 LE
+ * length, then the name); returns the list's whole length. */
+FG_IMPORT(store_keys) int32_t fg_store_keys(const char *prefix, int32_t plen, void *dst, int32_t cap);
+/* Adds delta to the decimal counter at key (absent is 0), atomically; returns the new value,
+ * FG_BAD_ARGUMENT if the value is not a decimal integer or the sum would be negative. */
+FG_IMPORT(store_add) int64_t fg_store_add(const char *key, int32_t klen, int64_t delta);
 
 /* The length of a NUL-terminated string (no libc here). */
 static inline int32_t fg_strlen(const char *s) {

@@ -2,7 +2,7 @@
 //! closing), what `emit` and `fg_on_result` carry, and the host services that need no
 //! connection (time, logs, metrics).
 
-use crate::{Error, Opcode, check32, len, sys};
+use crate::{Error, Opcode, check32, len, names, sized, sys};
 
 /// Log levels, for [`log`].
 ///
@@ -115,20 +115,10 @@ impl Conn {
     /// # }
     /// ```
     pub fn meta(&self, key: &str) -> Option<Vec<u8>> {
-        let mut value = vec![0u8; 64];
-        loop {
-            // SAFETY: key and value are ours; `cap` is value's length.
-            let whole = unsafe { sys::meta_get(key.as_ptr(), len(key.as_bytes()), value.as_mut_ptr(), len(&value)) };
-            if whole < 0 {
-                return None;
-            }
-            let whole = whole as usize;
-            if whole <= value.len() {
-                value.truncate(whole);
-                return Some(value);
-            }
-            value.resize(whole, 0);
-        }
+        // SAFETY: key is ours; the helper passes a buffer it owns and its length.
+        sized(64, |dst, cap| unsafe {
+            sys::meta_get(key.as_ptr(), len(key.as_bytes()), dst, cap)
+        })
     }
 
     /// A metadata value as text (`None` when absent or not UTF-8).
@@ -153,26 +143,11 @@ impl Conn {
     /// # }
     /// ```
     pub fn meta_keys(&self, prefix: &str) -> Vec<String> {
-        let mut list = vec![0u8; 256];
-        loop {
-            // SAFETY: prefix and list are ours; `cap` is list's length.
-            let whole =
-                unsafe { sys::meta_keys(prefix.as_ptr(), len(prefix.as_bytes()), list.as_mut_ptr(), len(&list)) };
-            let whole = whole.max(0) as usize;
-            if whole <= list.len() {
-                list.truncate(whole);
-                break;
-            }
-            list.resize(whole, 0);
-        }
-        let mut names = Vec::new();
-        let mut rest = list.as_slice();
-        while let Some((head, tail)) = rest.split_first_chunk::<4>() {
-            let n = (u32::from_le_bytes(*head) as usize).min(tail.len());
-            names.push(String::from_utf8_lossy(&tail[..n]).into_owned());
-            rest = &tail[n..];
-        }
-        names
+        // SAFETY: prefix is ours; the helper passes a buffer it owns and its length.
+        let list = sized(256, |dst, cap| unsafe {
+            sys::meta_keys(prefix.as_ptr(), len(prefix.as_bytes()), dst, cap)
+        });
+        names(&list.unwrap_or_default())
     }
 
     /// Sets a metadata key for the rest of the connection; later filters and sinks see it, and

@@ -36,6 +36,7 @@ mod conn;
 #[doc(hidden)]
 pub mod export;
 mod message;
+pub mod store;
 pub mod sys;
 
 pub use conn::{Conn, Level, Record, SinkResult, count, encode_headers, gauge, log, now_ms};
@@ -66,7 +67,7 @@ pub enum Error {
     UnknownTarget,
     /// Over the route's message size limit.
     TooLarge,
-    /// Too many timers or subscriptions on the connection.
+    /// Too many timers or subscriptions on the connection; the module's store is full.
     Limit,
     /// A code this SDK does not know.
     Other(i64),
@@ -104,6 +105,36 @@ fn check32(code: i32) -> Result<(), Error> {
 /// A length as the ABI passes it (guest memory is far below 2 GiB in practice).
 fn len(bytes: &[u8]) -> i32 {
     bytes.len() as i32
+}
+
+/// A value the host copies with a `(dst, cap) -> whole length` import: asked again with room
+/// for all of it when `first` bytes were too few; `None` when the import answers an error.
+fn sized(first: usize, mut copy: impl FnMut(*mut u8, i32) -> i32) -> Option<Vec<u8>> {
+    let mut value = vec![0u8; first];
+    loop {
+        let whole = copy(value.as_mut_ptr(), len(&value));
+        if whole < 0 {
+            return None;
+        }
+        let whole = whole as usize;
+        if whole <= value.len() {
+            value.truncate(whole);
+            return Some(value);
+        }
+        value.resize(whole, 0);
+    }
+}
+
+/// Decodes a list of names as the host encodes it (u32 LE length, then the name, for each).
+fn names(list: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = list;
+    while let Some((head, tail)) = rest.split_first_chunk::<4>() {
+        let n = (u32::from_le_bytes(*head) as usize).min(tail.len());
+        names.push(String::from_utf8_lossy(&tail[..n]).into_owned());
+        rest = &tail[n..];
+    }
+    names
 }
 
 /// Appends the first `len` bytes of a host buffer to `buffer`, without zeroing them first:

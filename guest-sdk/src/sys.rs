@@ -86,4 +86,15 @@ imports! {
     fn log(level: i32, ptr: *const u8, len: i32) -> i32;
     /// Kind 0 adds to a counter, kind 1 sets a gauge.
     fn metric(name: *const u8, nlen: i32, kind: i32, value: f64) -> i32;
+    /// Copies up to `cap` bytes of a value of the module's shared store; returns its whole
+    /// length, -1 if absent.
+    fn store_get(key: *const u8, klen: i32, dst: *mut u8, cap: i32) -> i32;
+    /// Sets a value of the module's shared store; `vlen` -1 deletes the key.
+    fn store_set(key: *const u8, klen: i32, val: *const u8, vlen: i32) -> i32;
+    /// Copies up to `cap` bytes of the list of the store's keys starting with a prefix (each a
+    /// u32 LE length, then the name); returns the list's whole length.
+    fn store_keys(prefix: *const u8, plen: i32, dst: *mut u8, cap: i32) -> i32;
+    /// Adds `delta` to a decimal counter of the store, at once for every instance; returns the
+    /// new value.
+    fn store_add(key: *const u8, klen: i32, delta: i64) -> i64;
 }

@@ -29,3 +29,7 @@ pub const close = import("close");
 pub const reject = import("reject");
 pub const log = import("log");
 pub const metric = import("metric");
+pub const store_get = import("store_get");
+pub const store_set = import("store_set");
+pub const store_keys = import("store_keys");
+pub const store_add = import("store_add");

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use wasmtime::{Caller, Linker, Memory, StoreLimits};
 
+use super::store::{Store, StoreError};
 use crate::metrics::FilterMetrics;
 use crate::session::meta::{self, Meta};
 
@@ -135,6 +136,8 @@ pub struct CallState {
     pub reject: Option<(u16, Bytes)>,
     pub filter: Arc<str>,
     pub metrics: Option<Arc<FilterMetrics>>,
+    /// The module's shared store (`store_*`).
+    pub store: Arc<Store>,
     /// The last error or warning an `fg_init` logged.
     pub init_complaint: Option<String>,
 }
@@ -173,12 +176,7 @@ impl CallState {
             .filter(|k| k.starts_with(prefix))
             .collect();
         names.sort_unstable();
-        let mut list = Vec::new();
-        for name in names {
-            list.extend_from_slice(&(name.len() as u32).to_le_bytes());
-            list.extend_from_slice(name.as_bytes());
-        }
-        list
+        encode_names(names)
     }
 
     fn take_handle(&mut self) -> Result<(), i32> {
@@ -187,6 +185,24 @@ impl CallState {
         }
         self.conn.handles += 1;
         Ok(())
+    }
+}
+
+/// A list of names in the ABI's encoding: u32 LE length, then the name, for each.
+fn encode_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<u8> {
+    let mut list = Vec::new();
+    for name in names {
+        list.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        list.extend_from_slice(name.as_bytes());
+    }
+    list
+}
+
+/// The code the guest sees for a refused store operation.
+fn store_code(error: StoreError) -> i32 {
+    match error {
+        StoreError::Full => ERR_LIMIT,
+        StoreError::NotACounter => ERR_BAD_ARGUMENT,
     }
 }
 
@@ -271,6 +287,30 @@ fn code64(result: Result<i64, i32>) -> i64 {
     result.unwrap_or_else(|c| c as i64)
 }
 
+/// Defines import `name`: `(name, nlen, dst, cap) -> i32` copies what `lookup` finds for the
+/// name (-1 when nothing) and answers its whole length.
+fn define_lookup(
+    linker: &mut Linker<CallState>,
+    name: &str,
+    lookup: fn(&CallState, &str) -> Option<Vec<u8>>,
+) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "framegate",
+        name,
+        move |mut caller: Caller<'_, CallState>, key: i32, klen: i32, dst: i32, cap: i32| {
+            let Ok(key) = string_in(&caller, key, klen)? else {
+                return Ok(ERR_BAD_ARGUMENT);
+            };
+            let Some(value) = lookup(caller.data(), &key) else {
+                return Ok(ERR_NOT_FOUND);
+            };
+            copy_out(&mut caller, &value, dst, cap)?;
+            wasmtime::Result::Ok(value.len() as i32)
+        },
+    )?;
+    Ok(())
+}
+
 /// Defines every import of module `framegate`.
 pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     const M: &str = "framegate";
@@ -314,33 +354,18 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         })()))
     })?;
 
-    linker.func_wrap(
-        M,
-        "meta_get",
-        |mut caller: Caller<'_, CallState>, key: i32, klen: i32, dst: i32, cap: i32| {
-            let Ok(key) = string_in(&caller, key, klen)? else {
-                return Ok(ERR_BAD_ARGUMENT);
-            };
-            let Some(value) = caller.data().meta_value(&key).map(<[u8]>::to_vec) else {
-                return Ok(ERR_NOT_FOUND);
-            };
-            copy_out(&mut caller, &value, dst, cap)?;
-            wasmtime::Result::Ok(value.len() as i32)
-        },
-    )?;
-
-    linker.func_wrap(
-        M,
-        "meta_keys",
-        |mut caller: Caller<'_, CallState>, prefix: i32, plen: i32, dst: i32, cap: i32| {
-            let Ok(prefix) = string_in(&caller, prefix, plen)? else {
-                return Ok(ERR_BAD_ARGUMENT);
-            };
-            let list = caller.data().meta_keys(&prefix);
-            copy_out(&mut caller, &list, dst, cap)?;
-            wasmtime::Result::Ok(list.len() as i32)
-        },
-    )?;
+    // Lookups: a name in, bytes out; the answer is their whole length (the guest asks again
+    // with more room when that is over `cap`).
+    define_lookup(linker, "meta_get", |state, key| {
+        state.meta_value(key).map(<[u8]>::to_vec)
+    })?;
+    define_lookup(linker, "meta_keys", |state, prefix| Some(state.meta_keys(prefix)))?;
+    define_lookup(linker, "store_get", |state, key| {
+        state.store.get(key).map(|v| v.to_vec())
+    })?;
+    define_lookup(linker, "store_keys", |state, prefix| {
+        Some(encode_names(state.store.keys(prefix).iter().map(String::as_str)))
+    })?;
 
     linker.func_wrap(
         M,
@@ -583,6 +608,37 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
                 }
                 _ => ERR_BAD_ARGUMENT,
             })
+        },
+    )?;
+    define_store(linker)
+}
+
+/// `store_set` and `store_add`: writes to the module's shared store, at once (not effects).
+fn define_store(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    const M: &str = "framegate";
+
+    linker.func_wrap(
+        M,
+        "store_set",
+        |caller: Caller<'_, CallState>, key: i32, klen: i32, val: i32, vlen: i32| {
+            let Ok(key) = string_in(&caller, key, klen)? else {
+                return Ok(ERR_BAD_ARGUMENT);
+            };
+            let value = (vlen >= 0).then(|| copy_in(&caller, val, vlen)).transpose()?;
+            let stored = caller.data().store.set(&key, value.map(Bytes::from));
+            wasmtime::Result::Ok(code(stored.map(|()| 0).map_err(store_code)))
+        },
+    )?;
+
+    linker.func_wrap(
+        M,
+        "store_add",
+        |caller: Caller<'_, CallState>, key: i32, klen: i32, delta: i64| {
+            let Ok(key) = string_in(&caller, key, klen)? else {
+                return Ok(i64::from(ERR_BAD_ARGUMENT));
+            };
+            let sum = caller.data().store.add(&key, delta);
+            wasmtime::Result::Ok(code64(sum.map_err(store_code)))
         },
     )?;
     Ok(())

@@ -5,6 +5,7 @@
 pub mod abi;
 mod chain;
 mod slot;
+mod store;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -78,6 +79,8 @@ pub struct FilterHost {
     /// must accept all of them before it is swapped in.
     configs: Mutex<HashMap<String, Vec<String>>>,
     next_version: AtomicU64,
+    /// Each module's shared store, by module name: it outlives versions (hot swap keeps it).
+    stores: Mutex<HashMap<String, Arc<store::Store>>>,
 }
 
 impl FilterHost {
@@ -114,7 +117,13 @@ impl FilterHost {
             status: Mutex::default(),
             configs: Mutex::default(),
             next_version: AtomicU64::new(1),
+            stores: Mutex::default(),
         }))
+    }
+
+    /// The shared store of module `name`, made on first use.
+    fn store(&self, name: &str) -> Arc<store::Store> {
+        self.stores.lock().unwrap().entry(name.to_string()).or_default().clone()
     }
 
     pub fn dir(&self) -> &Path {

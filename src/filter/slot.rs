@@ -93,6 +93,7 @@ pub(super) fn instantiate(
 ) -> Result<Warm, String> {
     let metrics = Some(host.metrics.filter(&filter));
     let state = CallState {
+        store: host.store(&filter),
         limits: StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
             .trap_on_grow_failure(true)

@@ -1,6 +1,6 @@
 //! Templates for where a record goes (`subject = "events.{meta.tenant}"`): literal text and
-//! `{meta.KEY}`, `{route}`, `{conn}` placeholders filled from the record, so that a filter or
-//! a client decides the destination. A placeholder that cannot be filled fails the record.
+//! `{meta.KEY}`, `{route}`, `{conn}`, `{key}` placeholders filled from the record, so that a
+//! filter or a client decides the destination (`{key}`, the record's key, per record). A placeholder that cannot be filled fails the record.
 
 use super::{FINAL, Record};
 
@@ -10,6 +10,7 @@ enum Part {
     Meta(String),
     Route,
     Conn,
+    Key,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -33,11 +34,12 @@ impl Template {
             parts.push(match name {
                 "route" => Part::Route,
                 "conn" => Part::Conn,
+                "key" => Part::Key,
                 _ => match name.strip_prefix("meta.") {
                     Some(key) if !key.is_empty() => Part::Meta(key.to_string()),
                     _ => {
                         return Err(format!(
-                            "template {source:?}: unknown placeholder {{{name}}}, expected {{meta.KEY}}, {{route}} or {{conn}}"
+                            "template {source:?}: unknown placeholder {{{name}}}, expected {{meta.KEY}}, {{route}}, {{conn}} or {{key}}"
                         ));
                     }
                 },
@@ -70,6 +72,13 @@ impl Template {
                 Part::Literal(text) => out.push_str(text),
                 Part::Route => out.push_str(&record.route),
                 Part::Conn => out.push_str(&record.conn.to_string()),
+                Part::Key => {
+                    let key = record
+                        .key
+                        .as_ref()
+                        .ok_or_else(|| format!("{FINAL}{:?}: the record has no key", self.source))?;
+                    out.push_str(&String::from_utf8_lossy(key));
+                }
                 Part::Meta(key) => {
                     let value = record
                         .meta
@@ -118,6 +127,18 @@ mod tests {
         assert_eq!(Template::parse("plain").unwrap().literal(), Some("plain"));
         assert_eq!(Template::parse("").unwrap().literal(), Some(""));
         assert_eq!(t.literal(), None);
+        let keyed = Record {
+            key: Some("db.ns.m".into()),
+            ..record()
+        };
+        assert_eq!(
+            Template::parse("nsdb.{key}").unwrap().render(&keyed).unwrap(),
+            "nsdb.db.ns.m"
+        );
+        assert_eq!(
+            Template::parse("nsdb.{key}").unwrap().render(&record()).unwrap_err(),
+            "refused: \"nsdb.{key}\": the record has no key"
+        );
     }
 
     #[test]

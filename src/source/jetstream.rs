@@ -17,16 +17,8 @@ use tokio::sync::mpsc;
 
 use super::{Feed, Settle, opcode_of, parse_spec};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Options {
-    #[serde(default = "default_url")]
-    pub url: String,
-}
-
-fn default_url() -> String {
-    "nats://127.0.0.1:4222".into()
-}
+/// The same options as the `nats` source: the server.
+pub use super::nats::Options;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,11 +66,7 @@ pub async fn run(
     mut verdicts: mpsc::UnboundedReceiver<Settle>,
 ) -> Result<(), String> {
     let spec: Spec = parse_spec(&spec, "subject")?;
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(&options.url)
-        .await
-        .map_err(|e| format!("nats {}: {e}", options.url))?;
+    let client = super::nats::connect(&options).await?;
     let context = jetstream::new(client.clone());
     let stream_name = match &spec.stream {
         Some(stream) => stream.clone(),
@@ -160,24 +148,12 @@ pub async fn run(
                     let (sequence, delivered, published) = info;
                     let (message, acker) = message.split();
                     let id = sequence.to_string();
-                    let mut attrs = vec![
-                        ("topic".to_string(), message.subject.as_bytes().to_vec().into()),
-                        ("redelivery_count".to_string(), (delivered - 1).to_string().into()),
-                        (
-                            "publish_time".to_string(),
-                            (published.unix_timestamp_nanos() / 1_000_000).to_string().into(),
-                        ),
-                    ];
-                    for (name, values) in message.headers.iter().flat_map(|h| h.iter()) {
-                        for value in values {
-                            let value = value.as_str().as_bytes().to_vec().into();
-                            if name.as_ref() as &str == "key" {
-                                attrs.push(("key".to_string(), value));
-                            } else {
-                                attrs.push((format!("header.{name}"), value));
-                            }
-                        }
-                    }
+                    let mut attrs = super::nats::attrs(&message.subject, message.headers.as_ref());
+                    attrs.push(("redelivery_count".to_string(), (delivered - 1).to_string().into()));
+                    attrs.push((
+                        "publish_time".to_string(),
+                        (published.unix_timestamp_nanos() / 1_000_000).to_string().into(),
+                    ));
                     unsettled.insert(id.clone(), acker);
                     let opcode = opcode_of(&message.payload);
                     if !feed.deliver(id, opcode, message.payload, attrs).await {

@@ -9,6 +9,7 @@ mod bus;
 mod jetstream;
 mod kafka;
 mod mqtt;
+mod nats;
 mod pulsar;
 mod redis;
 pub mod ws;
@@ -33,7 +34,7 @@ use crate::metrics::{Metrics, SourceMetrics};
 use crate::sink::Reply;
 
 /// The connector types a `[sources.NAME]` table can name.
-pub const KINDS: &[&str] = &["jetstream", "redis", "kafka", "amqp", "mqtt", "pulsar", "ws"];
+pub const KINDS: &[&str] = &["nats", "jetstream", "redis", "kafka", "amqp", "mqtt", "pulsar", "ws"];
 
 /// The built-in source every configuration has.
 pub const BUS: &str = "bus";
@@ -41,6 +42,7 @@ pub const BUS: &str = "bus";
 /// Checks a connector's own options, so that `framegate check` finds every mistake.
 pub fn check_options(kind: &str, options: &toml::Table) -> Result<(), String> {
     match kind {
+        "nats" => crate::sink::parse::<nats::Options>(options).map(drop),
         "jetstream" => crate::sink::parse::<jetstream::Options>(options).map(drop),
         "redis" => crate::sink::parse::<redis::Options>(options).map(drop),
         "kafka" => crate::sink::parse::<kafka::Options>(options).map(drop),
@@ -152,6 +154,7 @@ impl Subscription {
 
 /// A configured broker source.
 enum Connector {
+    Nats(Arc<nats::Options>),
     Jetstream(Arc<jetstream::Options>),
     Redis(Arc<redis::Options>),
     Kafka(Arc<kafka::Options>),
@@ -198,6 +201,7 @@ impl Sources {
             let bad = |e: String| anyhow::anyhow!("sources.{name}: {e}");
             let options = &source.options;
             let connector = match source.kind.as_str() {
+                "nats" => Connector::Nats(Arc::new(crate::sink::parse(options).map_err(bad)?)),
                 "jetstream" => Connector::Jetstream(Arc::new(crate::sink::parse(options).map_err(bad)?)),
                 "redis" => Connector::Redis(Arc::new(crate::sink::parse(options).map_err(bad)?)),
                 "kafka" => Connector::Kafka(Arc::new(crate::sink::parse(options).map_err(bad)?)),
@@ -258,6 +262,7 @@ impl Sources {
         let flow: Flow = match configured {
             _ if source == BUS => Box::pin(bus::run(self.bus.clone(), spec, feed, verdicts)),
             Some(configured) => match &configured.connector {
+                Connector::Nats(options) => Box::pin(nats::run(options.clone(), spec, feed, verdicts)),
                 Connector::Jetstream(options) => Box::pin(jetstream::run(options.clone(), spec, feed, verdicts)),
                 Connector::Redis(options) => Box::pin(redis::run(options.clone(), spec, feed, verdicts)),
                 Connector::Amqp(options) => Box::pin(amqp::run(options.clone(), spec, feed, verdicts)),

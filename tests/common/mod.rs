@@ -37,12 +37,30 @@ pub fn start_default() -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let filters = dir.path().join("target/filters");
     std::fs::create_dir_all(&filters).unwrap();
-    for name in ["echo", "subscribe", "hydra"] {
+    for name in ["echo", "subscribe", "hydra", "query"] {
         let file = format!("{name}.wasm");
         std::fs::copy(built_filters().join(&file), filters.join(&file))
             .unwrap_or_else(|e| panic!("target/filters/{file}: {e}: run scripts/build-filters"));
     }
     Proxy::spawn(dir, &["run", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+}
+
+/// Runs a client program (`python3`, `node`) on a script in tests/ and returns the lines it
+/// printed; fails the test, with its output, if it fails.
+pub fn run_client(program: &str, script: &str, args: Vec<String>) -> Vec<String> {
+    let script = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new(program).arg(script).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "the {program} client failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 /// A running proxy, stopped (SIGTERM, then kill) when dropped.

@@ -5,7 +5,8 @@
 //! `meta KEY`, `keys PREFIX` (the metadata keys with that prefix, comma separated), `set KEY VALUE`, `del KEY`, `emit SINK PAYLOAD`, `sub SOURCE SPEC`, `unsub ID`,
 //! `timer MS`, `cancel ID`, `close CODE REASON`, `replace TEXT` (then on to the sinks),
 //! `pass`, `drop`, `bad-utf8` (replace with invalid UTF-8), `count NAME`, `panic`,
-//! `ack SUB ID`, `nack SUB ID`, `hold 1|0` (hold or resume deliveries).
+//! `ack SUB ID`, `nack SUB ID`, `hold 1|0` (hold or resume deliveries); the module's shared
+//! store: `sget KEY`, `sset KEY VALUE`, `sdel KEY`, `skeys PREFIX`, `sadd KEY DELTA`.
 //!
 //! At the upgrade: `?reject=STATUS` refuses it; `?sub=TOPIC` subscribes to a bus topic.
 //! Towards the client, messages are tagged `[sub ID msg MSG] ` and acked, unless `?manual=1`
@@ -13,7 +14,7 @@
 //! `[sub ID msg MSG key=K header.h=V] `. On close, the code is emitted to the sink `log` if the
 //! route has one.
 
-use framegate_guest::{Conn, Filter, Level, Message, Open, Record, SinkResult, Verdict, export_filter};
+use framegate_guest::{Conn, Filter, Level, Message, Open, Record, SinkResult, Verdict, export_filter, store};
 
 #[derive(Default)]
 struct Probe;
@@ -53,6 +54,11 @@ impl Probe {
             "nack" => answer(conn.nack(first.parse().unwrap_or(0), rest).map(|()| "")),
             "unsub" => answer(conn.unsubscribe(first.parse().unwrap_or(0)).map(|()| "")),
             "hold" => answer(conn.hold(first == "1").map(|()| "")),
+            "sget" => store::get(first).map_or_else(|| "<none>".into(), |v| String::from_utf8_lossy(&v).into_owned()),
+            "sset" => answer(store::set(first, rest.as_bytes()).map(|()| "")),
+            "sdel" => answer(store::delete(first).map(|()| "")),
+            "skeys" => store::keys(first).join(","),
+            "sadd" => answer(store::add(first, rest.parse().unwrap_or(0))),
             "timer" => answer(conn.set_timer(first.parse().unwrap_or(0))),
             "cancel" => answer(conn.cancel_timer(first.parse().unwrap_or(0)).map(|()| "")),
             "close" => {

@@ -1,0 +1,148 @@
+//! The insert socket: NSDb's insert body `{db, namespace, metric, bit}` (one, or an array),
+//! checked whole before any record is kept, then each record retained and emitted to the
+//! route's sink as an envelope the stream side reads: the body plus `seq`, its number in the
+//! metric. One answer per message: `{"inserted":N}`, or `{"error":REASON}` (a message that does
+//! not parse keeps none of its records).
+
+use framegate_guest::{Conn, Message, Opcode, Record, Verdict, now_ms};
+use serde_json::Value;
+
+use crate::eval::Bit;
+use crate::retention::{self, Metric};
+use crate::{Config, error_reply};
+
+/// One record to insert.
+struct Insert {
+    metric: Metric,
+    bit: Bit,
+}
+
+/// db, namespace and metric: they become a subject or topic (`nsdb.DB.NS.METRIC`), so no dots,
+/// spaces or wildcards.
+fn text_field(body: &serde_json::Map<String, Value>, key: &str) -> Result<String, String> {
+    match body.get(key) {
+        Some(Value::String(s)) if !s.is_empty() && !s.contains(|c: char| c.is_whitespace() || ".*>".contains(c)) => {
+            Ok(s.clone())
+        }
+        _ => Err(format!("{key} must be a non-empty string without dots, spaces, * or >")),
+    }
+}
+
+fn parse_one(body: &Value, now: i64) -> Result<Insert, String> {
+    let body = body
+        .as_object()
+        .ok_or("an insert is an object {db, namespace, metric, bit}")?;
+    let metric = Metric {
+        db: text_field(body, "db")?,
+        namespace: text_field(body, "namespace")?,
+        name: text_field(body, "metric")?,
+    };
+    let bit = Bit::from_json(body.get("bit").ok_or("bit is missing")?, now)?;
+    Ok(Insert { metric, bit })
+}
+
+/// Every record of a message, or why the message is refused.
+fn parse(text: &str, now: i64) -> Result<Vec<Insert>, String> {
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+    match value {
+        Value::Array(items) if items.is_empty() => Err("an empty array inserts nothing".into()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| parse_one(item, now).map_err(|e| format!("insert {i}: {e}")))
+            .collect(),
+        one => Ok(vec![parse_one(&one, now)?]),
+    }
+}
+
+/// The envelope the stream side gets for a kept record: `seq` is its number in the metric at
+/// `origin` (this process).
+pub fn envelope(metric: &Metric, origin: &str, seq: i64, bit_json: &str) -> String {
+    let text = |s: &str| serde_json::to_string(s).expect("strings serialize");
+    format!(
+        "{{\"db\":{},\"namespace\":{},\"metric\":{},\"origin\":{},\"seq\":{seq},\"bit\":{bit_json}}}",
+        text(&metric.db),
+        text(&metric.namespace),
+        text(&metric.name),
+        text(origin)
+    )
+}
+
+/// Keeps and emits every record; `Err` names the first that failed (those before it went through).
+fn insert_all(config: &Config, conn: &Conn, inserts: &[Insert], now: i64) -> Result<usize, String> {
+    let sink = config.sink.as_deref().expect("checked at init");
+    let origin = retention::origin(conn, now);
+    for (i, insert) in inserts.iter().enumerate() {
+        let bit_json = insert.bit.to_json();
+        let metric = &insert.metric;
+        let key = format!("{}.{}.{}", metric.db, metric.namespace, metric.name);
+        let record = Record {
+            key: Some(key.as_bytes()),
+            ..Record::default()
+        };
+        retention::keep(metric, &bit_json, &config.retention, now)
+            .and_then(|seq| conn.emit_with(sink, envelope(metric, &origin, seq, &bit_json).as_bytes(), record))
+            .map_err(|e| format!("insert {i} could not be kept or sent to {sink}: {e} (the {i} before it were)"))?;
+    }
+    Ok(inserts.len())
+}
+
+pub fn message(config: &Config, conn: &Conn, message: &mut Message) -> Verdict {
+    let now = now_ms();
+    let reply = match (message.opcode(), message.text()) {
+        (Opcode::Text, Some(text)) => parse(text, now).and_then(|inserts| insert_all(config, conn, &inserts, now)),
+        _ => Err("inserts are JSON text messages".into()),
+    };
+    let reply = match reply {
+        Ok(n) => format!("{{\"inserted\":{n}}}"),
+        Err(e) => error_reply(&e),
+    };
+    let _ = conn.send_text(&reply);
+    Verdict::Drop
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_one_or_many_checked_whole() {
+        let one =
+            r#"{"db":"db","namespace":"ns","metric":"m","bit":{"timestamp":5,"value":1.5,"dimensions":{"k":"v"}}}"#;
+        let parsed = parse(one, 9).unwrap();
+        assert_eq!(parsed[0].metric.name, "m");
+        assert_eq!(parsed[0].bit.timestamp, 5);
+        let many = format!(
+            "[{one},{}]",
+            r#"{"db":"db","namespace":"ns","metric":"m","bit":{"value":2}}"#
+        );
+        let parsed = parse(&many, 9).unwrap();
+        assert_eq!(parsed[1].bit.timestamp, 9, "no timestamp: the time of arrival");
+        assert_eq!(
+            parse(r#"[{"db":"db","namespace":"ns","metric":"m","bit":{"value":"x"}}]"#, 0)
+                .err()
+                .unwrap(),
+            "insert 0: bit.value must be a number"
+        );
+        assert_eq!(
+            parse(r#"{"db":"db","metric":"m","bit":{}}"#, 0).err().unwrap(),
+            "namespace must be a non-empty string without dots, spaces, * or >"
+        );
+        assert!(parse(r#"{"db":"d.b","namespace":"ns","metric":"m","bit":{"value":1}}"#, 0).is_err());
+        assert!(parse("nope", 0).err().unwrap().starts_with("not JSON"));
+        let bit = parse(one, 0).unwrap().remove(0).bit;
+        assert_eq!(
+            envelope(
+                &Metric {
+                    db: "db".into(),
+                    namespace: "ns".into(),
+                    name: "m".into()
+                },
+                "o1",
+                3,
+                &bit.to_json()
+            ),
+            r#"{"db":"db","namespace":"ns","metric":"m","origin":"o1","seq":3,"bit":{"timestamp":5,"value":1.5,"dimensions":{"k":"v"},"tags":{}}}"#
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! The `query` filter: NSDb's live query subscriptions (`/ws-stream`) and an insert socket
+//! (`/ws-insert`) in front of the bus (docs/filters/query.md). One module, two modes:
+//!
+//! - `insert`: each message is one NSDb insert body `{db, namespace, metric, bit}` or an array
+//!   of them; every record is kept in the retained window (the module's shared store,
+//!   `retention.rs`) and emitted to the route's sink (the bus), and the message is answered once.
+//! - `stream`: at the upgrade, `refresh_period` and `retention_size` are checked and the
+//!   connection subscribes to the bus topic; subscribe messages are parsed (`sql.rs`), answered
+//!   with the window's matching records, and every record the bus delivers is matched against
+//!   all of the connection's queries in that one call (`stream.rs`).
+//!
+//! Filter state lives in connection metadata and the shared store; the parsed queries in the
+//! instance are a cache, rebuilt from metadata when an instance has not seen them.
+
+mod eval;
+mod insert;
+mod retention;
+mod sql;
+mod stream;
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use framegate_guest::{Conn, Filter, Message, Open, Verdict, export_filter};
+use serde::Deserialize;
+
+use retention::Retention;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    Stream,
+    Insert,
+}
+
+/// The filter's config on a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    mode: Mode,
+    /// stream: the source records come from, and its spec (the bus topic).
+    #[serde(default = "default_source")]
+    source: String,
+    #[serde(default = "default_topic")]
+    topic: String,
+    /// insert: the sink records go to.
+    sink: Option<String>,
+    /// stream: the smallest `refresh_period` a client may ask for, and the one it gets without asking.
+    #[serde(default = "default_period")]
+    min_refresh_period_ms: u32,
+    refresh_period_ms: Option<u32>,
+    /// stream: records that may wait for a slow client, per query, without `retention_size`.
+    #[serde(default = "default_retention_size")]
+    retention_size: u32,
+    /// Both modes: what each metric keeps (give both routes the same).
+    #[serde(default)]
+    retention: Retention,
+}
+
+fn default_source() -> String {
+    "bus".into()
+}
+fn default_topic() -> String {
+    "nsdb".into()
+}
+fn default_period() -> u32 {
+    100
+}
+fn default_retention_size() -> u32 {
+    100
+}
+
+#[derive(Default)]
+struct Query {
+    config: Option<Config>,
+    /// quid -> parsed subscription: a cache of what `q.def.QUID` metadata holds.
+    compiled: HashMap<String, Rc<stream::Compiled>>,
+}
+
+impl Query {
+    fn config(&self) -> &Config {
+        self.config.as_ref().expect("fg_init ran")
+    }
+}
+
+/// `{"error": ...}`, NSDb's shape for anything that is not a subscription.
+fn error_reply(reason: &str) -> String {
+    format!(
+        "{{\"error\":{}}}",
+        serde_json::to_string(reason).expect("strings serialize")
+    )
+}
+
+impl Filter for Query {
+    fn init(&mut self, config: &[u8]) -> Result<(), String> {
+        let config: Config = serde_json::from_slice(config).map_err(|e| format!("query config: {e}"))?;
+        if config.mode == Mode::Insert && config.sink.is_none() {
+            return Err("query config: mode \"insert\" needs `sink`, the sink records go to".into());
+        }
+        if config
+            .refresh_period_ms
+            .is_some_and(|p| p < config.min_refresh_period_ms)
+        {
+            return Err("query config: refresh_period_ms is below min_refresh_period_ms".into());
+        }
+        if config.retention.count == 0 || config.retention_size == 0 {
+            return Err("query config: retention.count and retention_size must be at least 1".into());
+        }
+        self.config = Some(config);
+        Ok(())
+    }
+
+    fn on_open(&mut self, conn: &Conn) -> Open {
+        match self.config().mode {
+            Mode::Insert => Open::Accept,
+            Mode::Stream => stream::open(self.config(), conn),
+        }
+    }
+
+    fn on_message(&mut self, conn: &Conn, message: &mut Message) -> Verdict {
+        let config = self.config.as_ref().expect("fg_init ran");
+        match (config.mode, message.from_client()) {
+            (Mode::Insert, true) => insert::message(config, conn, message),
+            (Mode::Insert, false) => Verdict::Continue,
+            (Mode::Stream, true) => stream::message(config, &mut self.compiled, conn, message),
+            (Mode::Stream, false) => stream::delivery(config, &mut self.compiled, conn, message),
+        }
+    }
+
+    fn on_timer(&mut self, conn: &Conn, timer: u64) {
+        if self.config().mode == Mode::Stream {
+            let config = self.config.as_ref().expect("fg_init ran");
+            stream::timer(config, &mut self.compiled, conn, timer);
+        }
+    }
+}
+
+export_filter!(Query);

@@ -1,0 +1,589 @@
+//! The `/ws-stream` side: subscribe and unsubscribe messages, the records the bus delivers,
+//! and the pacing timers. Everything about a connection's subscriptions is its metadata:
+//!
+//! - `q.quids`: the connection's quids, one per line (identical queries share one), each with
+//!   the newest record number its first answer covered (`QUID HW`), so that a record both in
+//!   that answer and still on its way on the bus is not pushed twice;
+//! - `q.def.QUID`: the subscribe message, re-parsed when an instance has no cached copy;
+//! - `q.last.QUID`: when the last push went; `q.buf.QUID` / `q.bufn.QUID`: the records waiting
+//!   for the next one (newline-separated JSON, at most `retention_size`);
+//! - `q.timer.QUID` and `q.t.TIMER`: the pending flush (or, for a windowed query, the next
+//!   refresh) and which quid a timer is for;
+//! - `q.res.QUID`: a windowed query's last answer, pushed again only when it changes.
+//!
+//! A delivered record is parsed once and matched against every quid of the connection in the
+//! same call: the cost is one Wasm call per record per connection, not per subscription.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use framegate_guest::{Conn, Level, Message, Opcode, Open, Verdict, count, log, now_ms};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::eval::{self, Bit};
+use crate::retention::{self, Metric};
+use crate::sql::{self, Expr, Op, Select, Term};
+use crate::{Config, error_reply};
+
+const QUIDS: &str = "q.quids";
+/// Subscriptions one connection may hold: each may need a timer, and the host allows 1024
+/// subscriptions and timers per connection.
+const MAX_QUERIES: usize = 1000;
+/// Parsed queries an instance keeps before it starts over.
+const CACHE: usize = 4096;
+const INVALID: &str = "invalid message sent";
+
+/// A subscribe message, as NSDb's RegisterQuery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Subscribe {
+    db: String,
+    namespace: String,
+    metric: String,
+    #[serde(rename = "queryString")]
+    query_string: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    from: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    to: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    filters: Option<Vec<Value>>,
+}
+
+/// A subscription ready to match: the query with its filters and time bounds in the condition.
+#[derive(Debug)]
+pub struct Compiled {
+    quid: String,
+    metric: Metric,
+    select: Select,
+    windowed: bool,
+}
+
+/// What the bus carries: an insert body with the record's number in its metric.
+#[derive(Deserialize)]
+struct Envelope {
+    db: String,
+    namespace: String,
+    metric: String,
+    /// Where `seq` counts: the process that kept the record (absent from other producers).
+    #[serde(default)]
+    origin: Option<String>,
+    #[serde(default)]
+    seq: i64,
+    bit: Value,
+}
+
+fn json(text: &str) -> String {
+    serde_json::to_string(text).expect("strings serialize")
+}
+
+/// A UUID-shaped id from the query's canonical form: the same query gets the same quid on every
+/// connection and every instance, with nothing shared.
+fn quid_of(canonical: &str) -> String {
+    let fnv = |seed: u64| {
+        canonical
+            .bytes()
+            .fold(seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    };
+    let hex = format!("{:016x}{:016x}", fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142));
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// A `filters` entry as a condition; `None` when it is not one (the message is then invalid).
+fn filter_expr(filter: &Value) -> Option<Expr> {
+    let filter = filter.as_object()?;
+    let dimension = filter.get("dimension")?.as_str()?.to_string();
+    let operator = filter.get("operator")?.as_str()?.replace(' ', "").to_ascii_uppercase();
+    let Some(value) = filter.get("value") else {
+        return match operator.as_str() {
+            "ISNULL" => Some(Expr::Null(dimension, true)),
+            "ISNOTNULL" => Some(Expr::Null(dimension, false)),
+            _ => None,
+        };
+    };
+    let term = match value {
+        Value::String(s) => Term::Text(s.clone()),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Term::Int(i),
+            None => Term::Float(n.as_f64()?),
+        },
+        _ => return None,
+    };
+    let op = match operator.as_str() {
+        "LIKE" => {
+            let Term::Text(pattern) = term else { return None };
+            return Some(Expr::Like(dimension, pattern));
+        }
+        "=" => Op::Eq,
+        ">" => Op::Gt,
+        ">=" => Op::Ge,
+        "<" => Op::Lt,
+        "<=" => Op::Le,
+        _ => return None,
+    };
+    Some(Expr::Compare(dimension, op, term))
+}
+
+impl Subscribe {
+    /// Whether every filter is one: NSDb refuses the whole message otherwise.
+    fn well_formed(&self) -> bool {
+        self.filters.iter().flatten().all(|f| filter_expr(f).is_some())
+    }
+
+    /// Parses and checks the query; `Err` is the failure's reason.
+    fn compile(&self) -> Result<Compiled, String> {
+        let mut select = sql::parse(&self.query_string)?;
+        eval::check(&select)?;
+        if select.metric != self.metric {
+            return Err(format!(
+                "the query reads metric {} but the subscription names metric {}",
+                select.metric, self.metric
+            ));
+        }
+        let bounds = [
+            self.from
+                .map(|t| Expr::Compare("timestamp".into(), Op::Ge, Term::Int(t))),
+            self.to.map(|t| Expr::Compare("timestamp".into(), Op::Le, Term::Int(t))),
+        ];
+        let extra = self
+            .filters
+            .iter()
+            .flatten()
+            .filter_map(filter_expr)
+            .chain(bounds.into_iter().flatten());
+        select.condition = select
+            .condition
+            .take()
+            .into_iter()
+            .chain(extra)
+            .reduce(|a, b| Expr::And(Box::new(a), Box::new(b)));
+        let metric = Metric {
+            db: self.db.clone(),
+            namespace: self.namespace.clone(),
+            name: self.metric.clone(),
+        };
+        Ok(Compiled {
+            quid: quid_of(&format!("{}\u{1f}{}\u{1f}{select:?}", self.db, self.namespace)),
+            windowed: eval::windowed(&select),
+            metric,
+            select,
+        })
+    }
+
+    /// The keys every answer to a subscription starts with.
+    fn head(&self) -> String {
+        format!(
+            "\"db\":{},\"namespace\":{},\"metric\":{},\"queryString\":{}",
+            json(&self.db),
+            json(&self.namespace),
+            json(&self.metric),
+            json(&self.query_string)
+        )
+    }
+
+    fn failure(&self, reason: &str) -> String {
+        format!("{{{},\"reason\":{}}}", self.head(), json(reason))
+    }
+
+    fn success(&self, quid: &str, records: &str) -> String {
+        format!("{{{},\"quid\":{},\"records\":[{records}]}}", self.head(), json(quid))
+    }
+}
+
+fn key(name: &str, quid: &str) -> String {
+    format!("q.{name}.{quid}")
+}
+
+fn meta_i64(conn: &Conn, key: &str) -> Option<i64> {
+    conn.meta_str(key)?.parse().ok()
+}
+
+/// The connection's subscriptions: (quid, high-water record number), in subscribe order.
+fn quids(conn: &Conn) -> Vec<(String, i64)> {
+    conn.meta_str(QUIDS)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (quid, hw) = line.split_once(' ')?;
+            Some((quid.to_string(), hw.parse().ok()?))
+        })
+        .collect()
+}
+
+fn save_quids(conn: &Conn, list: &[(String, i64)]) -> Result<(), framegate_guest::Error> {
+    let lines: Vec<String> = list.iter().map(|(quid, hw)| format!("{quid} {hw}")).collect();
+    conn.set_meta(QUIDS, lines.join("\n").as_bytes())
+}
+
+fn holds(list: &[(String, i64)], quid: &str) -> bool {
+    list.iter().any(|(q, _)| q == quid)
+}
+
+/// The connection's `refresh_period` (checked at the upgrade), in milliseconds.
+fn period(config: &Config, conn: &Conn) -> i64 {
+    meta_i64(conn, "query.refresh_period")
+        .unwrap_or_else(|| i64::from(config.refresh_period_ms.unwrap_or(config.min_refresh_period_ms)))
+}
+
+fn retention_size(config: &Config, conn: &Conn) -> i64 {
+    meta_i64(conn, "query.retention_size").unwrap_or_else(|| i64::from(config.retention_size))
+}
+
+/// Records as a JSON array's inside.
+fn joined(records: &[Bit]) -> String {
+    records.iter().map(Bit::to_json).collect::<Vec<_>>().join(",")
+}
+
+/// The subscription behind a quid of this connection: cached, or parsed again from metadata.
+fn compiled(cache: &mut HashMap<String, Rc<Compiled>>, conn: &Conn, quid: &str) -> Option<Rc<Compiled>> {
+    if let Some(found) = cache.get(quid) {
+        return Some(found.clone());
+    }
+    let subscribe: Subscribe = serde_json::from_slice(&conn.meta(&key("def", quid))?).ok()?;
+    let found = Rc::new(subscribe.compile().ok()?);
+    if cache.len() >= CACHE {
+        cache.clear();
+    }
+    cache.insert(quid.to_string(), found.clone());
+    Some(found)
+}
+
+pub fn open(config: &Config, conn: &Conn) -> Open {
+    let refuse = |why: String| {
+        let _ = conn.reject(400, why.as_bytes());
+        Open::Reject
+    };
+    let min = i64::from(config.min_refresh_period_ms);
+    if let Some(asked) = conn.meta_str("query.refresh_period") {
+        match asked.parse::<i64>() {
+            Ok(p) if p >= min => {}
+            Ok(p) => {
+                return refuse(format!(
+                    "publish period of {p} milliseconds cannot be used, must be greater or equal to {min}"
+                ));
+            }
+            Err(_) => return refuse(format!("refresh_period {asked:?} is not a number of milliseconds")),
+        }
+    }
+    if let Some(size) = conn.meta_str("query.retention_size")
+        && !size.parse::<u32>().is_ok_and(|n| n > 0)
+    {
+        return refuse(format!("retention_size {size:?} is not a number of records above 0"));
+    }
+    match conn.subscribe(&config.source, &config.topic) {
+        Ok(_) => Open::Accept,
+        Err(e) => {
+            let _ = conn.reject(
+                500,
+                format!("cannot subscribe to {} {}: {e}", config.source, config.topic).as_bytes(),
+            );
+            Open::Reject
+        }
+    }
+}
+
+pub fn message(
+    config: &Config,
+    cache: &mut HashMap<String, Rc<Compiled>>,
+    conn: &Conn,
+    message: &mut Message,
+) -> Verdict {
+    let value = match (message.opcode(), message.text()) {
+        (Opcode::Text, Some(text)) => serde_json::from_str::<Value>(text).ok(),
+        _ => None,
+    };
+    let reply = match value {
+        Some(Value::Object(o)) if o.get("unsubscribe") == Some(&Value::Bool(true)) => match o.get("quid") {
+            Some(Value::String(quid)) => unsubscribe(conn, quid),
+            _ => error_reply(INVALID),
+        },
+        Some(value) => match serde_json::from_value::<Subscribe>(value) {
+            Ok(subscribe) if subscribe.well_formed() => self::subscribe(config, cache, conn, &subscribe),
+            _ => error_reply(INVALID),
+        },
+        None => error_reply(INVALID),
+    };
+    let _ = conn.send_text(&reply);
+    Verdict::Drop
+}
+
+fn subscribe(config: &Config, cache: &mut HashMap<String, Rc<Compiled>>, conn: &Conn, subscribe: &Subscribe) -> String {
+    let compiled = match subscribe.compile() {
+        Ok(compiled) => Rc::new(compiled),
+        Err(reason) => return subscribe.failure(&reason),
+    };
+    let mut list = quids(conn);
+    let quid = compiled.quid.clone();
+    if !holds(&list, &quid) && list.len() >= MAX_QUERIES {
+        return subscribe.failure(&format!("this connection holds {MAX_QUERIES} subscriptions already"));
+    }
+    let now = now_ms();
+    let (window, newest) = retention::window(&compiled.metric, &config.retention, now);
+    let records = joined(&eval::answer(
+        &compiled.select,
+        compiled.select.condition.as_ref(),
+        &window,
+        now,
+    ));
+    if !holds(&list, &quid) {
+        let def = serde_json::to_vec(subscribe).expect("plain data serializes");
+        list.push((quid.clone(), newest));
+        if let Err(e) = conn
+            .set_meta(&key("def", &quid), &def)
+            .and_then(|()| save_quids(conn, &list))
+        {
+            return subscribe.failure(&format!("the subscription could not be kept: {e}"));
+        }
+        if compiled.windowed {
+            let _ = conn.set_meta(&key("res", &quid), records.as_bytes());
+            arm(conn, &quid, period(config, conn));
+        }
+    }
+    if cache.len() >= CACHE {
+        cache.clear();
+    }
+    cache.insert(quid.clone(), compiled);
+    subscribe.success(&quid, &records)
+}
+
+fn unsubscribe(conn: &Conn, quid: &str) -> String {
+    let mut list = quids(conn);
+    let Some(at) = list.iter().position(|(q, _)| q == quid) else {
+        return error_reply(&format!("no subscription {quid} on this connection"));
+    };
+    list.remove(at);
+    let _ = save_quids(conn, &list);
+    if let Some(timer) = meta_i64(conn, &key("timer", quid)) {
+        let _ = conn.cancel_timer(timer as u64);
+        let _ = conn.delete_meta(&format!("q.t.{timer}"));
+    }
+    for name in ["def", "last", "buf", "bufn", "timer", "res"] {
+        let _ = conn.delete_meta(&key(name, quid));
+    }
+    format!("{{\"quid\":{},\"unsubscribed\":true}}", json(quid))
+}
+
+/// A timer for `quid` in `ms`.
+fn arm(conn: &Conn, quid: &str, ms: i64) {
+    match conn.set_timer(ms.clamp(0, i64::from(i32::MAX)) as u32) {
+        Ok(timer) => {
+            let _ = conn.set_meta(&key("timer", quid), timer.to_string().as_bytes());
+            let _ = conn.set_meta(&format!("q.t.{timer}"), quid.as_bytes());
+        }
+        Err(e) => log(Level::Warn, &format!("no timer for subscription {quid}: {e}")),
+    }
+}
+
+fn push(conn: &Conn, compiled: &Compiled, records: &str) {
+    let text = format!(
+        "{{\"quid\":{},\"metric\":{},\"records\":[{records}]}}",
+        json(&compiled.quid),
+        json(&compiled.metric.name)
+    );
+    if let Err(e) = conn.send_text(&text) {
+        log(Level::Warn, &format!("push for {} not sent: {e}", compiled.quid));
+    }
+}
+
+/// A matching record: pushed now if the last push is a period old, else kept for the next.
+fn enqueue(config: &Config, conn: &Conn, compiled: &Compiled, record: &str, now: i64) {
+    let quid = &compiled.quid;
+    let period = period(config, conn);
+    let waiting = conn.meta(&key("timer", quid)).is_some();
+    let last = meta_i64(conn, &key("last", quid));
+    if !waiting && last.is_none_or(|last| now - last >= period) {
+        push(conn, compiled, record);
+        let _ = conn.set_meta(&key("last", quid), now.to_string().as_bytes());
+        return;
+    }
+    let mut buffer = conn.meta_str(&key("buf", quid)).unwrap_or_default();
+    let mut n = meta_i64(conn, &key("bufn", quid)).unwrap_or(0);
+    if n >= retention_size(config, conn) {
+        // The slowest client may not hold more than retention_size: the oldest goes.
+        buffer = buffer
+            .split_once('\n')
+            .map(|(_, rest)| rest.to_string())
+            .unwrap_or_default();
+        n -= 1;
+        count("records_dropped", 1.0);
+    }
+    if !buffer.is_empty() {
+        buffer.push('\n');
+    }
+    buffer.push_str(record);
+    let _ = conn.set_meta(&key("buf", quid), buffer.as_bytes());
+    let _ = conn.set_meta(&key("bufn", quid), (n + 1).to_string().as_bytes());
+    if !waiting {
+        arm(conn, quid, last.map_or(0, |last| last + period - now));
+    }
+}
+
+pub fn delivery(
+    config: &Config,
+    cache: &mut HashMap<String, Rc<Compiled>>,
+    conn: &Conn,
+    message: &mut Message,
+) -> Verdict {
+    if let (Some(sub), Some(id)) = (meta_i64(conn, "msg.sub"), conn.meta_str("msg.id")) {
+        let _ = conn.ack(sub as u64, &id);
+    }
+    let list = quids(conn);
+    if list.is_empty() {
+        return Verdict::Drop;
+    }
+    let now = now_ms();
+    let envelope = serde_json::from_slice::<Envelope>(message.payload())
+        .map_err(|e| e.to_string())
+        .and_then(|e| Bit::from_json(&e.bit, now).map(|bit| (e, bit)));
+    let (envelope, bit) = match envelope {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            log(Level::Debug, &format!("not a record, ignored: {e}"));
+            return Verdict::Drop;
+        }
+    };
+    let metric = Metric {
+        db: envelope.db,
+        namespace: envelope.namespace,
+        name: envelope.metric,
+    };
+    // Only a record kept here can have been in a first answer (record numbers are this process's).
+    let local = envelope.origin.is_some() && envelope.origin == retention::local_origin();
+    for (quid, hw) in &list {
+        if local && envelope.seq <= *hw {
+            continue;
+        }
+        let Some(compiled) = compiled(cache, conn, quid) else {
+            continue;
+        };
+        if compiled.windowed || compiled.metric != metric {
+            continue;
+        }
+        if compiled
+            .select
+            .condition
+            .as_ref()
+            .is_none_or(|c| eval::matches(c, &bit, now))
+        {
+            let record = eval::shape(&compiled.select, &bit).to_json();
+            enqueue(config, conn, &compiled, &record, now);
+        }
+    }
+    Verdict::Drop
+}
+
+pub fn timer(config: &Config, cache: &mut HashMap<String, Rc<Compiled>>, conn: &Conn, timer: u64) {
+    let Some(quid) = conn.meta_str(&format!("q.t.{timer}")) else {
+        return;
+    };
+    let _ = conn.delete_meta(&format!("q.t.{timer}"));
+    let _ = conn.delete_meta(&key("timer", &quid));
+    if !holds(&quids(conn), &quid) {
+        return;
+    }
+    let Some(compiled) = compiled(cache, conn, &quid) else {
+        return;
+    };
+    let now = now_ms();
+    if compiled.windowed {
+        let (window, _) = retention::window(&compiled.metric, &config.retention, now);
+        let records = joined(&eval::answer(
+            &compiled.select,
+            compiled.select.condition.as_ref(),
+            &window,
+            now,
+        ));
+        if conn.meta(&key("res", &quid)).as_deref() != Some(records.as_bytes()) {
+            push(conn, &compiled, &records);
+            let _ = conn.set_meta(&key("res", &quid), records.as_bytes());
+        }
+        arm(conn, &quid, period(config, conn));
+        return;
+    }
+    let buffer = conn.meta_str(&key("buf", &quid)).unwrap_or_default();
+    if !buffer.is_empty() {
+        push(conn, &compiled, &buffer.replace('\n', ","));
+        let _ = conn.set_meta(&key("last", &quid), now.to_string().as_bytes());
+    }
+    let _ = conn.delete_meta(&key("buf", &quid));
+    let _ = conn.delete_meta(&key("bufn", &quid));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subscription(query: &str, extra: &str) -> Subscribe {
+        serde_json::from_str(&format!(
+            r#"{{"db":"db","namespace":"ns","metric":"m","queryString":{}{extra}}}"#,
+            json(query)
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn identical_queries_share_a_quid() {
+        let a = subscription("select * from m where a = 1", "").compile().unwrap();
+        let b = subscription("SELECT *  FROM m WHERE a=1;", "").compile().unwrap();
+        let c = subscription("select * from m where a = 2", "").compile().unwrap();
+        assert_eq!(a.quid, b.quid);
+        assert_ne!(a.quid, c.quid);
+        assert_eq!(a.quid.len(), 36);
+        assert_eq!(a.quid.matches('-').count(), 4);
+    }
+
+    #[test]
+    fn filters_and_bounds_join_the_condition() {
+        let s = subscription(
+            "select * from m where a = 1",
+            r#","from":0,"to":100,"filters":[{"dimension":"b","value":"x$","operator":" Like "},{"dimension":"c","operator":"is not null"},{"dimension":"d","value":2.5,"operator":">="}]"#,
+        );
+        assert!(s.well_formed());
+        let compiled = s.compile().unwrap();
+        let condition = compiled.select.condition.unwrap();
+        let bit = |json: &str| Bit::from_json(&serde_json::from_str(json).unwrap(), 0).unwrap();
+        assert!(eval::matches(
+            &condition,
+            &bit(r#"{"timestamp":50,"value":1,"dimensions":{"a":1,"b":"xy","c":0,"d":3}}"#),
+            0
+        ));
+        assert!(!eval::matches(
+            &condition,
+            &bit(r#"{"timestamp":150,"value":1,"dimensions":{"a":1,"b":"xy","c":0,"d":3}}"#),
+            0
+        ));
+        assert!(!eval::matches(
+            &condition,
+            &bit(r#"{"timestamp":50,"value":1,"dimensions":{"a":1,"b":"xy","d":3}}"#),
+            0
+        ));
+        assert!(
+            !subscription(
+                "select * from m",
+                r#","filters":[{"dimension":"b","value":1,"operator":"!="}]"#
+            )
+            .well_formed()
+        );
+        assert!(!subscription("select * from m", r#","filters":[{"dimension":"b","operator":"="}]"#).well_formed());
+    }
+
+    #[test]
+    fn failures_and_answers_have_nsdb_keys() {
+        let s = subscription("select * from other", "");
+        assert_eq!(
+            s.failure(&s.compile().unwrap_err()),
+            r#"{"db":"db","namespace":"ns","metric":"m","queryString":"select * from other","reason":"the query reads metric other but the subscription names metric m"}"#
+        );
+        assert_eq!(
+            s.success("q", "{}"),
+            r#"{"db":"db","namespace":"ns","metric":"m","queryString":"select * from other","quid":"q","records":[{}]}"#
+        );
+    }
+}
