@@ -411,6 +411,13 @@ async fn wss_with_a_ca_of_its_own_a_wrong_ca_mtls_and_no_verification() {
             "unverified",
             &(url(&tls, "localhost") + "tls = { insecure_skip_verify = true }"),
         ),
+        fed_route(
+            "gone",
+            &format!(
+                "url = \"ws://127.0.0.1:{}/\"\nretry_delay_ms = 50\nmax_retries = 2",
+                free_port()
+            ),
+        ),
     ]
     .concat();
     let proxy = Proxy::start(&config, &[], &[]);
@@ -423,7 +430,7 @@ async fn wss_with_a_ca_of_its_own_a_wrong_ca_mtls_and_no_verification() {
     }
     eventually("the refused sources are down with their reasons", || async {
         let ready = readyz(&proxy).await;
-        ["wrong", "misnamed", "no_client_cert"]
+        ["wrong", "misnamed", "no_client_cert", "gone"]
             .iter()
             .all(|s| ready.contains(&format!("sources.{s}: down:")))
     })
@@ -445,6 +452,12 @@ async fn wss_with_a_ca_of_its_own_a_wrong_ca_mtls_and_no_verification() {
         "TLS: the server's certificate is not valid for the name \"elsewhere\""
     );
     assert!(reason("no_client_cert").contains("client certificate"), "{ready}");
+    eventually("the source with max_retries gives up", || async {
+        readyz(&proxy)
+            .await
+            .contains("sources.gone: down: gave up after 3 failed attempts; last: cannot connect")
+    })
+    .await;
     assert!(
         ready.contains("sources.unverified: warning: TLS certificates are not verified"),
         "{ready}"
