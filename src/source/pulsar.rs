@@ -11,7 +11,8 @@
 //! on an exclusive one) is tried again until `timeout_ms`, then ends the flow with the reason.
 //! Each subscription has a client (a TCP connection) of its own: a broker that answers a
 //! refused subscribe by closing the connection (pulsar-lite does) then takes no one else down.
-//! The `redelivery_count` attribute is missing: pulsar-rs 6.9 does not pass it on.
+//! Attributes: `topic`, `publish_time`, `redelivery_count` (the broker's count, which pulsar-rs
+//! passes on with the patch in vendor/README.md), and `key`, `event_time`, `header.NAME` when set.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -254,6 +255,10 @@ fn attrs(message: &Message<Vec<u8>>) -> Vec<(String, Bytes)> {
         (
             "publish_time".to_string(),
             Bytes::from(metadata.publish_time.to_string()),
+        ),
+        (
+            "redelivery_count".to_string(),
+            Bytes::from(message.redelivery_count.to_string()),
         ),
     ];
     if let Ok(Some(key)) = message.key_bytes() {

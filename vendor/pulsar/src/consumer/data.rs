@@ -8,7 +8,8 @@ use crate::{
     Error, Executor, Payload,
 };
 
-pub type MessageIdDataReceiver = mpsc::Receiver<Result<(MessageIdData, Payload), Error>>;
+/// A message for the consumer: its id, its payload and its redelivery count (framegate patch).
+pub type MessageIdDataReceiver = mpsc::Receiver<Result<(MessageIdData, Payload, u32), Error>>;
 
 pub enum EngineEvent<Exe: Executor> {
     Message(Option<RawMessage>),

@@ -19,6 +19,9 @@ pub struct Message<T> {
     pub payload: Payload,
     /// contains the message's id and batch size data
     pub message_id: MessageData,
+    /// how many times the broker sent the message before (CommandMessage's redelivery_count;
+    /// a framegate patch)
+    pub redelivery_count: u32,
     pub(super) _phantom: PhantomData<T>,
 }
 
@@ -28,6 +31,7 @@ impl<T> Message<T> {
             topic: topic.to_string(),
             message_id,
             payload,
+            redelivery_count: 0,
             _phantom: PhantomData,
         }
     }
