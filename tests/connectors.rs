@@ -1,6 +1,7 @@
 //! Broker sinks against real brokers (nats-server with JetStream, redis-server): records sent
 //! by a WebSocket client are read back by an independent client, in order, with their subject
-//! or stream from the template; confirmed results carry the broker's own id.
+//! or stream from the template and the key and headers from the sink's templates; confirmed
+//! results carry the broker's own id.
 
 mod common;
 
@@ -16,6 +17,8 @@ fn config(nats: u16, redis: u16) -> String {
 type = "nats"
 url = "nats://127.0.0.1:{nats}"
 subject = "events.{{meta.query.topic}}"
+key = "{{meta.query.user}}"
+headers = {{ x-team = "{{meta.query.team}}" }}
 max_retries = 0
 
 [sinks.js]
@@ -28,6 +31,7 @@ type = "redis"
 url = "redis://127.0.0.1:{redis}"
 stream = "s:{{meta.query.topic}}"
 maxlen = 1000
+headers = {{ x-team = "{{meta.query.team}}" }}
 
 [routes.in]
 path = "/in"
@@ -60,7 +64,7 @@ async fn nats_jetstream_and_redis_get_every_record_in_order() {
     client.flush().await.unwrap();
 
     let proxy = Proxy::start(&config(nats.port, redis.port), &["probe"], &[]);
-    let mut ws = proxy.connect("/in?topic=orders").await;
+    let mut ws = proxy.connect("/in?topic=orders&user=alice&team=blue").await;
     let sent: Vec<String> = (0..MESSAGES).map(|i| format!("{{\"order\":{i}}}")).collect();
     for message in &sent {
         send_text(&mut ws, message).await;
@@ -70,6 +74,10 @@ async fn nats_jetstream_and_redis_get_every_record_in_order() {
         let message = tokio::time::timeout(PATIENCE, core.next()).await.unwrap().unwrap();
         assert_eq!(message.subject.as_str(), "events.orders");
         assert_eq!(std::str::from_utf8(&message.payload).unwrap(), expected);
+        // The sink's key and header templates, filled from the connection's query.
+        let headers = message.headers.as_ref().expect("headers");
+        assert_eq!(headers.get("key").map(|v| v.as_str()), Some("alice"));
+        assert_eq!(headers.get("x-team").map(|v| v.as_str()), Some("blue"));
     }
 
     eventually("JetStream has every record", || {
@@ -98,9 +106,15 @@ async fn nats_jetstream_and_redis_get_every_record_in_order() {
         .map(|e| e.get::<String>("payload").unwrap())
         .collect();
     assert_eq!(payloads, sent);
+    assert!(
+        entries
+            .ids
+            .iter()
+            .all(|e| e.get::<String>("h:x-team").as_deref() == Some("blue"))
+    );
 
     // Confirmed results carry the broker's id of the record, and the key and headers travel.
-    let mut probe = proxy.connect("/probe?topic=orders").await;
+    let mut probe = proxy.connect("/probe?topic=orders&team=blue").await;
     send_text(&mut probe, "emit js hello").await;
     let ticket = next_text(&mut probe).await.replace("ok ", "");
     assert_eq!(

@@ -135,6 +135,12 @@ pub struct SinkConfig {
     pub retry_backoff_max_ms: u64,
     /// Where failed records go, with the reason in a header.
     pub dead_letter: Option<String>,
+    /// Each record's key, a template over its metadata (`{meta.query.device}`), in place of the
+    /// key a filter gave it.
+    pub key: Option<String>,
+    /// Headers added to each record, each a template: `{ x-tenant = "{meta.path.tenant}" }`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     /// The connector's own options, checked by the connector.
     #[serde(flatten)]
     pub options: toml::Table,
@@ -335,6 +341,7 @@ impl Config {
                     format!("expected the name of another sink, got {dead:?}"),
                 ));
             }
+            crate::sink::RecordTemplates::new(sink).map_err(|m| err(format!("sinks.{name}"), m))?;
             crate::sink::check_options(&sink.kind, &sink.options).map_err(|m| err(format!("sinks.{name}"), m))?;
         }
         for (name, source) in &self.sources {

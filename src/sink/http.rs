@@ -9,7 +9,6 @@
 //! at once, without the sink's retries. A 5xx, any other status, a timeout or a connection
 //! error fail the record too, and the runner retries it. Plain `http://` only.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,9 +33,6 @@ pub struct Options {
     /// The request method (any case).
     #[serde(default = "default_method")]
     pub method: String,
-    /// Extra request headers, each a template: `{ "x-tenant" = "{meta.query.t}" }`.
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
     /// The header that carries the record's key (records without a key have none).
     #[serde(default = "default_key_header")]
     pub key_header: String,
@@ -74,7 +70,6 @@ impl Options {
 struct Requests {
     url: Template,
     method: Method,
-    headers: Vec<(HeaderName, Template)>,
     key_header: HeaderName,
     content_type: HeaderValue,
     timeout: Duration,
@@ -91,12 +86,6 @@ impl Requests {
             url: Template::parse(&options.url).map_err(|e| format!("url: {e}"))?,
             method: Method::from_bytes(options.method.to_ascii_uppercase().as_bytes())
                 .map_err(|e| format!("method {:?}: {e}", options.method))?,
-            headers: options
-                .headers
-                .iter()
-                .map(|(name, value)| Ok((header_name(name)?, Template::parse(value)?)))
-                .collect::<Result<_, String>>()
-                .map_err(|e| format!("headers: {e}"))?,
             key_header: header_name(&options.key_header).map_err(|e| format!("key_header: {e}"))?,
             content_type: HeaderValue::from_str(&options.content_type)
                 .map_err(|e| format!("content_type {:?}: {e}", options.content_type))?,
@@ -118,10 +107,6 @@ impl Requests {
         let value = |name: &str, bytes: &[u8]| {
             HeaderValue::from_bytes(bytes).map_err(|_| refused(format!("header {name}: not a valid header value")))
         };
-        for (name, template) in &self.headers {
-            let rendered = template.render(record).map_err(refused)?;
-            request = request.header(name, value(name.as_str(), rendered.as_bytes())?);
-        }
         if let Some(key) = &record.key {
             request = request.header(&self.key_header, value(self.key_header.as_str(), key)?);
         }

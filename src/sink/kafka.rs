@@ -25,9 +25,6 @@ pub struct Options {
     /// The topic each record goes to, e.g. `{meta.hydra-kafka-topic}`.
     #[serde(deserialize_with = "template::deserialize")]
     pub topic: Template,
-    /// The Kafka key, e.g. `{meta.key}`; without it, the record's own key (if any).
-    #[serde(default, deserialize_with = "optional_template")]
-    pub key: Option<Template>,
     /// How long librdkafka may try to deliver a record before it fails (`message.timeout.ms`).
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
@@ -42,10 +39,6 @@ fn default_brokers() -> String {
 }
 fn default_timeout() -> u64 {
     30_000
-}
-
-fn optional_template<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Template>, D::Error> {
-    template::deserialize(deserializer).map(Some)
 }
 
 pub struct Kafka {
@@ -99,20 +92,10 @@ impl Deliver for Kafka {
         for record in batch {
             let topic = match self.options.topic.render(record) {
                 Ok(topic) => topic,
-                Err(e) => {
-                    pending.push(Err(format!("kafka topic {e}")));
+                Err(refused) => {
+                    pending.push(Err(refused));
                     continue;
                 }
-            };
-            let key = match &self.options.key {
-                Some(key) => match key.render(record) {
-                    Ok(key) => Some(key.into_bytes()),
-                    Err(e) => {
-                        pending.push(Err(format!("kafka key {e}")));
-                        continue;
-                    }
-                },
-                None => record.key.as_ref().map(|key| key.to_vec()),
             };
             let headers = record
                 .headers
@@ -126,8 +109,8 @@ impl Deliver for Kafka {
             let mut kafka_record = FutureRecord::to(&topic)
                 .payload(record.payload.as_ref())
                 .headers(headers);
-            if let Some(key) = &key {
-                kafka_record = kafka_record.key(key.as_slice());
+            if let Some(key) = &record.key {
+                kafka_record = kafka_record.key(key.as_ref());
             }
             pending.push(match producer.send_result(kafka_record) {
                 Ok(delivery) => Ok((topic, delivery)),

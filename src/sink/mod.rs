@@ -32,6 +32,7 @@ use crate::filter::abi::Opcode;
 use crate::health::Health;
 use crate::metrics::{Metrics, SinkMetrics};
 use crate::session::meta::Meta;
+use template::Template;
 
 /// The connector types a `[sinks.NAME]` table can name.
 pub const KINDS: &[&str] = &[
@@ -192,9 +193,48 @@ impl SinkHandle {
     }
 }
 
+/// The key and headers every record of a sink gets from its templates (`key`, `headers`).
+#[derive(Default)]
+pub struct RecordTemplates {
+    key: Option<Template>,
+    headers: Vec<(String, Template)>,
+}
+
+impl RecordTemplates {
+    pub fn new(sink: &SinkConfig) -> Result<RecordTemplates, String> {
+        Ok(RecordTemplates {
+            key: sink
+                .key
+                .as_deref()
+                .map(Template::parse)
+                .transpose()
+                .map_err(|e| format!("key: {e}"))?,
+            headers: sink
+                .headers
+                .iter()
+                .map(|(name, value)| Ok((name.clone(), Template::parse(value)?)))
+                .collect::<Result<_, String>>()
+                .map_err(|e| format!("headers: {e}"))?,
+        })
+    }
+
+    /// The record as the connector gets it; a template it cannot fill refuses it for good.
+    fn apply(&self, record: &Record) -> Result<Record, String> {
+        let mut filled = record.clone();
+        if let Some(key) = &self.key {
+            filled.key = Some(key.render(record)?.into());
+        }
+        for (name, value) in &self.headers {
+            filled.headers.push((name.clone(), value.render(record)?.into()));
+        }
+        Ok(filled)
+    }
+}
+
 /// How the records of one sink are retried and where failures go.
 struct Policy {
     name: Arc<str>,
+    templates: RecordTemplates,
     max_retries: u32,
     backoff: Duration,
     backoff_max: Duration,
@@ -202,24 +242,48 @@ struct Policy {
     metrics: SinkMetrics,
 }
 
+/// Delivers a batch, trying the records that failed again (but not those refused for good).
+async fn deliver_with_retries<D: Deliver>(connector: &mut D, records: &[Record], policy: &Policy) -> Vec<Outcome> {
+    let mut outcomes = connector.deliver(records).await;
+    let mut backoff = policy.backoff;
+    for _ in 0..policy.max_retries {
+        let failed: Vec<usize> = (0..outcomes.len())
+            .filter(|&i| matches!(&outcomes[i], Err(reason) if !reason.starts_with(FINAL)))
+            .collect();
+        if failed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = backoff.saturating_mul(2).min(policy.backoff_max);
+        policy.metrics.retried.inc_by(failed.len() as u64);
+        let again: Vec<Record> = failed.iter().map(|&i| records[i].clone()).collect();
+        for (i, outcome) in failed.into_iter().zip(connector.deliver(&again).await) {
+            outcomes[i] = outcome;
+        }
+    }
+    outcomes
+}
+
 async fn run<D: Deliver>(mut connector: D, mut queue: mpsc::Receiver<Envelope>, policy: Policy) {
     let mut envelopes = Vec::with_capacity(BATCH);
     while queue.recv_many(&mut envelopes, BATCH).await > 0 {
-        let records: Vec<Record> = envelopes.iter().map(|e| e.record.clone()).collect();
-        let mut outcomes = connector.deliver(&records).await;
-        let mut backoff = policy.backoff;
-        for _ in 0..policy.max_retries {
-            let failed: Vec<usize> = (0..outcomes.len())
-                .filter(|&i| matches!(&outcomes[i], Err(reason) if !reason.starts_with(FINAL)))
-                .collect();
-            if failed.is_empty() {
-                break;
+        // The sink's templates first: a record they cannot fill is refused, the rest delivered.
+        let mut outcomes = Vec::with_capacity(envelopes.len());
+        let mut records = Vec::with_capacity(envelopes.len());
+        let mut positions = Vec::with_capacity(envelopes.len());
+        for (i, envelope) in envelopes.iter().enumerate() {
+            match policy.templates.apply(&envelope.record) {
+                Ok(record) => {
+                    records.push(record);
+                    positions.push(i);
+                    outcomes.push(Ok(String::new()));
+                }
+                Err(reason) => outcomes.push(Err(reason)),
             }
-            tokio::time::sleep(backoff).await;
-            backoff = backoff.saturating_mul(2).min(policy.backoff_max);
-            policy.metrics.retried.inc_by(failed.len() as u64);
-            let again: Vec<Record> = failed.iter().map(|&i| records[i].clone()).collect();
-            for (i, outcome) in failed.into_iter().zip(connector.deliver(&again).await) {
+        }
+        if !records.is_empty() {
+            let delivered = deliver_with_retries(&mut connector, &records, &policy).await;
+            for (i, outcome) in positions.into_iter().zip(delivered) {
                 outcomes[i] = outcome;
             }
         }
@@ -330,6 +394,7 @@ impl Sinks {
         let (queue, receiver) = mpsc::channel(sink.queue);
         let policy = Policy {
             name: name.into(),
+            templates: RecordTemplates::new(sink).map_err(|e| anyhow::anyhow!("sinks.{name}: {e}"))?,
             max_retries: sink.max_retries,
             backoff: Duration::from_millis(sink.retry_backoff_ms),
             backoff_max: Duration::from_millis(sink.retry_backoff_max_ms),
