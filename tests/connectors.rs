@@ -1,12 +1,14 @@
 //! Broker sinks against real brokers (nats-server with JetStream, redis-server): records sent
 //! by a WebSocket client are read back by an independent client, in order, with their subject
 //! or stream from the template and the key and headers from the sink's templates; confirmed
-//! results carry the broker's own id.
+//! results carry the broker's own id. A broker down at start, or gone later, shows in /readyz
+//! while records wait; a frozen broker slows the client feeding it (backpressure), losing nothing.
 
 mod common;
 
 use common::*;
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
 
 const MESSAGES: usize = 50;
 
@@ -198,7 +200,7 @@ sinks = ["rs"]
     assert_eq!(proxy.metric("framegate_peer_up{part=\"sinks.rs\"}").await, 0.0);
 
     // The broker comes: the waiting records go in, in order, and the sink is up again.
-    let redis = peers::redis_at(port);
+    let mut redis = peers::redis_at(port);
     let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.port)).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     eventually("the records reached redis", || {
@@ -230,4 +232,117 @@ sinks = ["rs"]
             .await,
         0.0
     );
+
+    // Later the broker goes away: /readyz says so while records wait; back, they go in.
+    redis.kill();
+    send_text(&mut ws, "while it was gone").await;
+    eventually("the sink is reported down again", || async {
+        let (status, body) = http_get(proxy.admin, "/readyz").await;
+        status == 503 && body.starts_with("sinks.rs: down: redis ")
+    })
+    .await;
+    redis.restart();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    eventually("the waiting record reached the new redis", || {
+        let mut conn = conn.clone();
+        async move {
+            let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+                .arg("late")
+                .arg("-")
+                .arg("+")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            entries.ids.len() == 1 && entries.ids[0].get::<String>("payload").as_deref() == Some("while it was gone")
+        }
+    })
+    .await;
+    eventually("ready again", || async {
+        http_get(proxy.admin, "/readyz").await == (200, "ready\n".to_string())
+    })
+    .await;
+}
+
+/// Backpressure: a broker that stops answering fills its sink's small queue, and then the
+/// connection feeding it is not read: the client is slowed down by TCP, nothing piles up in
+/// framegate, and once the broker answers again every record goes in, once, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_broker_slows_the_client_feeding_it_and_loses_nothing() {
+    const RECORDS: usize = 2_000;
+    let redis = peers::redis();
+    let config = format!(
+        r#"{head}
+[sinks.rs]
+type = "redis"
+url = "redis://127.0.0.1:{port}"
+stream = "held"
+queue = 4
+timeout_ms = 60000
+
+[routes.in]
+path = "/in"
+sinks = ["rs"]
+"#,
+        head = head(""),
+        port = redis.port
+    );
+    let proxy = Proxy::start(&config, &[], &[]);
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", redis.port)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let rss_at_start = proxy.rss_kib();
+
+    redis.pause();
+    let (mut to_proxy, _from_proxy) = proxy.connect("/in").await.split();
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = written.clone();
+    let writer = tokio::spawn(async move {
+        let pad = "x".repeat(10_000);
+        for i in 0..RECORDS {
+            to_proxy.send(Message::text(format!("{i:05} {pad}"))).await.unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        to_proxy
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let read = proxy.metric("framegate_messages_total{route=\"in\",dir=\"in\"}").await;
+    let sent = written.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        read < 100.0,
+        "framegate read {read} records while its sink could take none"
+    );
+    assert!(sent < RECORDS, "the client was not slowed down: it wrote all {sent}");
+    let rss = proxy.rss_kib();
+    assert!(
+        rss < rss_at_start + 16 * 1024,
+        "{rss} KiB against {rss_at_start} KiB at start"
+    );
+
+    redis.resume();
+    let _writer = tokio::time::timeout(PATIENCE * 3, writer).await.unwrap().unwrap();
+    eventually("every record reached redis", || {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("XLEN")
+                .arg("held")
+                .query_async::<usize>(&mut conn)
+                .await
+                .unwrap()
+                == RECORDS
+        }
+    })
+    .await;
+    let entries: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("held")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let numbers: Vec<usize> = entries
+        .ids
+        .iter()
+        .map(|e| e.get::<String>("payload").unwrap()[..5].parse().unwrap())
+        .collect();
+    assert_eq!(numbers, (0..RECORDS).collect::<Vec<_>>(), "once each, in order");
+    println!("backpressure: read {read} of {RECORDS} while frozen, client wrote {sent}");
 }
