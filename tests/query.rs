@@ -525,3 +525,59 @@ async fn records_written_to_kafka_reach_a_matching_subscriber() {
         ]
     );
 }
+
+/// query.wasm with a custom section appended: the same filter, another module version.
+fn another_version() -> Vec<u8> {
+    let mut wasm = std::fs::read(built_filters().join("query.wasm")).unwrap();
+    let name = b"framegate-test";
+    let body: Vec<u8> = [&[name.len() as u8][..], name, b"v2"].concat();
+    wasm.push(0); // a custom section...
+    wasm.push(body.len() as u8); // ...this long (one LEB128 byte)
+    wasm.extend(body);
+    wasm
+}
+
+/// Subscriptions are the connection's metadata: a new module version swapped in under a live
+/// connection (with no parsed query cached) carries on with the same quids, the retained window
+/// (the module's store) intact.
+#[tokio::test]
+async fn a_hot_swap_keeps_subscriptions_and_the_window() {
+    let proxy = start("");
+    let mut inserter = proxy.connect("/ws-insert").await;
+    insert(&mut inserter, "swap", &[json!({"timestamp": 1, "value": 1})]).await;
+    let mut stream = proxy.connect("/ws-stream").await;
+    let answer = ask(&mut stream, &subscription("swap", "select * from swap where value > 0")).await;
+    assert_eq!(answer["records"].as_array().unwrap().len(), 1);
+    let quid = answer["quid"].clone();
+
+    proxy.replace_file("filters/query.wasm", &another_version());
+    let reloads = "framegate_filter_reloads_total{filter=\"query\"}";
+    eventually("the new version swapped in", || async {
+        proxy.metric(reloads).await == 1.0
+    })
+    .await;
+
+    insert(
+        &mut inserter,
+        "swap",
+        &[
+            json!({"timestamp": 2, "value": 2}),
+            json!({"timestamp": 3, "value": -3}),
+        ],
+    )
+    .await;
+    let push = push_for(&mut stream, &quid).await;
+    assert_eq!(
+        push["records"],
+        json!([{"timestamp": 2, "value": 2, "dimensions": {}, "tags": {}}])
+    );
+    let again = ask(&mut stream, &subscription("swap", "select * from swap where value > 0")).await;
+    assert_eq!(again["quid"], quid);
+    assert_eq!(again["records"].as_array().unwrap().len(), 2, "{again}");
+    let mut other = proxy.connect("/ws-stream").await;
+    let all = ask(&mut other, &subscription("swap", "select count(*) from swap")).await;
+    assert_eq!(
+        all["records"],
+        json!([{"timestamp": 0, "value": 3, "dimensions": {}, "tags": {}}])
+    );
+}
