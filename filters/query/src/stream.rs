@@ -1,5 +1,6 @@
-//! The `/ws-stream` side: subscribe and unsubscribe messages, the records the bus delivers,
-//! and the pacing timers. Everything about a connection's subscriptions is its metadata:
+//! The `/ws-stream` side: subscribe and unsubscribe messages, the records the source (the bus,
+//! NATS, a Kafka topic) delivers, and the pacing timers. Everything about a connection's
+//! subscriptions is its metadata:
 //!
 //! - `q.quids`: the connection's quids, one per line (identical queries share one), each with
 //!   the newest record number its first answer covered (`QUID HW`), so that a record both in
