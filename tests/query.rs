@@ -379,24 +379,13 @@ async fn push_for(ws: &mut Ws, quid: &Value) -> Value {
     }
 }
 
-/// config/query-cluster.toml as shipped, on ephemeral ports and the test's nats-server.
-fn cluster_config(nats: &str) -> String {
-    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/query-cluster.toml")).unwrap();
-    let config = shipped
-        .replace("listen = \"127.0.0.1:8081\"", "listen = \"127.0.0.1:0\"")
-        .replace("admin = \"127.0.0.1:9091\"", "admin = \"127.0.0.1:0\"")
-        .replace("dir = \"target/filters\"", "dir = \"filters\"")
-        .replace("nats://127.0.0.1:4222", nats);
-    assert_eq!(config.matches(nats).count(), 2, "{config}");
-    config
-}
-
 /// Three instances of the shipped cluster config and nats-server: a record inserted at any
 /// instance reaches the matching subscribers of all three; with B killed, A and C carry on.
 #[tokio::test]
 async fn three_instances_share_records_over_nats() {
     let nats = peers::nats();
-    let config = cluster_config(&format!("nats://127.0.0.1:{}", nats.port));
+    let url = format!("nats://127.0.0.1:{}", nats.port);
+    let config = shipped_config("query-cluster.toml", &[("nats://127.0.0.1:4222", &url)]);
     let start = || {
         let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         Proxy::start(&config, &["query"], &[])
@@ -463,4 +452,132 @@ async fn three_instances_share_records_over_nats() {
     for i in [0, 2] {
         assert_eq!(values_for(&mut streams[i], &live, 2).await, [3, 4], "instance {i}");
     }
+}
+
+/// The shipped Kafka config: JSON records an independent producer writes to the topic reach a
+/// matching subscriber as NSDb records, and only those that match.
+#[tokio::test]
+async fn records_written_to_kafka_reach_a_matching_subscriber() {
+    use rdkafka::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let tansu = peers::tansu();
+    let brokers = common::kafka::brokers(tansu.port);
+    common::kafka::create_topics(&brokers, &["orders"]).await;
+    let proxy = {
+        let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        let brokers = format!("brokers = \"{brokers}\"");
+        let config = shipped_config("query-kafka.toml", &[("brokers = \"127.0.0.1:9092\"", &brokers)]);
+        Proxy::start(&config, &["query"], &[])
+    };
+    let mut ws = proxy.connect("/ws-stream").await;
+    // The config maps the topic's records to metric orders of db shop, namespace eu.
+    let shop = |query: &str| json!({"db": "shop", "namespace": "eu", "metric": "orders", "queryString": query});
+    let wanted = ask(&mut ws, &shop("select * from orders where country = IT and value > 10")).await;
+    assert_eq!(wanted["records"], json!([]));
+    let probe = ask(&mut ws, &shop("select * from orders where country = probe")).await["quid"].clone();
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let write = |record: Value| {
+        let producer = producer.clone();
+        async move {
+            let payload = record.to_string();
+            producer
+                .send(FutureRecord::<(), _>::to("orders").payload(&payload), PATIENCE)
+                .await
+                .unwrap();
+        }
+    };
+    // The connection's consumer starts at the latest offset once it joined its group: write
+    // probes until one comes through.
+    for attempt in 0.. {
+        assert!(
+            attempt < 120,
+            "the subscriber never got a record from Kafka:\n{}",
+            proxy.logs()
+        );
+        write(json!({"ts": attempt, "amount": 0, "country": "probe"})).await;
+        if tokio::time::timeout(Duration::from_millis(500), push_for(&mut ws, &probe))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+    }
+    for record in [
+        json!({"ts": 1, "amount": 12.5, "country": "IT", "status": "paid"}),
+        json!({"ts": 2, "amount": 5, "country": "IT"}),
+        json!({"ts": 3, "amount": 20, "country": "FR"}),
+        json!({"ts": 4, "amount": 11, "country": "IT", "items": 3}),
+    ] {
+        write(record).await;
+    }
+    let mut records = Vec::new();
+    while records.len() < 2 {
+        let push = push_for(&mut ws, &wanted["quid"]).await;
+        assert_eq!(push["metric"], "orders");
+        records.extend(push["records"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(
+        records,
+        [
+            json!({"timestamp": 1, "value": 12.5, "dimensions": {"country": "IT", "status": "paid"}, "tags": {}}),
+            json!({"timestamp": 4, "value": 11, "dimensions": {"country": "IT", "items": 3}, "tags": {}}),
+        ]
+    );
+}
+
+/// query.wasm with a custom section appended: the same filter, another module version.
+fn another_version() -> Vec<u8> {
+    let mut wasm = std::fs::read(built_filters().join("query.wasm")).unwrap();
+    let name = b"framegate-test";
+    let body: Vec<u8> = [&[name.len() as u8][..], name, b"v2"].concat();
+    wasm.push(0); // a custom section...
+    wasm.push(body.len() as u8); // ...this long (one LEB128 byte)
+    wasm.extend(body);
+    wasm
+}
+
+/// Subscriptions are the connection's metadata: a new module version swapped in under a live
+/// connection (with no parsed query cached) carries on with the same quids, the retained window
+/// (the module's store) intact.
+#[tokio::test]
+async fn a_hot_swap_keeps_subscriptions_and_the_window() {
+    let proxy = start("");
+    let mut inserter = proxy.connect("/ws-insert").await;
+    insert(&mut inserter, "swap", &[json!({"timestamp": 1, "value": 1})]).await;
+    let mut stream = proxy.connect("/ws-stream").await;
+    let answer = ask(&mut stream, &subscription("swap", "select * from swap where value > 0")).await;
+    assert_eq!(answer["records"].as_array().unwrap().len(), 1);
+    let quid = answer["quid"].clone();
+
+    proxy.replace_file("filters/query.wasm", &another_version());
+    let reloads = "framegate_filter_reloads_total{filter=\"query\"}";
+    eventually("the new version swapped in", || async {
+        proxy.metric(reloads).await == 1.0
+    })
+    .await;
+
+    insert(
+        &mut inserter,
+        "swap",
+        &[
+            json!({"timestamp": 2, "value": 2}),
+            json!({"timestamp": 3, "value": -3}),
+        ],
+    )
+    .await;
+    let push = push_for(&mut stream, &quid).await;
+    assert_eq!(
+        push["records"],
+        json!([{"timestamp": 2, "value": 2, "dimensions": {}, "tags": {}}])
+    );
+    let again = ask(&mut stream, &subscription("swap", "select * from swap where value > 0")).await;
+    assert_eq!(again["quid"], quid);
+    assert_eq!(again["records"].as_array().unwrap().len(), 2, "{again}");
+    let mut other = proxy.connect("/ws-stream").await;
+    let all = ask(&mut other, &subscription("swap", "select count(*) from swap")).await;
+    assert_eq!(
+        all["records"],
+        json!([{"timestamp": 0, "value": 3, "dimensions": {}, "tags": {}}])
+    );
 }

@@ -63,6 +63,28 @@ pub fn run_client(program: &str, script: &str, args: Vec<String>) -> Vec<String>
         .collect()
 }
 
+/// config/NAME as shipped, on ephemeral ports (its `listen` and `admin` lines) with the filters
+/// in the test folder's `filters/`, and each `(from, to)` of `also` replaced (each must occur).
+pub fn shipped_config(name: &str, also: &[(&str, &str)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config").join(name);
+    let shipped = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut config: String = shipped
+        .lines()
+        .map(|line| match line.split_once(" = ") {
+            Some(("listen", _)) => "listen = \"127.0.0.1:0\"".to_string(),
+            Some(("admin", _)) => "admin = \"127.0.0.1:0\"".to_string(),
+            Some(("dir", "\"target/filters\"")) => "dir = \"filters\"".to_string(),
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    for (from, to) in also {
+        assert!(config.contains(from), "config/{name} has no {from:?}");
+        config = config.replace(from, to);
+    }
+    config
+}
+
 /// A running proxy, stopped (SIGTERM, then kill) when dropped.
 pub struct Proxy {
     child: Child,

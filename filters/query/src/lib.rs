@@ -14,6 +14,7 @@
 
 mod eval;
 mod insert;
+mod mapping;
 mod retention;
 mod sql;
 mod stream;
@@ -21,7 +22,7 @@ mod stream;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use framegate_guest::{Conn, Filter, Message, Open, Verdict, export_filter};
+use framegate_guest::{Conn, Filter, Level, Message, Open, SinkResult, Verdict, export_filter, log};
 use serde::Deserialize;
 
 use retention::Retention;
@@ -38,7 +39,8 @@ enum Mode {
 #[serde(deny_unknown_fields)]
 struct Config {
     mode: Mode,
-    /// stream: the source records come from, and its spec (the bus topic).
+    /// stream: the source records come from, and its spec (the bus topic); `{conn}` in the
+    /// spec becomes a name of the connection's own (a Kafka consumer group per connection).
     #[serde(default = "default_source")]
     source: String,
     #[serde(default = "default_topic")]
@@ -55,6 +57,9 @@ struct Config {
     /// Both modes: what each metric keeps (give both routes the same).
     #[serde(default)]
     retention: Retention,
+    /// stream: how plain JSON records (a source other than framegate's insert route) become
+    /// NSDb records; without it, only the insert route's envelopes are read.
+    map: Option<mapping::Mapping>,
 }
 
 fn default_source() -> String {
@@ -103,6 +108,9 @@ impl Filter for Query {
         {
             return Err("query config: refresh_period_ms is below min_refresh_period_ms".into());
         }
+        if let Some(map) = &config.map {
+            map.check()?;
+        }
         if config.retention.count == 0 || config.retention_size == 0 {
             return Err("query config: retention.count and retention_size must be at least 1".into());
         }
@@ -124,6 +132,17 @@ impl Filter for Query {
             (Mode::Insert, false) => Verdict::Continue,
             (Mode::Stream, true) => stream::message(config, &mut self.compiled, conn, message),
             (Mode::Stream, false) => stream::delivery(config, &mut self.compiled, conn, message),
+        }
+    }
+
+    /// Only a subscription that could not start comes back here (emits are fire and forget).
+    fn on_result(&mut self, _conn: &Conn, result: SinkResult) {
+        if !result.ok {
+            let why = String::from_utf8_lossy(&result.detail);
+            log(
+                Level::Warn,
+                &format!("{} {}: {why}", self.config().source, self.config().topic),
+            );
         }
     }
 

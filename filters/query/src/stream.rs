@@ -1,5 +1,6 @@
-//! The `/ws-stream` side: subscribe and unsubscribe messages, the records the bus delivers,
-//! and the pacing timers. Everything about a connection's subscriptions is its metadata:
+//! The `/ws-stream` side: subscribe and unsubscribe messages, the records the source (the bus,
+//! NATS, a Kafka topic) delivers, and the pacing timers. Everything about a connection's
+//! subscriptions is its metadata:
 //!
 //! - `q.quids`: the connection's quids, one per line (identical queries share one), each with
 //!   the newest record number its first answer covered (`QUID HW`), so that a record both in
@@ -277,7 +278,8 @@ pub fn open(config: &Config, conn: &Conn) -> Open {
     {
         return refuse(format!("retention_size {size:?} is not a number of records above 0"));
     }
-    match conn.subscribe(&config.source, &config.topic) {
+    let spec = config.topic.replace("{conn}", &format!("{:x}-{}", now_ms(), conn.id()));
+    match conn.subscribe(&config.source, &spec) {
         Ok(_) => Open::Accept,
         Err(e) => {
             let _ = conn.reject(
@@ -425,6 +427,29 @@ fn enqueue(config: &Config, conn: &Conn, compiled: &Compiled, record: &str, now:
     }
 }
 
+/// The metric and record a delivery carries, and its number if it was kept by this process
+/// (only then can it have been in a first answer: record numbers are this process's).
+fn record(config: &Config, payload: &[u8], now: i64) -> Option<(Metric, Bit, Option<i64>)> {
+    let parsed = match serde_json::from_slice::<Envelope>(payload) {
+        Ok(envelope) => Bit::from_json(&envelope.bit, now).map(|bit| {
+            let local = envelope.origin.is_some() && envelope.origin == retention::local_origin();
+            let metric = Metric {
+                db: envelope.db,
+                namespace: envelope.namespace,
+                name: envelope.metric,
+            };
+            (metric, bit, local.then_some(envelope.seq))
+        }),
+        Err(e) => match &config.map {
+            Some(map) => map.read(payload, now).map(|(metric, bit)| (metric, bit, None)),
+            None => Err(e.to_string()),
+        },
+    };
+    parsed
+        .map_err(|e| log(Level::Debug, &format!("not a record, ignored: {e}")))
+        .ok()
+}
+
 pub fn delivery(
     config: &Config,
     cache: &mut HashMap<String, Rc<Compiled>>,
@@ -439,25 +464,11 @@ pub fn delivery(
         return Verdict::Drop;
     }
     let now = now_ms();
-    let envelope = serde_json::from_slice::<Envelope>(message.payload())
-        .map_err(|e| e.to_string())
-        .and_then(|e| Bit::from_json(&e.bit, now).map(|bit| (e, bit)));
-    let (envelope, bit) = match envelope {
-        Ok(parsed) => parsed,
-        Err(e) => {
-            log(Level::Debug, &format!("not a record, ignored: {e}"));
-            return Verdict::Drop;
-        }
+    let Some((metric, bit, local_seq)) = record(config, message.payload(), now) else {
+        return Verdict::Drop;
     };
-    let metric = Metric {
-        db: envelope.db,
-        namespace: envelope.namespace,
-        name: envelope.metric,
-    };
-    // Only a record kept here can have been in a first answer (record numbers are this process's).
-    let local = envelope.origin.is_some() && envelope.origin == retention::local_origin();
     for (quid, hw) in &list {
-        if local && envelope.seq <= *hw {
+        if local_seq.is_some_and(|seq| seq <= *hw) {
             continue;
         }
         let Some(compiled) = compiled(cache, conn, quid) else {
