@@ -242,7 +242,7 @@ sinks = ["rs"]
     })
     .await;
     redis.restart();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
     eventually("the waiting record reached the new redis", || {
         let mut conn = conn.clone();
         async move {

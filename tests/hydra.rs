@@ -77,10 +77,23 @@ fn ok_reply(ingestors: &[&str]) -> String {
     )
 }
 
+/// The reason phrase Hydra's top-level status gives a code.
+fn reason(code: u16) -> &'static str {
+    match code {
+        400 => "Bad Request",
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        503 => "Service Unavailable",
+        _ => panic!("no reason phrase for {code} in these tests"),
+    }
+}
+
+/// One ingestor failed with `code` and `message`; the top level has the code's reason phrase.
 fn failed_reply(ingestor: &str, code: u16, message: &str) -> String {
     let message = serde_json::to_string(message).unwrap();
+    let top = reason(code);
     format!(
-        "{{\"requestId\":\"ID\",\"status\":{{\"code\":{code},\"message\":{message}}},\"ingestors\":{{\"{ingestor}\":{{\"code\":{code},\"message\":{message}}}}}}}"
+        "{{\"requestId\":\"ID\",\"status\":{{\"code\":{code},\"message\":\"{top}\"}},\"ingestors\":{{\"{ingestor}\":{{\"code\":{code},\"message\":{message}}}}}}}"
     )
 }
 
@@ -427,6 +440,11 @@ max_retries = 0
 path = "/fast"
 sinks = ["rs_fast"]
 {fast}
+
+[routes.broadcast_fast]
+path = "/ws-ingest-fast"
+sinks = ["js", "rs_fast"]
+{broadcast_fast}
 "#,
         head = head(""),
         routes = routes(
@@ -436,7 +454,34 @@ sinks = ["rs_fast"]
             ""
         ),
         fast = filter("redis_ingestor = { sink = \"rs_fast\" }", ""),
+        broadcast_fast = filter(
+            "js_ingestor = { sink = \"js\" }, redis_ingestor = { sink = \"rs_fast\" }",
+            ""
+        ),
     )
+}
+
+/// A JetStream stream `HYDRA` over `hydra.>`, where the `js` sink's records land.
+async fn hydra_stream(nats: u16) -> async_nats::jetstream::stream::Stream {
+    let client = async_nats::connect(format!("nats://127.0.0.1:{nats}")).await.unwrap();
+    async_nats::jetstream::new(client)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "HYDRA".into(),
+            subjects: vec!["hydra.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+/// The payloads of a JetStream stream's messages `from..=to`.
+async fn stream_payloads(stream: &async_nats::jetstream::stream::Stream, from: u64, to: u64) -> Vec<String> {
+    let mut payloads = Vec::new();
+    for seq in from..=to {
+        let message = stream.get_raw_message(seq).await.unwrap();
+        payloads.push(String::from_utf8(message.payload.to_vec()).unwrap());
+    }
+    payloads
 }
 
 async fn redis_entries(port: u16, stream: &str) -> Vec<redis::streams::StreamId> {
@@ -455,18 +500,7 @@ async fn redis_entries(port: u16, stream: &str) -> Vec<redis::streams::StreamId>
 #[tokio::test]
 async fn broadcast_to_two_brokers_and_one_ingestor_by_path() {
     let (nats, redis) = (peers::nats(), peers::redis());
-    let client = async_nats::connect(format!("nats://127.0.0.1:{}", nats.port))
-        .await
-        .unwrap();
-    let jetstream = async_nats::jetstream::new(client);
-    let stream = jetstream
-        .create_stream(async_nats::jetstream::stream::Config {
-            name: "HYDRA".into(),
-            subjects: vec!["hydra.>".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let stream = hydra_stream(nats.port).await;
     let proxy = start(&broker_config(nats.port, redis.port));
 
     let mut ws = proxy.connect("/ws-ingest").await;
@@ -514,13 +548,13 @@ async fn broadcast_to_two_brokers_and_one_ingestor_by_path() {
     assert_eq!(stream.clone().info().await.unwrap().state.messages, 1);
 }
 
-/// Sends payloads until one is answered OK (the broker is back); that payload.
-async fn until_ok(ws: &mut Ws) -> String {
+/// Sends payloads until one is answered OK by `ingestor` (its broker is back); that payload.
+async fn until_ok(ws: &mut Ws, ingestor: &str) -> String {
     let deadline = std::time::Instant::now() + PATIENCE;
     for n in 0.. {
         let payload = format!("{{\"up\":{n}}}");
         let (_, reply) = split_id(&ask(ws, &payload).await);
-        if reply == ok_reply(&["redis_ingestor"]) {
+        if reply == ok_reply(&[ingestor]) {
             return payload;
         }
         assert!(!reply.contains("\"code\":200"), "a failed request answered OK: {reply}");
@@ -560,8 +594,8 @@ async fn explicit_acks_fail_while_the_broker_is_down_and_resume() {
     );
 
     redis.restart();
-    let fast_ok = until_ok(&mut fast).await;
-    let slow_ok = until_ok(&mut slow).await;
+    let fast_ok = until_ok(&mut fast, "redis_ingestor").await;
+    let slow_ok = until_ok(&mut slow, "redis_ingestor").await;
     // A record answered 408 may still land (the sink kept retrying); one answered OK always did.
     let stored: Vec<String> = redis_entries(redis.port, "hydra:t")
         .await
@@ -709,4 +743,346 @@ async fn the_seed_sample_by_python_in_front_of_kafka() {
         kafka::header(&records[0], "hydra-kafka-topic").as_deref(),
         Some("test-topic")
     );
+}
+
+/// `hydra-ack = none` (or `noack`) answers once the record is queued: with Redis frozen, a
+/// payload under none is answered while the ones sent before it under `explicit` and
+/// `replicated` (an alias) still wait for the broker, which answers them when it carries on.
+#[tokio::test]
+async fn acks_none_answer_once_queued_while_explicit_and_replicated_wait_for_the_broker() {
+    let redis = peers::redis();
+    // The sink waits for Redis as long as it takes: no retry, no record twice.
+    let config = format!(
+        "{}\n[sinks.rs]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\nstream = \"acks\"\ntimeout_ms = 600000\n\n{}",
+        head(""),
+        redis.port,
+        routes(
+            "\"rs\"",
+            "redis_ingestor = { sink = \"rs\" }",
+            ", ingest_timeout_ms = 600000"
+        )
+    );
+    let proxy = start(&config);
+    let mut ws = proxy.connect("/ws-ingest").await;
+    let set_ack = async |ws: &mut Ws, ack: &str| {
+        assert_eq!(
+            ask(ws, &format!("-c SET hydra-ack = {ack}")).await,
+            format!("{{\"status\":200,\"message\":\"OK[HYDRA-ACK={ack}]\"}}")
+        );
+    };
+    let ok_for = |id: &str| ok_reply(&["redis_ingestor"]).replace("\"ID\"", &format!("\"{id}\""));
+    let payload = |id: &str| format!("{{\"ack\":\"{id}\"}}");
+    set_ack(&mut ws, "explicit").await;
+    assert_eq!(ask(&mut ws, &format!("-i up {}", payload("up"))).await, ok_for("up"));
+
+    redis.pause();
+    for ack in ["explicit", "replicated"] {
+        set_ack(&mut ws, ack).await;
+        send_text(&mut ws, &format!("-i {ack} {}", payload(ack))).await;
+    }
+    // The next answers are these, not the waiting ones: nothing reached Redis yet.
+    for ack in ["none", "noack"] {
+        set_ack(&mut ws, ack).await;
+        assert_eq!(ask(&mut ws, &format!("-i {ack} {}", payload(ack))).await, ok_for(ack));
+    }
+
+    redis.resume();
+    assert_eq!(next_text(&mut ws).await, ok_for("explicit"));
+    assert_eq!(next_text(&mut ws).await, ok_for("replicated"));
+    // Every record once, in the order sent: the ones answered early were queued, not dropped.
+    let expected: Vec<String> = ["up", "explicit", "replicated", "none", "noack"].map(payload).to_vec();
+    eventually("the records queued under none reach Redis", || async {
+        stream_entries(redis.port, "acks").await == expected
+    })
+    .await;
+}
+
+/// The payloads of a Redis stream's entries, in order.
+async fn stream_entries(port: u16, stream: &str) -> Vec<String> {
+    redis_entries(port, stream)
+        .await
+        .iter()
+        .filter_map(|e| e.get::<String>("payload"))
+        .collect()
+}
+
+/// A broadcast on `/ws-ingest` with JetStream up and Redis down: one answer listing both
+/// outcomes, its top-level status Hydra's (the failing code with its reason phrase).
+#[tokio::test]
+async fn a_broadcast_with_one_broker_down_lists_both_outcomes_and_is_not_ok() {
+    let (nats, mut redis) = (peers::nats(), peers::redis());
+    let stream = hydra_stream(nats.port).await;
+    let proxy = start(&broker_config(nats.port, redis.port));
+    // Redis retried past the timeout (408), and not retried at all (503).
+    let mut slow = proxy.connect("/ws-ingest").await;
+    let mut fast = proxy.connect("/ws-ingest-fast").await;
+    for ws in [&mut slow, &mut fast] {
+        for command in [
+            "-c SET hydra-kafka-topic = split",
+            "-c SET hydra-ack = explicit",
+            "-c SET hydra-ingest-timeout = 700",
+        ] {
+            assert!(ask(ws, command).await.starts_with(r#"{"status":200"#), "{command}");
+        }
+        assert_eq!(
+            split_id(&ask(ws, SAMPLE).await).1,
+            ok_reply(&["js_ingestor", "redis_ingestor"])
+        );
+    }
+
+    redis.kill();
+    assert_eq!(
+        ask(&mut slow, r#"-i slow {"down":"slow"}"#).await,
+        r#"{"requestId":"slow","status":{"code":408,"message":"Request Timeout"},"ingestors":{"js_ingestor":{"code":200,"message":"OK"},"redis_ingestor":{"code":408,"message":"Request Timeout"}}}"#
+    );
+    let reply: serde_json::Value = serde_json::from_str(&ask(&mut fast, r#"-i fast {"down":"fast"}"#).await).unwrap();
+    let why = reply["ingestors"]["redis_ingestor"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.starts_with("redis "), "the sink's reason: {reply}");
+    assert_eq!(
+        reply,
+        serde_json::json!({
+            "requestId": "fast",
+            "status": {"code": 503, "message": "Service Unavailable"},
+            "ingestors": {
+                "js_ingestor": {"code": 200, "message": "OK"},
+                "redis_ingestor": {"code": 503, "message": why},
+            },
+        })
+    );
+    // JetStream took every record, the ones Redis missed too.
+    assert_eq!(
+        stream_payloads(&stream, 3, 4).await,
+        [r#"{"down":"slow"}"#, r#"{"down":"fast"}"#]
+    );
+    assert_eq!(stream.clone().info().await.unwrap().state.messages, 4);
+}
+
+/// A lapin channel of the test's own on the RabbitMQ node.
+async fn rabbit_channel(url: &str) -> (lapin::Connection, lapin::Channel) {
+    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    (connection, channel)
+}
+
+/// The message at the head of `queue`, taken (acknowledged) by the test's own client.
+async fn rabbit_get(channel: &lapin::Channel, queue: &str) -> lapin::message::Delivery {
+    let got = channel
+        .basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: true })
+        .await
+        .unwrap();
+    got.unwrap_or_else(|| panic!("queue {queue} is empty")).delivery
+}
+
+fn rabbit_header(delivery: &lapin::message::Delivery, name: &str) -> Option<String> {
+    match delivery.properties.headers().as_ref()?.inner().get(name)? {
+        lapin::types::AMQPValue::LongString(value) => Some(String::from_utf8_lossy(value.as_bytes()).into_owned()),
+        other => panic!("header {name}: {other:?}"),
+    }
+}
+
+/// The shipped config/hydra-brokers.toml in front of nats-server, redis-server and RabbitMQ: a
+/// payload on `/ws-ingest` goes to JetStream, Redis, a RabbitMQ queue and the file, each read
+/// back by a client of its own; `rabbit_ingestor` sends to the exchange or the queue the client
+/// named, and does not join without one.
+#[tokio::test]
+async fn the_shipped_broker_config_broadcasts_to_jetstream_redis_rabbitmq_and_a_file() {
+    let (nats, redis, rabbit) = (peers::nats(), peers::redis(), peers::rabbitmq());
+    let stream = hydra_stream(nats.port).await;
+    let (_connection, reader) = rabbit_channel(&rabbit.url()).await;
+    reader
+        .queue_declare("hydra-orders".into(), Default::default(), Default::default())
+        .await
+        .unwrap();
+    // A fanout exchange, which takes the empty routing key, with a queue of its own.
+    reader
+        .exchange_declare(
+            "hydra-events".into(),
+            lapin::ExchangeKind::Fanout,
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    reader
+        .queue_declare("hydra-events-copy".into(), Default::default(), Default::default())
+        .await
+        .unwrap();
+    reader
+        .queue_bind(
+            "hydra-events-copy".into(),
+            "hydra-events".into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let proxy = start(&shipped_config(
+        "hydra-brokers.toml",
+        &[
+            ("nats://127.0.0.1:4222", &format!("nats://127.0.0.1:{}", nats.port)),
+            ("redis://127.0.0.1:6379", &format!("redis://127.0.0.1:{}", redis.port)),
+            ("amqp://127.0.0.1:5672/%2f", &rabbit.url()),
+        ],
+    ));
+
+    let mut ws = proxy.connect("/ws-ingest").await;
+    for command in [
+        "-c SET hydra-kafka-topic = orders",
+        "-c SET hydra-ack = explicit",
+        "-c SET hydra-record-key = {$.id}",
+        "-c SET hydra-rabbit-queue = hydra-orders",
+    ] {
+        assert!(ask(&mut ws, command).await.starts_with(r#"{"status":200"#), "{command}");
+    }
+    let payload = r#"{"id":"o-1","total":5}"#;
+    assert_eq!(
+        split_id(&ask(&mut ws, payload).await).1,
+        ok_reply(&[
+            "file_ingestor",
+            "jetstream_ingestor",
+            "rabbit_ingestor",
+            "redis_ingestor"
+        ])
+    );
+    // Confirmed means stored, in each of them.
+    let delivery = rabbit_get(&reader, "hydra-orders").await;
+    assert_eq!(
+        (delivery.exchange.as_str(), delivery.routing_key.as_str()),
+        ("", "hydra-orders")
+    );
+    assert_eq!(std::str::from_utf8(&delivery.data).unwrap(), payload);
+    assert_eq!(rabbit_header(&delivery, "key").as_deref(), Some("o-1"));
+    assert_eq!(
+        rabbit_header(&delivery, "hydra-rabbit-queue").as_deref(),
+        Some("hydra-orders")
+    );
+    assert_eq!(rabbit_header(&delivery, "hydra-kafka-topic").as_deref(), Some("orders"));
+    let stored = stream.get_raw_message(1).await.unwrap();
+    assert_eq!(
+        (stored.subject.as_str(), &stored.payload[..]),
+        ("hydra.orders", payload.as_bytes())
+    );
+    assert_eq!(stream_entries(redis.port, "hydra:orders").await, [payload]);
+    let file = std::fs::read_to_string(proxy.dir.path().join("target/framegate-hydra.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(file.trim()).unwrap();
+    assert_eq!(
+        (line["payload"].as_str(), line["key"].as_str()),
+        (Some(payload), Some("o-1"))
+    );
+
+    // The one ingestor by path: nothing to send to yet, then an exchange.
+    let mut one = proxy.connect("/ws-ingest/rabbit_ingestor").await;
+    assert_eq!(
+        split_id(&ask(&mut one, SAMPLE).await).1,
+        r#"{"requestId":"ID","status":{"code":404,"message":"No ingestor joined the request: rabbit_ingestor needs hydra-rabbit-exchange or hydra-rabbit-queue."},"ingestors":{}}"#
+    );
+    for command in [
+        "-c SET hydra-ack = explicit",
+        "-c SET hydra-rabbit-exchange = hydra-events",
+    ] {
+        assert!(
+            ask(&mut one, command).await.starts_with(r#"{"status":200"#),
+            "{command}"
+        );
+    }
+    assert_eq!(
+        ask(&mut one, &format!("-i to_exchange {SAMPLE}")).await,
+        r#"{"requestId":"to_exchange","status":{"code":200,"message":"OK"},"ingestors":{"rabbit_ingestor":{"code":200,"message":"OK"}}}"#
+    );
+    let delivery = rabbit_get(&reader, "hydra-events-copy").await;
+    assert_eq!(
+        (delivery.exchange.as_str(), delivery.routing_key.as_str()),
+        ("hydra-events", "")
+    );
+    assert_eq!(std::str::from_utf8(&delivery.data).unwrap(), SAMPLE);
+    // Nothing else went anywhere: the queue's record was taken, the others are one each.
+    assert_eq!(
+        reader
+            .basic_get("hydra-orders".into(), lapin::options::BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .map(|m| m.delivery.data),
+        None
+    );
+    assert_eq!(stream.clone().info().await.unwrap().state.messages, 1);
+}
+
+/// `framegate check` passes the shipped Hydra configs as they are, and runs the filter's own
+/// check of its config: an ingestor with two kinds of sink is named.
+#[test]
+fn the_shipped_hydra_configs_pass_check() {
+    let check = |file: &str, text: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("target/filters")).unwrap();
+        std::fs::copy(
+            built_filters().join("hydra.wasm"),
+            dir.path().join("target/filters/hydra.wasm"),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join(file), text).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_framegate"))
+            .args(["check", file])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    for file in ["hydra-kafka.toml", "hydra-brokers.toml"] {
+        let text = std::fs::read_to_string(format!("{}/config/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let (ok, out, err) = check(file, &text);
+        assert_eq!((ok, out), (true, format!("{file}: ok\n")), "{err}");
+    }
+    let brokers = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/hydra-brokers.toml")).unwrap();
+    let broken = brokers.replace(
+        "rabbit_ingestor = { sink_by",
+        "rabbit_ingestor = { sink = \"file\", sink_by",
+    );
+    let (ok, _, err) = check("hydra-brokers.toml", &broken);
+    assert!(
+        !ok && err.contains("ingestors.rabbit_ingestor: give it either sink"),
+        "{err}"
+    );
+}
+
+/// `hydra-ack = explicit` through the shipped config/hydra-kafka.toml while tansu is frozen
+/// (its memory storage would forget everything if killed): 408 or 503, never OK; once it
+/// carries on, OKs resume, and every record answered OK is in the topic once.
+#[tokio::test]
+async fn explicit_acks_fail_while_kafka_is_paused_and_resume() {
+    let tansu = peers::tansu();
+    let brokers = kafka::brokers(tansu.port);
+    kafka::create_topics(&brokers, &["outage"]).await;
+    let proxy = start(&shipped_kafka_config(&brokers));
+    let mut ws = proxy.connect("/ws-ingest/kafka_ingestor").await;
+    for command in ["-c SET hydra-kafka-topic = outage", "-c SET hydra-ack = explicit"] {
+        assert!(ask(&mut ws, command).await.starts_with(r#"{"status":200"#), "{command}");
+    }
+    assert_eq!(
+        split_id(&ask(&mut ws, r#"{"n":"before"}"#).await).1,
+        ok_reply(&["kafka_ingestor"])
+    );
+
+    tansu.pause();
+    let reply: serde_json::Value = serde_json::from_str(&ask(&mut ws, r#"-i paused {"n":"paused"}"#).await).unwrap();
+    let code = reply["status"]["code"].as_u64().unwrap() as u16;
+    assert!(code == 408 || code == 503, "{reply}");
+    assert_eq!(reply["status"]["message"], reason(code), "{reply}");
+    assert_eq!(reply["ingestors"]["kafka_ingestor"]["code"], code, "{reply}");
+
+    tansu.resume();
+    let after = until_ok(&mut ws, "kafka_ingestor").await;
+    let payloads: Vec<String> = kafka::read_topic(&brokers, "outage")
+        .await
+        .iter()
+        .map(|r| kafka::text(r.payload()))
+        .collect();
+    for ok in [r#"{"n":"before"}"#, after.as_str()] {
+        assert_eq!(payloads.iter().filter(|p| *p == ok).count(), 1, "{ok} in {payloads:?}");
+    }
 }

@@ -51,10 +51,30 @@ enum Replies {
 #[serde(deny_unknown_fields)]
 struct Ingestor {
     /// A sink of the route.
-    sink: String,
+    sink: Option<String>,
+    /// Metadata name -> sink, in place of `sink`: the ingestor joins when one of the names is
+    /// set and writes to its sink (Hydra's RabbitMQ ingestor: an exchange or a queue).
+    #[serde(default)]
+    sink_by: BTreeMap<String, String>,
     /// Metadata the ingestor needs (e.g. `hydra-kafka-topic`): without it, it does not join.
     #[serde(default)]
     requires: Vec<String>,
+}
+
+impl Ingestor {
+    /// The sink a request goes to, or why the ingestor does not join it.
+    fn sink(&self, conn: &Conn) -> Result<&str, String> {
+        if let Some(needed) = self.requires.iter().find(|r| conn.meta(r).is_none()) {
+            return Err(needed.clone());
+        }
+        match &self.sink {
+            Some(sink) => Ok(sink),
+            None => (self.sink_by.iter())
+                .find(|(name, _)| conn.meta(name).is_some())
+                .map(|(_, sink)| sink.as_str())
+                .ok_or_else(|| self.sink_by.keys().cloned().collect::<Vec<_>>().join(" or ")),
+        }
+    }
 }
 
 fn default_timeout() -> u32 {
@@ -117,7 +137,21 @@ fn command_reply(replies: Replies, status: u16, message: &str) -> String {
     }
 }
 
-/// The answer to a payload; the top-level status is the first failure (by ingestor name), or 200.
+/// The reason phrase of a code, as Hydra's top-level status gives it.
+fn reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        500 => "Internal Server Error",
+        _ => "Service Unavailable",
+    }
+}
+
+/// The answer to a payload. The top-level status is Hydra's: the code of the first failing
+/// ingestor (by name) with its reason phrase, or 200 OK; the ingestors carry the reasons.
 fn ingest_reply(
     replies: Replies,
     id: &str,
@@ -125,7 +159,7 @@ fn ingest_reply(
     outcomes: &BTreeMap<String, Outcome>,
     detailed: bool,
 ) -> String {
-    let failure = outcomes.values().find(|o| o.0 != 200).map(|o| (o.0, o.1.as_str()));
+    let failure = outcomes.values().find(|o| o.0 != 200).map(|o| (o.0, reason(o.0)));
     let (code, message) = status.or(failure).unwrap_or((200, "OK"));
     let ingestors: Vec<String> = outcomes
         .iter()
@@ -366,9 +400,9 @@ impl Hydra {
             if chosen.as_ref().is_some_and(|c| c != name) {
                 continue;
             }
-            match ingestor.requires.iter().find(|r| conn.meta(r).is_none()) {
-                Some(needed) => missing.push(format!("{name} needs {needed}")),
-                None => joined.push((name.clone(), ingestor.sink.clone())),
+            match ingestor.sink(conn) {
+                Ok(sink) => joined.push((name.clone(), sink.to_string())),
+                Err(needed) => missing.push(format!("{name} needs {needed}")),
             }
         }
         let mut outcomes = BTreeMap::new();
@@ -509,14 +543,19 @@ impl Filter for Hydra {
         if config.ingestors.is_empty() {
             return Err("hydra config: ingestors is empty; name at least one (ingestor = { sink = \"NAME\" })".into());
         }
-        if let Some((name, bad)) = config
-            .ingestors
-            .iter()
-            .find_map(|(n, i)| i.requires.iter().find(|r| !r.starts_with("hydra-")).map(|r| (n, r)))
-        {
-            return Err(format!(
-                "hydra config: ingestors.{name}.requires: {bad:?} is not a hydra-* name"
-            ));
+        for (name, ingestor) in &config.ingestors {
+            let names = (ingestor.requires.iter().map(|n| ("requires", n)))
+                .chain(ingestor.sink_by.keys().map(|n| ("sink_by", n)));
+            if let Some((key, bad)) = names.into_iter().find(|(_, n)| !n.starts_with("hydra-")) {
+                return Err(format!(
+                    "hydra config: ingestors.{name}.{key}: {bad:?} is not a hydra-* name"
+                ));
+            }
+            if ingestor.sink.is_some() != ingestor.sink_by.is_empty() {
+                return Err(format!(
+                    "hydra config: ingestors.{name}: give it either sink = \"NAME\" or sink_by = {{ hydra-NAME = \"SINK\", ... }}"
+                ));
+            }
         }
         self.config = Some(config);
         Ok(())
@@ -663,7 +702,7 @@ mod tests {
         outcomes.insert("b".to_string(), Outcome(503, "down".into(), 5));
         assert_eq!(
             ingest_reply(Replies::Seed, "1", None, &outcomes, true),
-            r#"{"requestId":"1","status":{"code":503,"message":"down"},"ingestors":{"b":{"code":503,"message":"down","durationMs":5},"kafka_ingestor":{"code":200,"message":"OK","durationMs":3}}}"#
+            r#"{"requestId":"1","status":{"code":503,"message":"Service Unavailable"},"ingestors":{"b":{"code":503,"message":"down","durationMs":5},"kafka_ingestor":{"code":200,"message":"OK","durationMs":3}}}"#
         );
         assert_eq!(
             ingest_reply(Replies::Current, "0", None, &outcomes, false),
