@@ -531,10 +531,54 @@ async fn the_seed_nodejs_producer_and_consumer() {
         replies,
         [format!(r#"{{"result":"ok","messageId":"{id}","context":"1"}}"#)]
     );
-    let url = proxy.url("/ws/v2/consumer/persistent/public/default/node/js?subscriptionInitialPosition=Earliest");
-    let lines = node(&["consume", &url, "1"]).await;
+    let path = "/ws/v2/consumer/persistent/public/default/node/js?subscriptionInitialPosition=Earliest";
+    let lines = node(&["consume", &proxy.url(path), "1"]).await;
     let pushed = assert_pushed(&lines[0], "Hello World", r#"{"key1":"value1","key2":"value2"}"#, None);
     assert_eq!(pushed, id);
+
+    // The sample acked what it got: the next consumer of its subscription starts after it.
+    let replies = node(&["produce", &proxy.url("/ws/v2/producer/persistent/public/default/node")]).await;
+    let second = field(&replies[0], "messageId");
+    let mut ws = proxy.connect(path).await;
+    assert_eq!(
+        field(&next_text(&mut ws).await, "messageId"),
+        second,
+        "the acked message came again"
+    );
+}
+
+/// A nack is held for negativeAckRedeliveryDelay before the broker sends the message again, as
+/// Pulsar's consumer holds it; a frame of an unknown type without a messageId is Pulsar's error 3.
+#[tokio::test]
+async fn a_nack_redelivers_after_the_negative_ack_delay_and_unknown_frames_are_refused() {
+    let broker = peers::pulsar();
+    let pulsar = client(broker.port).await;
+    let mut producer = pulsar.producer().with_topic(topic("nackdelay")).build().await.unwrap();
+    let proxy = start(broker.port);
+    let path = "/ws/v2/consumer/persistent/public/default/nackdelay/s?subscriptionType=Shared&subscriptionInitialPosition=Earliest&negativeAckRedeliveryDelay=2000";
+    let mut ws = proxy.connect(path).await;
+    let id = produce(&mut producer, "again later").await;
+    assert_eq!(field(&next_text(&mut ws).await, "messageId"), id);
+    send_text(
+        &mut ws,
+        &format!(r#"{{"type":"negativeAcknowledge","messageId":"{id}"}}"#),
+    )
+    .await;
+    let early = tokio::time::timeout(std::time::Duration::from_millis(1000), ws.next()).await;
+    assert!(early.is_err(), "sent again before the delay: {early:?}");
+    assert_eq!(
+        proxy
+            .metric("framegate_source_messages_total{source=\"pulsar\",event=\"nacked\"}")
+            .await,
+        0.0,
+        "the nack went to the broker before the delay"
+    );
+    assert_eq!(field(&next_text(&mut ws).await, "messageId"), id);
+
+    send_text(&mut ws, r#"{"type":"rewind"}"#).await;
+    let (code, reason) = closed_with(&mut ws).await;
+    assert_eq!(code, 4003);
+    assert!(reason.starts_with("Failed to de-serialize from JSON"), "{reason}");
 }
 
 /// After maxRedeliverCount redeliveries (here by the ack timeout) a message goes to the dead-letter
@@ -552,6 +596,17 @@ async fn unacked_messages_end_in_the_dead_letter_topic() {
     assert_eq!(field(&next_text(&mut ws).await, "messageId"), id);
     let mut seen = HashSet::new();
     let message = next_distinct(&mut dlq, &mut seen).await;
+    assert_eq!(message.payload.data, b"poison");
+
+    // deadLetterTopic names another one.
+    let mut named = consumer(&pulsar, "poisoned").await;
+    let path = format!(
+        "/ws/v2/consumer/persistent/public/default/dl/t?subscriptionType=Shared&subscriptionInitialPosition=Earliest&ackTimeoutMillis=1000&maxRedeliverCount=1&deadLetterTopic={}",
+        urlencode(&topic("poisoned"))
+    );
+    let mut ws = proxy.connect(&path).await;
+    assert_eq!(field(&next_text(&mut ws).await, "messageId"), id);
+    let message = next_distinct(&mut named, &mut HashSet::new()).await;
     assert_eq!(message.payload.data, b"poison");
 }
 

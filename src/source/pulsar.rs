@@ -1,11 +1,12 @@
 //! The `pulsar` source (pulsar-rs): a consumer on a Pulsar subscription, or a reader. Spec: a
 //! topic, or `{"topic", "subscription", "type": "exclusive"|"shared"|"failover"|"key_shared",
 //! "start": "latest"|"earliest", "consumer_name", "receiver_queue_size", "ack_timeout_ms",
-//! "dead_letter_topic", "max_redeliver_count"}`; or `{"topic", "reader": true,
+//! "dead_letter_topic", "max_redeliver_count", "nack_delay_ms"}`; or `{"topic", "reader": true,
 //! "start_message_id", "start"}` for a reader (no subscription to keep, no acks).
 //! The id of a message is its message id in the text form of Pulsar's WebSocket API
 //! (`crate::pulsar_id`); ack acknowledges it, nack asks the broker to send it again (per
-//! message on shared and key_shared subscriptions). Unacked
+//! message on shared and key_shared subscriptions), after `nack_delay_ms` (0, the default: at
+//! once), as Pulsar's clients hold a nack for their negativeAckRedeliveryDelay. Unacked
 //! messages go back to the subscription when the consumer closes (the connection closing drops
 //! it), and after `ack_timeout_ms` if set. A subscription the broker refuses (a second consumer
 //! on an exclusive one) is tried again until `timeout_ms`, then ends the flow with the reason.
@@ -14,7 +15,7 @@
 //! Attributes: `topic`, `publish_time`, `redelivery_count` (the broker's count, which pulsar-rs
 //! passes on with the patch in vendor/README.md), and `key`, `event_time`, `header.NAME` when set.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +69,9 @@ struct Spec {
     ack_timeout_ms: u64,
     dead_letter_topic: Option<String>,
     max_redeliver_count: Option<usize>,
+    /// Hold a nack this long before asking the broker to send the message again.
+    #[serde(default)]
+    nack_delay_ms: u64,
     /// A reader: no subscription, no acks; from `start_message_id`, or from `start`.
     #[serde(default)]
     reader: bool,
@@ -181,13 +185,26 @@ pub async fn run(
 
     // Messages handed to the client and not yet settled: their topic and id, by text id.
     let mut unsettled: HashMap<String, (String, MessageIdData)> = HashMap::new();
+    // Nacks held for `nack_delay_ms`, in the order they fall due (the delay is the same for all).
+    let nack_delay = Duration::from_millis(spec.nack_delay_ms);
+    let mut held_nacks: VecDeque<(tokio::time::Instant, Settle)> = VecDeque::new();
     loop {
+        let next_nack = held_nacks.front().map(|(due, _)| *due);
         tokio::select! {
             // Verdicts first: a client's acks count before more messages come.
             biased;
             verdict = verdicts.recv() => {
                 let Some(verdict) = verdict else { return Ok(()) };
-                settle(&mut flow, &mut unsettled, &feed, verdict).await;
+                if matches!(verdict, Settle::Nack(_)) && !nack_delay.is_zero() {
+                    held_nacks.push_back((tokio::time::Instant::now() + nack_delay, verdict));
+                } else {
+                    settle(&mut flow, &mut unsettled, &feed, verdict).await;
+                }
+            }
+            _ = tokio::time::sleep_until(next_nack.unwrap_or_else(tokio::time::Instant::now)), if next_nack.is_some() => {
+                if let Some((_, verdict)) = held_nacks.pop_front() {
+                    settle(&mut flow, &mut unsettled, &feed, verdict).await;
+                }
             }
             message = flow.next() => {
                 let message = match message {

@@ -243,7 +243,9 @@ fn consumer_spec(conn: &Conn, topic: &str, subscription: &str) -> Result<Value, 
         spec["dead_letter_topic"] = dlq.into();
     }
     parse_num::<i32>(conn, "priorityLevel")?;
-    parse_num::<i64>(conn, "negativeAckRedeliveryDelay")?;
+    if let Some(ms) = parse_num::<u64>(conn, "negativeAckRedeliveryDelay")? {
+        spec["nack_delay_ms"] = ms.into();
+    }
     parse_enum(conn, "subscriptionMode", &["Durable", "NonDurable"])?;
     Ok(spec)
 }
