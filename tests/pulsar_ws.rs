@@ -779,3 +779,126 @@ async fn the_pulsar_client_package_reads_what_websocket_producers_wrote_and_writ
         send_text(&mut ws, &format!(r#"{{"messageId":"{id}"}}"#)).await;
     }
 }
+
+/// Reads what `ws` is pushed until it is quiet for a moment, acking each message; returns the
+/// (messageId, key, payload) of each, the copies pulsar-lite now and then dispatches twice left out.
+async fn drain(ws: &mut Ws, seen: &mut HashSet<String>) -> Vec<(String, String, String)> {
+    let mut got = Vec::new();
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(std::time::Duration::from_millis(300), ws.next()).await {
+        let Ok(text) = message.to_text() else { continue };
+        let id = field(text, "messageId");
+        send_text(ws, &format!(r#"{{"messageId":"{id}"}}"#)).await;
+        if seen.insert(id.clone()) {
+            let payload = String::from_utf8(STANDARD.decode(field(text, "payload")).unwrap()).unwrap();
+            got.push((id, field(text, "key"), payload));
+        }
+    }
+    got
+}
+
+async fn produce_keyed(producer: &mut Producer<TokioExecutor>, key: &str, payload: &str) {
+    producer
+        .create_message()
+        .with_content(payload.as_bytes().to_vec())
+        .with_key(key)
+        .send_non_blocking()
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// Key_Shared: two consumers split the keys, each key's messages all to one of them, in order.
+/// Failover: one consumer gets everything; when it leaves, the standby takes over.
+#[tokio::test]
+async fn key_shared_keeps_each_key_on_one_consumer_and_failover_has_a_standby() {
+    const KEYS: usize = 16;
+    let broker = peers::pulsar();
+    let pulsar = client(broker.port).await;
+    let mut producer = pulsar.producer().with_topic(topic("keyed")).build().await.unwrap();
+    let proxy = start(broker.port);
+    let path = "/ws/v2/consumer/persistent/public/default/keyed/ks?subscriptionType=Key_Shared&subscriptionInitialPosition=Earliest";
+    let mut one = proxy.connect(path).await;
+    let mut two = proxy.connect(path).await;
+    let (mut seen, mut got_one, mut got_two) = (HashSet::new(), Vec::new(), Vec::new());
+    let mut sent = 0;
+    // Until both are on the subscription (a message reaches each), then four more of every key.
+    while got_one.is_empty() || got_two.is_empty() {
+        assert!(sent < 20 * KEYS, "the keys are not split");
+        for k in 0..KEYS {
+            produce_keyed(&mut producer, &format!("k{k}"), &format!("{sent}")).await;
+            sent += 1;
+        }
+        got_one.extend(drain(&mut one, &mut seen).await);
+        got_two.extend(drain(&mut two, &mut seen).await);
+    }
+    for _ in 0..4 {
+        for k in 0..KEYS {
+            produce_keyed(&mut producer, &format!("k{k}"), &format!("{sent}")).await;
+            sent += 1;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while got_one.len() + got_two.len() < sent && tokio::time::Instant::now() < deadline {
+        got_one.extend(drain(&mut one, &mut seen).await);
+        got_two.extend(drain(&mut two, &mut seen).await);
+    }
+    assert_eq!(got_one.len() + got_two.len(), sent, "every message, once");
+    let keys = |got: &[(String, String, String)]| got.iter().map(|m| m.1.clone()).collect::<HashSet<_>>();
+    // Keys seen before both consumers were on may have moved once; the last 4 rounds did not.
+    let late = |got: &[(String, String, String)]| {
+        (got.iter())
+            .filter(|m| m.2.parse::<usize>().unwrap() >= sent - 4 * KEYS)
+            .map(|m| m.1.clone())
+            .collect::<HashSet<_>>()
+    };
+    assert!(late(&got_one).is_disjoint(&late(&got_two)), "a key on both consumers");
+    assert!(!keys(&got_one).is_empty() && !keys(&got_two).is_empty());
+    for got in [&got_one, &got_two] {
+        for key in late(got) {
+            let numbers: Vec<usize> = (got.iter().filter(|m| m.1 == key))
+                .map(|m| m.2.parse().unwrap())
+                .collect();
+            assert!(numbers.is_sorted(), "{key} out of order: {numbers:?}");
+        }
+    }
+
+    // Failover: the active consumer gets every message, the standby none, until the active leaves.
+    let path = "/ws/v2/consumer/persistent/public/default/keyed/fo?subscriptionType=Failover&subscriptionInitialPosition=Earliest";
+    let mut consumers = [proxy.connect(path).await, proxy.connect(path).await];
+    let mut seen = HashSet::new();
+    let mut backlog = Vec::new();
+    for ws in &mut consumers {
+        backlog.push(drain(ws, &mut seen).await);
+    }
+    assert_eq!(backlog[0].len() + backlog[1].len(), sent, "the backlog, once");
+    let active = if backlog[0].is_empty() { 1 } else { 0 };
+    assert!(backlog[1 - active].is_empty(), "both consumers got messages");
+    let [a, b] = consumers;
+    let (mut active, mut standby) = if active == 0 { (a, b) } else { (b, a) };
+    produce_keyed(&mut producer, "k0", "while both are there").await;
+    assert_eq!(drain(&mut active, &mut seen).await.len(), 1);
+    assert!(drain(&mut standby, &mut seen).await.is_empty(), "the standby got one");
+    active.close(None).await.unwrap();
+    drop(active);
+    for k in 0..KEYS {
+        produce_keyed(&mut producer, &format!("k{k}"), &format!("after {k}")).await;
+    }
+    let mut taken_over = Vec::new();
+    drain_until(&mut taken_over, KEYS, &mut standby, &mut seen).await;
+    let payloads: Vec<String> = taken_over.into_iter().map(|m| m.2).collect();
+    assert_eq!(payloads, (0..KEYS).map(|k| format!("after {k}")).collect::<Vec<_>>());
+}
+
+/// Drains `ws` into `got` until it holds `count` messages, or fails after a while.
+async fn drain_until(got: &mut Vec<(String, String, String)>, count: usize, ws: &mut Ws, seen: &mut HashSet<String>) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while got.len() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {count}: {got:?}",
+            got.len()
+        );
+        got.extend(drain(ws, seen).await);
+    }
+}
