@@ -28,6 +28,12 @@ type = "jetstream"
 url = "nats://127.0.0.1:{nats}"
 subject = "js.{{meta.query.topic}}"
 
+[sinks.js_unconfirmed]
+type = "jetstream"
+url = "nats://127.0.0.1:{nats}"
+subject = "js.{{meta.query.topic}}"
+delivery = "fire_and_forget"
+
 [sinks.rs]
 type = "redis"
 url = "redis://127.0.0.1:{redis}"
@@ -42,7 +48,7 @@ sinks = ["core", "js", "rs"]
 [routes.probe]
 path = "/probe"
 filters = [{{ module = "probe" }}]
-sinks = ["js", "rs"]
+sinks = ["js", "js_unconfirmed", "rs"]
 "#,
         head = head("")
     )
@@ -135,6 +141,16 @@ async fn nats_jetstream_and_redis_get_every_record_in_order() {
         .and_then(|r| r.strip_suffix(" ctx:hi"))
         .unwrap_or_else(|| panic!("{result}"));
     assert!(id.contains('-'), "a Redis entry id, got {id:?}");
+
+    // fire_and_forget: the result comes once the record is handed to the client, with no id,
+    // and the record still reaches the stream.
+    send_text(&mut probe, "emit js_unconfirmed quick").await;
+    let ticket = next_text(&mut probe).await.replace("ok ", "");
+    assert_eq!(next_text(&mut probe).await, format!("result {ticket} ok  ctx:quick"));
+    eventually("the unconfirmed record is in the stream", || async {
+        (stream.get_raw_message(MESSAGES as u64 + 2).await).is_ok_and(|m| &m.payload[..] == b"quick")
+    })
+    .await;
 
     // A record whose subject cannot be filled fails, with the reason, and is counted.
     let mut untagged = proxy.connect("/in").await;
