@@ -3,6 +3,7 @@
 //! of the same run and written to target/bench/results.json.
 
 mod echo_server;
+mod live_queries;
 mod load;
 mod parties;
 mod wasm_call;
@@ -33,6 +34,9 @@ struct Cli {
     /// Run only the cases whose name contains this.
     #[arg(long)]
     only: Option<String>,
+    /// Inserts a second offered in the live queries case.
+    #[arg(long, default_value_t = 10_000)]
+    inserts: usize,
 }
 
 #[derive(Subcommand)]
@@ -187,6 +191,7 @@ struct Report {
     idle: Vec<idle::Idle>,
     hot_swap: Option<hot_swap::HotSwap>,
     wasm_call_ns: Vec<wasm_call::CallCost>,
+    live_queries: Vec<live_queries::LiveQueries>,
 }
 
 mod idle;
@@ -313,6 +318,15 @@ async fn main() -> anyhow::Result<()> {
 
     if wanted(&cli.only, "hot swap") {
         report.hot_swap = Some(hot_swap::run(&framegate, measure * 3).await?);
+    }
+    if wanted(&cli.only, "live queries") {
+        let party = Party::framegate("framegate live queries", "/", live_queries::ROUTES)?;
+        live_queries::print_header();
+        for connections in [100, 1_000] {
+            let row = live_queries::run(&party, connections, cli.inserts, warmup, measure).await?;
+            live_queries::print(&row);
+            report.live_queries.push(row);
+        }
     }
     if wanted(&cli.only, "wasm") {
         report.wasm_call_ns = wasm_call::measure()?;

@@ -100,7 +100,7 @@ impl Party {
         let dir = tempfile::tempdir()?;
         let filters = dir.path().join("filters");
         std::fs::create_dir_all(&filters)?;
-        for module in ["echo", "tag"] {
+        for module in ["echo", "tag", "query"] {
             let file = format!("{module}.wasm");
             std::fs::copy(repo().join("target/filters").join(&file), filters.join(&file))
                 .context("run scripts/build-filters first")?;
