@@ -320,10 +320,22 @@ async fn main() -> anyhow::Result<()> {
         report.hot_swap = Some(hot_swap::run(&framegate, measure * 3).await?);
     }
     if wanted(&cli.only, "live queries") {
-        let party = Party::framegate("framegate live queries", "/", live_queries::ROUTES)?;
+        let shared = Party::framegate("framegate live queries", "/", &live_queries::routes(true))?;
+        let alone = Party::framegate(
+            "framegate live queries, each connection alone",
+            "/",
+            &live_queries::routes(false),
+        )?;
         live_queries::print_header();
-        for connections in [100, 1_000] {
-            let row = live_queries::run(&party, connections, cli.inserts, warmup, measure).await?;
+        let layouts = [(&shared, 100), (&shared, 1_000), (&alone, 100)];
+        let mut runs: Vec<Vec<live_queries::LiveQueries>> = vec![Vec::new(); layouts.len()];
+        for _ in 0..cli.repetitions {
+            for ((party, connections), runs) in layouts.iter().zip(&mut runs) {
+                runs.push(live_queries::run(party, *connections, cli.inserts, warmup, measure).await?);
+            }
+        }
+        for runs in runs {
+            let row = live_queries::median(runs);
             live_queries::print(&row);
             report.live_queries.push(row);
         }

@@ -1,7 +1,7 @@
 //! The insert socket: NSDb's insert body `{db, namespace, metric, bit}` (one, or an array),
 //! checked whole before any record is kept, then each record retained and emitted to the
 //! route's sink as an envelope the stream side reads: the body plus `seq`, its number in the
-//! metric. One answer per message: `{"inserted":N}`, or `{"error":REASON}` (a message that does
+//! metric (one emitted record per metric and message, its envelopes one per line). One answer per message: `{"inserted":N}`, or `{"error":REASON}` (a message that does
 //! not parse keeps none of its records).
 
 use framegate_guest::{Conn, Message, Opcode, Record, Verdict, now_ms};
@@ -68,21 +68,35 @@ pub fn envelope(metric: &Metric, origin: &str, seq: i64, bit_json: &str) -> Stri
     )
 }
 
-/// Keeps and emits every record; `Err` names the first that failed (those before it went through).
+/// Keeps every record, then emits them: one record to the sink per metric, its envelopes one
+/// per line (in order), so that a stream connection reads a whole insert message in one call.
+/// `Err` names the first record that could not be kept, or the metric that could not be sent.
 fn insert_all(config: &Config, conn: &Conn, inserts: &[Insert], now: i64) -> Result<usize, String> {
     let sink = config.sink.as_deref().expect("checked at init");
     let origin = retention::origin(conn, now);
+    let mut batches: Vec<(String, String)> = Vec::new();
     for (i, insert) in inserts.iter().enumerate() {
         let bit_json = insert.bit.to_json();
         let metric = &insert.metric;
+        let seq = retention::keep(metric, &bit_json, &config.retention, now)
+            .map_err(|e| format!("insert {i} could not be kept: {e} (the {i} before it were)"))?;
+        let envelope = envelope(metric, &origin, seq, &bit_json);
         let key = format!("{}.{}.{}", metric.db, metric.namespace, metric.name);
+        match batches.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, lines)) => {
+                lines.push('\n');
+                lines.push_str(&envelope);
+            }
+            None => batches.push((key, envelope)),
+        }
+    }
+    for (key, lines) in &batches {
         let record = Record {
             key: Some(key.as_bytes()),
             ..Record::default()
         };
-        retention::keep(metric, &bit_json, &config.retention, now)
-            .and_then(|seq| conn.emit_with(sink, envelope(metric, &origin, seq, &bit_json).as_bytes(), record))
-            .map_err(|e| format!("insert {i} could not be kept or sent to {sink}: {e} (the {i} before it were)"))?;
+        conn.emit_with(sink, lines.as_bytes(), record)
+            .map_err(|e| format!("the records of {key} could not be sent to {sink}: {e}"))?;
     }
     Ok(inserts.len())
 }

@@ -57,11 +57,18 @@ struct Config {
     /// Both modes: what each metric keeps (give both routes the same).
     #[serde(default)]
     retention: Retention,
+    /// stream: an instance parses a delivery and matches each distinct query once for all the
+    /// connections it serves (`false`: each connection alone, the benchmark's baseline).
+    #[serde(default = "default_true")]
+    share_matches: bool,
     /// stream: how plain JSON records (a source other than framegate's insert route) become
     /// NSDb records; without it, only the insert route's envelopes are read.
     map: Option<mapping::Mapping>,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_source() -> String {
     "bus".into()
 }
@@ -80,6 +87,8 @@ struct Query {
     config: Option<Config>,
     /// quid -> parsed subscription: a cache of what `q.def.QUID` metadata holds.
     compiled: HashMap<String, Rc<stream::Compiled>>,
+    /// The last deliveries, parsed and matched, for the next connections that get them.
+    delivered: std::collections::VecDeque<stream::Delivered>,
 }
 
 impl Query {
@@ -131,7 +140,7 @@ impl Filter for Query {
             (Mode::Insert, true) => insert::message(config, conn, message),
             (Mode::Insert, false) => Verdict::Continue,
             (Mode::Stream, true) => stream::message(config, &mut self.compiled, conn, message),
-            (Mode::Stream, false) => stream::delivery(config, &mut self.compiled, conn, message),
+            (Mode::Stream, false) => stream::delivery(config, &mut self.compiled, &mut self.delivered, conn, message),
         }
     }
 

@@ -6,16 +6,17 @@
 //!   the newest record number its first answer covered (`QUID HW`), so that a record both in
 //!   that answer and still on its way on the bus is not pushed twice;
 //! - `q.def.QUID`: the subscribe message, re-parsed when an instance has no cached copy;
-//! - `q.last.QUID`: when the last push went; `q.buf.QUID` / `q.bufn.QUID`: the records waiting
-//!   for the next one (newline-separated JSON, at most `retention_size`);
+//! - `q.last.QUID`: when the last push went; `q.buf.QUID`: the records waiting for the next
+//!   one (one JSON record per line, at most `retention_size`);
 //! - `q.timer.QUID` and `q.t.TIMER`: the pending flush (or, for a windowed query, the next
 //!   refresh) and which quid a timer is for;
 //! - `q.res.QUID`: a windowed query's last answer, pushed again only when it changes.
 //!
-//! A delivered record is parsed once and matched against every quid of the connection in the
-//! same call: the cost is one Wasm call per record per connection, not per subscription.
+//! A delivery (one record, or the records of one insert message, one envelope per line) costs
+//! one Wasm call per connection; an instance parses it once and matches each distinct query once
+//! (`Delivered`), whichever of the connections it serves hold that query.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use framegate_guest::{Conn, Level, Message, Opcode, Open, Verdict, count, log, now_ms};
@@ -366,7 +367,7 @@ fn unsubscribe(conn: &Conn, quid: &str) -> String {
         let _ = conn.cancel_timer(timer as u64);
         let _ = conn.delete_meta(&format!("q.t.{timer}"));
     }
-    for name in ["def", "last", "buf", "bufn", "timer", "res"] {
+    for name in ["def", "last", "buf", "timer", "res"] {
         let _ = conn.delete_meta(&key(name, quid));
     }
     format!("{{\"quid\":{},\"unsubscribed\":true}}", json(quid))
@@ -394,65 +395,121 @@ fn push(conn: &Conn, compiled: &Compiled, records: &str) {
     }
 }
 
-/// A matching record: pushed now if the last push is a period old, else kept for the next.
-fn enqueue(config: &Config, conn: &Conn, compiled: &Compiled, record: &str, now: i64) {
+/// A subscription's matching records of one delivery, in order: pushed now if the last push is
+/// a period old, else kept for the next.
+fn enqueue(config: &Config, conn: &Conn, compiled: &Compiled, records: &[String], now: i64) {
     let quid = &compiled.quid;
     let period = period(config, conn);
     let waiting = conn.meta(&key("timer", quid)).is_some();
     let last = meta_i64(conn, &key("last", quid));
     if !waiting && last.is_none_or(|last| now - last >= period) {
-        push(conn, compiled, record);
+        push(conn, compiled, &records.join(","));
         let _ = conn.set_meta(&key("last", quid), now.to_string().as_bytes());
         return;
     }
-    let mut buffer = conn.meta_str(&key("buf", quid)).unwrap_or_default();
-    let mut n = meta_i64(conn, &key("bufn", quid)).unwrap_or(0);
-    if n >= retention_size(config, conn) {
-        // The slowest client may not hold more than retention_size: the oldest goes.
-        buffer = buffer
-            .split_once('\n')
-            .map(|(_, rest)| rest.to_string())
-            .unwrap_or_default();
-        n -= 1;
-        count("records_dropped", 1.0);
+    let buffer = conn.meta_str(&key("buf", quid)).unwrap_or_default();
+    let mut kept: VecDeque<&str> = buffer.lines().collect();
+    kept.extend(records.iter().map(String::as_str));
+    // The slowest client may not hold more than retention_size: the oldest go.
+    let limit = retention_size(config, conn).max(0) as usize;
+    if kept.len() > limit {
+        count("records_dropped", (kept.len() - limit) as f64);
+        kept.drain(..kept.len() - limit);
     }
-    if !buffer.is_empty() {
-        buffer.push('\n');
-    }
-    buffer.push_str(record);
-    let _ = conn.set_meta(&key("buf", quid), buffer.as_bytes());
-    let _ = conn.set_meta(&key("bufn", quid), (n + 1).to_string().as_bytes());
+    let kept: Vec<&str> = kept.into();
+    let _ = conn.set_meta(&key("buf", quid), kept.join("\n").as_bytes());
     if !waiting {
         arm(conn, quid, last.map_or(0, |last| last + period - now));
     }
 }
 
-/// The metric and record a delivery carries, and its number if it was kept by this process
-/// (only then can it have been in a first answer: record numbers are this process's).
-fn record(config: &Config, payload: &[u8], now: i64) -> Option<(Metric, Bit, Option<i64>)> {
-    let parsed = match serde_json::from_slice::<Envelope>(payload) {
-        Ok(envelope) => Bit::from_json(&envelope.bit, now).map(|bit| {
-            let local = envelope.origin.is_some() && envelope.origin == retention::local_origin();
-            let metric = Metric {
-                db: envelope.db,
-                namespace: envelope.namespace,
-                name: envelope.metric,
-            };
-            (metric, bit, local.then_some(envelope.seq))
-        }),
+/// The metric and record of each envelope a delivery carries (one, or one per line as the
+/// insert route batches them), with its number if this process kept it (only then can it have
+/// been in a first answer: record numbers are this process's); or the one record the route's
+/// `map` reads from another source's message.
+fn records(config: &Config, payload: &[u8], now: i64) -> Vec<(Metric, Bit, Option<i64>)> {
+    let local_origin = retention::local_origin();
+    let envelopes: Result<Vec<Envelope>, _> = serde_json::Deserializer::from_slice(payload)
+        .into_iter::<Envelope>()
+        .collect();
+    let parsed = match envelopes {
+        Ok(envelopes) => envelopes
+            .into_iter()
+            .map(|envelope| {
+                let bit = Bit::from_json(&envelope.bit, now)?;
+                let local = envelope.origin.is_some() && envelope.origin == local_origin;
+                let metric = Metric {
+                    db: envelope.db,
+                    namespace: envelope.namespace,
+                    name: envelope.metric,
+                };
+                Ok((metric, bit, local.then_some(envelope.seq)))
+            })
+            .collect::<Result<Vec<_>, String>>(),
         Err(e) => match &config.map {
-            Some(map) => map.read(payload, now).map(|(metric, bit)| (metric, bit, None)),
+            Some(map) => map.read(payload, now).map(|(metric, bit)| vec![(metric, bit, None)]),
             None => Err(e.to_string()),
         },
     };
-    parsed
-        .map_err(|e| log(Level::Debug, &format!("not a record, ignored: {e}")))
-        .ok()
+    parsed.unwrap_or_else(|e| {
+        log(Level::Debug, &format!("not a record, ignored: {e}"));
+        Vec::new()
+    })
+}
+
+/// A query's matches in a delivery: each record shaped by the query, with its local number.
+type Matches = Rc<Vec<(Option<i64>, String)>>;
+
+/// A delivery's records, and each query's matches among them. Every stream connection gets the
+/// same bus message and an instance serves many connections in a row, so an instance parses a
+/// delivery once and matches each distinct query (quid) once, whichever connections hold it.
+pub struct Delivered {
+    payload: Vec<u8>,
+    at: i64,
+    records: Vec<(Metric, Bit, Option<i64>)>,
+    /// quid -> the matching records, shaped, with their local record numbers.
+    matches: HashMap<String, Matches>,
+}
+
+/// How long a parsed delivery may answer for the same payload (conditions may name `now`).
+const REUSE_MS: i64 = 1000;
+/// Deliveries an instance keeps parsed, so that connections some messages behind still find
+/// theirs; and the payload bytes they may hold (parsed, they take about as much again).
+const REUSE_COUNT: usize = 64;
+const REUSE_BYTES: usize = 4 << 20;
+
+impl Delivered {
+    fn matches(&mut self, compiled: &Compiled) -> Matches {
+        if let Some(found) = self.matches.get(&compiled.quid) {
+            return found.clone();
+        }
+        let found: Vec<(Option<i64>, String)> = (self.records.iter())
+            .filter(|(metric, bit, _)| {
+                *metric == compiled.metric
+                    && (compiled.select.condition.as_ref()).is_none_or(|c| eval::matches(c, bit, self.at))
+            })
+            .map(|(_, bit, seq)| (*seq, eval::shape(&compiled.select, bit).to_json()))
+            .collect();
+        let found = Rc::new(found);
+        self.matches.insert(compiled.quid.clone(), found.clone());
+        found
+    }
+}
+
+/// `a == b`, eight bytes at a time: Wasm's memcmp goes byte by byte, and a delivery is compared
+/// whole each time an instance finds it parsed.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let word = |chunk: &[u8]| u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
+    let (a_words, b_words) = (a.chunks_exact(8), b.chunks_exact(8));
+    a.len() == b.len()
+        && a_words.remainder() == b_words.remainder()
+        && a_words.zip(b_words).all(|(x, y)| word(x) == word(y))
 }
 
 pub fn delivery(
     config: &Config,
     cache: &mut HashMap<String, Rc<Compiled>>,
+    recent: &mut VecDeque<Delivered>,
     conn: &Conn,
     message: &mut Message,
 ) -> Verdict {
@@ -464,27 +521,40 @@ pub fn delivery(
         return Verdict::Drop;
     }
     let now = now_ms();
-    let Some((metric, bit, local_seq)) = record(config, message.payload(), now) else {
-        return Verdict::Drop;
+    let payload = message.payload();
+    recent.retain(|d| config.share_matches && now - d.at < REUSE_MS);
+    let delivered = match recent.iter().position(|d| same_bytes(&d.payload, payload)) {
+        Some(found) => &mut recent[found],
+        None => {
+            recent.truncate(REUSE_COUNT - 1);
+            let mut bytes = payload.len();
+            recent.retain(|d| {
+                bytes += d.payload.len();
+                bytes <= REUSE_BYTES
+            });
+            recent.push_front(Delivered {
+                payload: payload.to_vec(),
+                at: now,
+                records: records(config, payload, now),
+                matches: HashMap::new(),
+            });
+            &mut recent[0]
+        }
     };
     for (quid, hw) in &list {
-        if local_seq.is_some_and(|seq| seq <= *hw) {
-            continue;
-        }
         let Some(compiled) = compiled(cache, conn, quid) else {
             continue;
         };
-        if compiled.windowed || compiled.metric != metric {
+        if compiled.windowed {
             continue;
         }
-        if compiled
-            .select
-            .condition
-            .as_ref()
-            .is_none_or(|c| eval::matches(c, &bit, now))
-        {
-            let record = eval::shape(&compiled.select, &bit).to_json();
-            enqueue(config, conn, &compiled, &record, now);
+        // A record this connection's first answer covered is not pushed again.
+        let records: Vec<String> = (delivered.matches(&compiled).iter())
+            .filter(|(seq, _)| !seq.is_some_and(|seq| seq <= *hw))
+            .map(|(_, record)| record.clone())
+            .collect();
+        if !records.is_empty() {
+            enqueue(config, conn, &compiled, &records, now);
         }
     }
     Verdict::Drop
@@ -524,7 +594,6 @@ pub fn timer(config: &Config, cache: &mut HashMap<String, Rc<Compiled>>, conn: &
         let _ = conn.set_meta(&key("last", &quid), now.to_string().as_bytes());
     }
     let _ = conn.delete_meta(&key("buf", &quid));
-    let _ = conn.delete_meta(&key("bufn", &quid));
 }
 
 #[cfg(test)]
@@ -537,6 +606,24 @@ mod tests {
             json(query)
         ))
         .unwrap()
+    }
+
+    #[test]
+    fn same_bytes_is_equality() {
+        let text = b"0123456789abcdefghij";
+        for (a, b) in [
+            (&text[..], &text[..]),
+            (&text[..19], &text[..]),
+            (&text[..16], &text[4..]),
+        ] {
+            assert_eq!(same_bytes(a, b), a == b, "{a:?} {b:?}");
+        }
+        let mut other = text.to_vec();
+        other[18] = b'!';
+        assert!(!same_bytes(text, &other));
+        other[18] = text[18];
+        other[3] = b'!';
+        assert!(!same_bytes(text, &other));
     }
 
     #[test]
