@@ -484,19 +484,6 @@ async fn stream_payloads(stream: &async_nats::jetstream::stream::Stream, from: u
     payloads
 }
 
-async fn redis_entries(port: u16, stream: &str) -> Vec<redis::streams::StreamId> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(stream)
-        .arg("-")
-        .arg("+")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    reply.ids
-}
-
 #[tokio::test]
 async fn broadcast_to_two_brokers_and_one_ingestor_by_path() {
     let (nats, redis) = (peers::nats(), peers::redis());
@@ -528,7 +515,7 @@ async fn broadcast_to_two_brokers_and_one_ingestor_by_path() {
     assert_eq!(std::str::from_utf8(&stored.payload).unwrap(), payload);
     assert_eq!(stored.headers.get("key").map(|v| v.as_str()), Some("u-7"));
     assert_eq!(stored.headers.get("hydra-trace").map(|v| v.as_str()), Some("abc"));
-    let entries = redis_entries(redis.port, "hydra:orders").await;
+    let entries = peers::redis_entries(redis.port, "hydra:orders").await;
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].get::<String>("payload").as_deref(), Some(payload));
     assert_eq!(entries[0].get::<String>("key").as_deref(), Some("u-7"));
@@ -544,7 +531,7 @@ async fn broadcast_to_two_brokers_and_one_ingestor_by_path() {
         split_id(&ask(&mut one, "-i 9 {\"n\":2}").await).1,
         ok_reply(&["redis_ingestor"])
     );
-    assert_eq!(redis_entries(redis.port, "hydra:orders").await.len(), 2);
+    assert_eq!(peers::redis_entries(redis.port, "hydra:orders").await.len(), 2);
     assert_eq!(stream.clone().info().await.unwrap().state.messages, 1);
 }
 
@@ -597,13 +584,13 @@ async fn explicit_acks_fail_while_the_broker_is_down_and_resume() {
     let fast_ok = until_ok(&mut fast, "redis_ingestor").await;
     let slow_ok = until_ok(&mut slow, "redis_ingestor").await;
     // A record answered 408 may still land (the sink kept retrying); one answered OK always did.
-    let stored: Vec<String> = redis_entries(redis.port, "hydra:t")
+    let stored: Vec<String> = peers::redis_entries(redis.port, "hydra:t")
         .await
         .iter()
         .filter_map(|e| e.get::<String>("payload"))
         .collect();
     assert!(stored.contains(&slow_ok), "{stored:?}");
-    let fast_stored: Vec<String> = redis_entries(redis.port, "fast:t")
+    let fast_stored: Vec<String> = peers::redis_entries(redis.port, "fast:t")
         .await
         .iter()
         .filter_map(|e| e.get::<String>("payload"))
@@ -690,7 +677,7 @@ async fn a_request_waiting_for_its_broker_is_answered_across_a_hot_swap() {
         next_text(&mut ws).await,
         r#"{"requestId":"waiting","status":{"code":200,"message":"OK"},"ingestors":{"redis_ingestor":{"code":200,"message":"OK"}}}"#
     );
-    let entries = redis_entries(redis.port, "swap").await;
+    let entries = peers::redis_entries(redis.port, "swap").await;
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].get::<String>("payload").as_deref(), Some(SAMPLE));
 }
@@ -792,18 +779,9 @@ async fn acks_none_answer_once_queued_while_explicit_and_replicated_wait_for_the
     // Every record once, in the order sent: the ones answered early were queued, not dropped.
     let expected: Vec<String> = ["up", "explicit", "replicated", "none", "noack"].map(payload).to_vec();
     eventually("the records queued under none reach Redis", || async {
-        stream_entries(redis.port, "acks").await == expected
+        peers::redis_payloads(redis.port, "acks").await == expected
     })
     .await;
-}
-
-/// The payloads of a Redis stream's entries, in order.
-async fn stream_entries(port: u16, stream: &str) -> Vec<String> {
-    redis_entries(port, stream)
-        .await
-        .iter()
-        .filter_map(|e| e.get::<String>("payload"))
-        .collect()
 }
 
 /// A broadcast on `/ws-ingest` with JetStream up and Redis down: one answer listing both
@@ -967,7 +945,7 @@ async fn the_shipped_broker_config_broadcasts_to_jetstream_redis_rabbitmq_and_a_
         (stored.subject.as_str(), &stored.payload[..]),
         ("hydra.orders", payload.as_bytes())
     );
-    assert_eq!(stream_entries(redis.port, "hydra:orders").await, [payload]);
+    assert_eq!(peers::redis_payloads(redis.port, "hydra:orders").await, [payload]);
     let file = std::fs::read_to_string(proxy.dir.path().join("target/framegate-hydra.jsonl")).unwrap();
     let line: serde_json::Value = serde_json::from_str(file.trim()).unwrap();
     assert_eq!(

@@ -136,6 +136,27 @@ pub fn redis() -> Peer {
     redis_at(free_port())
 }
 
+/// Every entry of a Redis stream, oldest first (XRANGE - +).
+pub async fn redis_entries(port: u16, stream: &str) -> Vec<redis::streams::StreamId> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    reply.ids
+}
+
+/// The `payload` field of every entry of a Redis stream, oldest first.
+pub async fn redis_payloads(port: u16, stream: &str) -> Vec<String> {
+    (redis_entries(port, stream).await.iter())
+        .filter_map(|e| e.get::<String>("payload"))
+        .collect()
+}
+
 /// redis-server on a port chosen beforehand, as for a broker that comes after its clients.
 pub fn redis_at(port: u16) -> Peer {
     start_on("redis-server", port, |port, dir| {
