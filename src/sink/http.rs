@@ -96,7 +96,8 @@ impl Requests {
     /// The request of one record; a record that cannot be one fails for good.
     fn build(&self, record: &Record) -> Result<http::Request<Full<Bytes>>, String> {
         let refused = |e: String| format!("{FINAL}{e}");
-        let url = self.url.render(record).map_err(refused)?;
+        // A template failure is already final, and says so.
+        let url = self.url.render(record)?;
         let uri: Uri = url.parse().map_err(|e| refused(format!("url {url:?}: {e}")))?;
         let mut request = http::Request::builder().method(self.method.clone()).uri(uri);
         let content_type = match record.opcode {
@@ -208,4 +209,20 @@ fn one_line(bytes: &[u8]) -> String {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_template_that_cannot_be_filled_is_refused_once() {
+        let options: Options = serde_json::from_str(r#"{"url": "http://127.0.0.1:1/{meta.tenant}"}"#).unwrap();
+        let requests = Requests::from_options(&options).unwrap();
+        let record = crate::sink::template::tests::record();
+        assert_eq!(
+            requests.build(&record).unwrap_err(),
+            "refused: \"http://127.0.0.1:1/{meta.tenant}\": the record has no metadata \"tenant\""
+        );
+    }
 }

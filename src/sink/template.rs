@@ -99,12 +99,13 @@ pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::filter::abi::Opcode;
     use std::sync::Arc;
 
-    fn record() -> Record {
+    /// A text record of route `in`, connection 7, with metadata `query.topic = orders`.
+    pub(in crate::sink) fn record() -> Record {
         let mut meta = std::collections::BTreeMap::new();
         meta.insert("query.topic".to_string(), bytes::Bytes::from("orders"));
         Record {
