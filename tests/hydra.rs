@@ -38,6 +38,20 @@ fn routes(sinks: &str, ingestors: &str, extra: &str) -> String {
     )
 }
 
+/// `redis_ingestor` alone, to a Redis sink `rs` with `sink` options added, answering explicit
+/// acks however long the broker takes.
+fn patient_redis_ingestor(port: u16, sink: &str) -> String {
+    format!(
+        "{}\n[sinks.rs]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{port}\"\n{sink}\n\n{}",
+        head(""),
+        routes(
+            "\"rs\"",
+            "redis_ingestor = { sink = \"rs\" }",
+            ", ingest_timeout_ms = 600000"
+        )
+    )
+}
+
 /// A proxy with `file_ingestor` writing to hydra.jsonl in its folder.
 fn file_proxy(extra: &str) -> Proxy {
     let config = format!(
@@ -640,18 +654,10 @@ async fn metadata_survives_a_hot_swap() {
 #[tokio::test]
 async fn a_request_waiting_for_its_broker_is_answered_across_a_hot_swap() {
     let mut redis = peers::redis();
-    let config = format!(
-        "{}\n[sinks.rs]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\nstream = \"swap\"\n\
-         max_retries = 100000\nretry_backoff_ms = 50\nretry_backoff_max_ms = 100\n\n{}",
-        head(""),
+    let proxy = start(&patient_redis_ingestor(
         redis.port,
-        routes(
-            "\"rs\"",
-            "redis_ingestor = { sink = \"rs\" }",
-            ", ingest_timeout_ms = 600000"
-        )
-    );
-    let proxy = start(&config);
+        "stream = \"swap\"\nmax_retries = 100000\nretry_backoff_ms = 50\nretry_backoff_max_ms = 100",
+    ));
     let mut ws = proxy.connect("/ws-ingest").await;
     assert!(
         ask(&mut ws, "-c SET hydra-ack = explicit")
@@ -739,17 +745,10 @@ async fn the_seed_sample_by_python_in_front_of_kafka() {
 async fn acks_none_answer_once_queued_while_explicit_and_replicated_wait_for_the_broker() {
     let redis = peers::redis();
     // The sink waits for Redis as long as it takes: no retry, no record twice.
-    let config = format!(
-        "{}\n[sinks.rs]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{}\"\nstream = \"acks\"\ntimeout_ms = 600000\n\n{}",
-        head(""),
+    let proxy = start(&patient_redis_ingestor(
         redis.port,
-        routes(
-            "\"rs\"",
-            "redis_ingestor = { sink = \"rs\" }",
-            ", ingest_timeout_ms = 600000"
-        )
-    );
-    let proxy = start(&config);
+        "stream = \"acks\"\ntimeout_ms = 600000",
+    ));
     let mut ws = proxy.connect("/ws-ingest").await;
     let set_ack = async |ws: &mut Ws, ack: &str| {
         assert_eq!(
