@@ -48,7 +48,7 @@ impl Val {
                     out.push_str(".0");
                 }
             }
-            Val::Text(s) => out.push_str(&serde_json::to_string(s).expect("strings serialize")),
+            Val::Text(s) => out.push_str(&crate::json(s)),
         }
     }
 
@@ -126,7 +126,7 @@ impl Bit {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&serde_json::to_string(k).expect("strings serialize"));
+                out.push_str(&crate::json(k));
                 out.push(':');
                 v.write(&mut out);
             }
@@ -334,11 +334,13 @@ pub fn shape(select: &Select, bit: &Bit) -> Bit {
 }
 
 /// The answer over a window (oldest first) for the records matching `condition`.
-pub fn answer(select: &Select, condition: Option<&Expr>, window: &[Bit], now: i64) -> Vec<Bit> {
-    let hits: Vec<&Bit> = window
-        .iter()
-        .filter(|b| condition.is_none_or(|c| matches(c, b, now)))
-        .collect();
+/// Whether a record meets the query's condition (all do without one).
+pub fn selects(select: &Select, bit: &Bit, now: i64) -> bool {
+    select.condition.as_ref().is_none_or(|c| matches(c, bit, now))
+}
+
+pub fn answer(select: &Select, window: &[Bit], now: i64) -> Vec<Bit> {
+    let hits: Vec<&Bit> = window.iter().filter(|b| selects(select, b, now)).collect();
     let mut out = if select.distinct {
         let mut seen: Vec<Bit> = Vec::new();
         for bit in hits {
@@ -447,18 +449,12 @@ mod tests {
     fn run(query: &str) -> Vec<String> {
         let select = parse(query).unwrap();
         check(&select).unwrap();
-        answer(&select, select.condition.as_ref(), &window(), 1_000)
-            .iter()
-            .map(Bit::to_json)
-            .collect()
+        answer(&select, &window(), 1_000).iter().map(Bit::to_json).collect()
     }
 
     fn timestamps(query: &str) -> Vec<i64> {
         let select = parse(query).unwrap();
-        answer(&select, select.condition.as_ref(), &window(), 1_000)
-            .iter()
-            .map(|b| b.timestamp)
-            .collect()
+        answer(&select, &window(), 1_000).iter().map(|b| b.timestamp).collect()
     }
 
     #[test]

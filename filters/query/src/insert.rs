@@ -58,7 +58,7 @@ fn parse(text: &str, now: i64) -> Result<Vec<Insert>, String> {
 /// The envelope the stream side gets for a kept record: `seq` is its number in the metric at
 /// `origin` (this process).
 pub fn envelope(metric: &Metric, origin: &str, seq: i64, bit_json: &str) -> String {
-    let text = |s: &str| serde_json::to_string(s).expect("strings serialize");
+    let text = crate::json;
     format!(
         "{{\"db\":{},\"namespace\":{},\"metric\":{},\"origin\":{},\"seq\":{seq},\"bit\":{bit_json}}}",
         text(&metric.db),

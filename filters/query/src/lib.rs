@@ -97,12 +97,22 @@ impl Query {
     }
 }
 
+/// `text` as a JSON string, quoted and escaped.
+fn json(text: &str) -> String {
+    serde_json::to_string(text).expect("strings serialize")
+}
+
+/// FNV-1a's offset basis, the usual seed of `fnv1a`.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// The 64-bit FNV-1a hash of `bytes` from `seed`: ids that every instance derives alike.
+fn fnv1a(seed: u64, bytes: &[u8]) -> u64 {
+    (bytes.iter()).fold(seed, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// `{"error": ...}`, NSDb's shape for anything that is not a subscription.
 fn error_reply(reason: &str) -> String {
-    format!(
-        "{{\"error\":{}}}",
-        serde_json::to_string(reason).expect("strings serialize")
-    )
+    format!("{{\"error\":{}}}", json(reason))
 }
 
 impl Filter for Query {

@@ -104,10 +104,7 @@ pub fn origin(conn: &Conn, now: i64) -> String {
     }
     // The client's ephemeral port and the time tell processes apart.
     let seed = format!("{now}{}{}", conn.meta_str("peer").unwrap_or_default(), conn.id());
-    let hash = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    let mine = format!("{hash:016x}");
+    let mine = format!("{:016x}", crate::fnv1a(crate::FNV_OFFSET, seed.as_bytes()));
     // Instances of this process may get here at once: the first to count makes it.
     if store::add("origin.claim", 1) == Ok(1) {
         let _ = store::set("origin", mine.as_bytes());

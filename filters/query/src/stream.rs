@@ -26,7 +26,7 @@ use serde_json::Value;
 use crate::eval::{self, Bit};
 use crate::retention::{self, Metric};
 use crate::sql::{self, Expr, Op, Select, Term};
-use crate::{Config, error_reply};
+use crate::{Config, FNV_OFFSET, error_reply, fnv1a, json};
 
 const QUIDS: &str = "q.quids";
 /// Subscriptions one connection may hold: each may need a timer, and the host allows 1024
@@ -75,19 +75,11 @@ struct Envelope {
     bit: Value,
 }
 
-fn json(text: &str) -> String {
-    serde_json::to_string(text).expect("strings serialize")
-}
-
 /// A UUID-shaped id from the query's canonical form: the same query gets the same quid on every
 /// connection and every instance, with nothing shared.
 fn quid_of(canonical: &str) -> String {
-    let fnv = |seed: u64| {
-        canonical
-            .bytes()
-            .fold(seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-    };
-    let hex = format!("{:016x}{:016x}", fnv(0xcbf2_9ce4_8422_2325), fnv(0x6c62_272e_07bb_0142));
+    let hash = |seed| fnv1a(seed, canonical.as_bytes());
+    let hex = format!("{:016x}{:016x}", hash(FNV_OFFSET), hash(0x6c62_272e_07bb_0142));
     format!(
         "{}-{}-{}-{}-{}",
         &hex[..8],
@@ -203,6 +195,19 @@ fn key(name: &str, quid: &str) -> String {
     format!("q.{name}.{quid}")
 }
 
+/// Which quid timer `timer` is for.
+fn timer_key(timer: impl std::fmt::Display) -> String {
+    format!("q.t.{timer}")
+}
+
+/// Keeps a parsed subscription in the instance's cache, which starts over when full.
+fn remember(cache: &mut HashMap<String, Rc<Compiled>>, compiled: Rc<Compiled>) {
+    if cache.len() >= CACHE {
+        cache.clear();
+    }
+    cache.insert(compiled.quid.clone(), compiled);
+}
+
 fn meta_i64(conn: &Conn, key: &str) -> Option<i64> {
     conn.meta_str(key)?.parse().ok()
 }
@@ -250,10 +255,7 @@ fn compiled(cache: &mut HashMap<String, Rc<Compiled>>, conn: &Conn, quid: &str) 
     }
     let subscribe: Subscribe = serde_json::from_slice(&conn.meta(&key("def", quid))?).ok()?;
     let found = Rc::new(subscribe.compile().ok()?);
-    if cache.len() >= CACHE {
-        cache.clear();
-    }
-    cache.insert(quid.to_string(), found.clone());
+    remember(cache, found.clone());
     Some(found)
 }
 
@@ -324,18 +326,14 @@ fn subscribe(config: &Config, cache: &mut HashMap<String, Rc<Compiled>>, conn: &
     };
     let mut list = quids(conn);
     let quid = compiled.quid.clone();
-    if !holds(&list, &quid) && list.len() >= MAX_QUERIES {
+    let new = !holds(&list, &quid);
+    if new && list.len() >= MAX_QUERIES {
         return subscribe.failure(&format!("this connection holds {MAX_QUERIES} subscriptions already"));
     }
     let now = now_ms();
     let (window, newest) = retention::window(&compiled.metric, &config.retention, now);
-    let records = joined(&eval::answer(
-        &compiled.select,
-        compiled.select.condition.as_ref(),
-        &window,
-        now,
-    ));
-    if !holds(&list, &quid) {
+    let records = joined(&eval::answer(&compiled.select, &window, now));
+    if new {
         let def = serde_json::to_vec(subscribe).expect("plain data serializes");
         list.push((quid.clone(), newest));
         if let Err(e) = conn
@@ -349,10 +347,7 @@ fn subscribe(config: &Config, cache: &mut HashMap<String, Rc<Compiled>>, conn: &
             arm(conn, &quid, period(config, conn));
         }
     }
-    if cache.len() >= CACHE {
-        cache.clear();
-    }
-    cache.insert(quid.clone(), compiled);
+    remember(cache, compiled);
     subscribe.success(&quid, &records)
 }
 
@@ -365,7 +360,7 @@ fn unsubscribe(conn: &Conn, quid: &str) -> String {
     let _ = save_quids(conn, &list);
     if let Some(timer) = meta_i64(conn, &key("timer", quid)) {
         let _ = conn.cancel_timer(timer as u64);
-        let _ = conn.delete_meta(&format!("q.t.{timer}"));
+        let _ = conn.delete_meta(&timer_key(timer));
     }
     for name in ["def", "last", "buf", "timer", "res"] {
         let _ = conn.delete_meta(&key(name, quid));
@@ -378,7 +373,7 @@ fn arm(conn: &Conn, quid: &str, ms: i64) {
     match conn.set_timer(ms.clamp(0, i64::from(i32::MAX)) as u32) {
         Ok(timer) => {
             let _ = conn.set_meta(&key("timer", quid), timer.to_string().as_bytes());
-            let _ = conn.set_meta(&format!("q.t.{timer}"), quid.as_bytes());
+            let _ = conn.set_meta(&timer_key(timer), quid.as_bytes());
         }
         Err(e) => log(Level::Warn, &format!("no timer for subscription {quid}: {e}")),
     }
@@ -395,11 +390,27 @@ fn push(conn: &Conn, compiled: &Compiled, records: &str) {
     }
 }
 
+/// How a connection's pushes are paced: its refresh_period and how many records may wait per
+/// query (both fixed at the upgrade).
+struct Pacing {
+    period: i64,
+    limit: usize,
+}
+
+impl Pacing {
+    fn of(config: &Config, conn: &Conn) -> Pacing {
+        Pacing {
+            period: period(config, conn),
+            limit: retention_size(config, conn).max(0) as usize,
+        }
+    }
+}
+
 /// A subscription's matching records of one delivery, in order: pushed now if the last push is
 /// a period old, else kept for the next.
-fn enqueue(config: &Config, conn: &Conn, compiled: &Compiled, records: &[String], now: i64) {
+fn enqueue(pacing: &Pacing, conn: &Conn, compiled: &Compiled, records: &[&str], now: i64) {
     let quid = &compiled.quid;
-    let period = period(config, conn);
+    let Pacing { period, limit } = *pacing;
     let waiting = conn.meta(&key("timer", quid)).is_some();
     let last = meta_i64(conn, &key("last", quid));
     if !waiting && last.is_none_or(|last| now - last >= period) {
@@ -409,9 +420,8 @@ fn enqueue(config: &Config, conn: &Conn, compiled: &Compiled, records: &[String]
     }
     let buffer = conn.meta_str(&key("buf", quid)).unwrap_or_default();
     let mut kept: VecDeque<&str> = buffer.lines().collect();
-    kept.extend(records.iter().map(String::as_str));
+    kept.extend(records);
     // The slowest client may not hold more than retention_size: the oldest go.
-    let limit = retention_size(config, conn).max(0) as usize;
     if kept.len() > limit {
         count("records_dropped", (kept.len() - limit) as f64);
         kept.drain(..kept.len() - limit);
@@ -428,24 +438,29 @@ fn enqueue(config: &Config, conn: &Conn, compiled: &Compiled, records: &[String]
 /// been in a first answer: record numbers are this process's); or the one record the route's
 /// `map` reads from another source's message.
 fn records(config: &Config, payload: &[u8], now: i64) -> Vec<(Metric, Bit, Option<i64>)> {
-    let local_origin = retention::local_origin();
     let envelopes: Result<Vec<Envelope>, _> = serde_json::Deserializer::from_slice(payload)
         .into_iter::<Envelope>()
         .collect();
     let parsed = match envelopes {
-        Ok(envelopes) => envelopes
-            .into_iter()
-            .map(|envelope| {
-                let bit = Bit::from_json(&envelope.bit, now)?;
-                let local = envelope.origin.is_some() && envelope.origin == local_origin;
-                let metric = Metric {
-                    db: envelope.db,
-                    namespace: envelope.namespace,
-                    name: envelope.metric,
-                };
-                Ok((metric, bit, local.then_some(envelope.seq)))
-            })
-            .collect::<Result<Vec<_>, String>>(),
+        Ok(envelopes) => {
+            let local_origin = match envelopes.iter().any(|e| e.origin.is_some()) {
+                true => retention::local_origin(),
+                false => None,
+            };
+            envelopes
+                .into_iter()
+                .map(|envelope| {
+                    let bit = Bit::from_json(&envelope.bit, now)?;
+                    let local = envelope.origin.is_some() && envelope.origin == local_origin;
+                    let metric = Metric {
+                        db: envelope.db,
+                        namespace: envelope.namespace,
+                        name: envelope.metric,
+                    };
+                    Ok((metric, bit, local.then_some(envelope.seq)))
+                })
+                .collect::<Result<Vec<_>, String>>()
+        }
         Err(e) => match &config.map {
             Some(map) => map.read(payload, now).map(|(metric, bit)| vec![(metric, bit, None)]),
             None => Err(e.to_string()),
@@ -484,10 +499,7 @@ impl Delivered {
             return found.clone();
         }
         let found: Vec<(Option<i64>, String)> = (self.records.iter())
-            .filter(|(metric, bit, _)| {
-                *metric == compiled.metric
-                    && (compiled.select.condition.as_ref()).is_none_or(|c| eval::matches(c, bit, self.at))
-            })
+            .filter(|(metric, bit, _)| *metric == compiled.metric && eval::selects(&compiled.select, bit, self.at))
             .map(|(_, bit, seq)| (*seq, eval::shape(&compiled.select, bit).to_json()))
             .collect();
         let found = Rc::new(found);
@@ -541,6 +553,7 @@ pub fn delivery(
             &mut recent[0]
         }
     };
+    let pacing = Pacing::of(config, conn);
     for (quid, hw) in &list {
         let Some(compiled) = compiled(cache, conn, quid) else {
             continue;
@@ -549,22 +562,24 @@ pub fn delivery(
             continue;
         }
         // A record this connection's first answer covered is not pushed again.
-        let records: Vec<String> = (delivered.matches(&compiled).iter())
+        let matches = delivered.matches(&compiled);
+        let records: Vec<&str> = (matches.iter())
             .filter(|(seq, _)| !seq.is_some_and(|seq| seq <= *hw))
-            .map(|(_, record)| record.clone())
+            .map(|(_, record)| record.as_str())
             .collect();
         if !records.is_empty() {
-            enqueue(config, conn, &compiled, &records, now);
+            enqueue(&pacing, conn, &compiled, &records, now);
         }
     }
     Verdict::Drop
 }
 
 pub fn timer(config: &Config, cache: &mut HashMap<String, Rc<Compiled>>, conn: &Conn, timer: u64) {
-    let Some(quid) = conn.meta_str(&format!("q.t.{timer}")) else {
+    let timer_key = timer_key(timer);
+    let Some(quid) = conn.meta_str(&timer_key) else {
         return;
     };
-    let _ = conn.delete_meta(&format!("q.t.{timer}"));
+    let _ = conn.delete_meta(&timer_key);
     let _ = conn.delete_meta(&key("timer", &quid));
     if !holds(&quids(conn), &quid) {
         return;
@@ -575,12 +590,7 @@ pub fn timer(config: &Config, cache: &mut HashMap<String, Rc<Compiled>>, conn: &
     let now = now_ms();
     if compiled.windowed {
         let (window, _) = retention::window(&compiled.metric, &config.retention, now);
-        let records = joined(&eval::answer(
-            &compiled.select,
-            compiled.select.condition.as_ref(),
-            &window,
-            now,
-        ));
+        let records = joined(&eval::answer(&compiled.select, &window, now));
         if conn.meta(&key("res", &quid)).as_deref() != Some(records.as_bytes()) {
             push(conn, &compiled, &records);
             let _ = conn.set_meta(&key("res", &quid), records.as_bytes());
