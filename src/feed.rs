@@ -67,7 +67,8 @@ impl Outlet {
     /// Queues a message; a full queue waits for room (`block`, the time is returned) or drops
     /// its oldest message (`drop_oldest`, counted). Gives up when `stop` is cancelled.
     pub async fn push(&self, message: FeedMessage, on_full: OnFull, stop: &CancellationToken) -> Duration {
-        let started = Instant::now();
+        // The clock runs only once the queue is full: the time paused, not the time to push.
+        let mut full_since = None;
         loop {
             let room = self.writable.notified();
             {
@@ -80,12 +81,13 @@ impl Outlet {
                     queue.push_back(message);
                     drop(queue);
                     self.readable.wake();
-                    return started.elapsed();
+                    return full_since.map_or(Duration::ZERO, |since: Instant| since.elapsed());
                 }
             }
+            let since = *full_since.get_or_insert_with(Instant::now);
             tokio::select! {
                 () = room => {}
-                () = stop.cancelled() => return started.elapsed(),
+                () = stop.cancelled() => return since.elapsed(),
             }
         }
     }

@@ -354,6 +354,7 @@ impl Runner {
         let idle = tokio::time::sleep(idle_limit.unwrap_or(Duration::MAX / 4));
         tokio::pin!(idle);
         let mut seq = 0u64;
+        let generation_text = Bytes::from(generation.to_string());
         let (name, url) = (
             Bytes::from(self.name.to_string()),
             Bytes::from(self.options.url.clone()),
@@ -407,7 +408,7 @@ impl Runner {
                     ("source.name".into(), name.clone()),
                     ("source.url".into(), url.clone()),
                     ("source.received_at".into(), Bytes::from(now_ms().to_string())),
-                    ("source.generation".into(), Bytes::from(generation.to_string())),
+                    ("source.generation".into(), generation_text.clone()),
                     ("source.seq".into(), Bytes::from(seq.to_string())),
                 ],
             };
@@ -426,11 +427,14 @@ impl Runner {
     /// Gives a message to every outlet; the time spent waiting for room is returned.
     async fn hand_on(&self, message: FeedMessage) -> Duration {
         let outlets = self.outlets.load();
+        let Some((last, others)) = outlets.split_last() else {
+            return Duration::ZERO;
+        };
         let mut paused = Duration::ZERO;
-        for outlet in outlets.iter() {
+        for outlet in others {
             paused += outlet.push(message.clone(), self.options.on_full, &self.stop).await;
         }
-        paused
+        paused + last.push(message, self.options.on_full, &self.stop).await
     }
 }
 
