@@ -17,6 +17,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::load::Ws;
 use crate::parties::{self, Party};
 
 /// The routes of the default config, with the filter's deadline for a loaded machine;
@@ -49,8 +50,6 @@ pub struct LiveQueries {
     pub cpu_us_per_insert: f64,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 fn now_us(start: Instant) -> u64 {
     start.elapsed().as_micros() as u64
 }
@@ -80,10 +79,10 @@ async fn subscriber(
         };
         let Some(Ok(Message::Text(text))) = frame else { continue };
         let received = now_us(start);
-        let push: serde_json::Value = serde_json::from_str(&text)?;
         if !measuring.load(Ordering::Relaxed) {
             continue;
         }
+        let push: serde_json::Value = serde_json::from_str(&text)?;
         for record in push["records"].as_array().into_iter().flatten() {
             let sent = record["dimensions"]["sent_us"].as_u64().unwrap_or(received);
             delivered += 1;

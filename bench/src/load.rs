@@ -82,7 +82,7 @@ pub async fn run(load: &Load) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// One connection: refill the window, flush once, read an answer, repeat; then drain.
 async fn drive(

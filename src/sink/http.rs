@@ -80,13 +80,12 @@ impl Requests {
         if !options.url.starts_with("http://") {
             return Err(format!("url: expected an http:// URL, got {:?}", options.url));
         }
-        let header_name =
-            |name: &str| HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header name {name:?}: {e}"));
         Ok(Requests {
             url: Template::parse(&options.url).map_err(|e| format!("url: {e}"))?,
             method: Method::from_bytes(options.method.to_ascii_uppercase().as_bytes())
                 .map_err(|e| format!("method {:?}: {e}", options.method))?,
-            key_header: header_name(&options.key_header).map_err(|e| format!("key_header: {e}"))?,
+            key_header: HeaderName::from_bytes(options.key_header.as_bytes())
+                .map_err(|e| format!("key_header: header name {:?}: {e}", options.key_header))?,
             content_type: HeaderValue::from_str(&options.content_type)
                 .map_err(|e| format!("content_type {:?}: {e}", options.content_type))?,
             timeout: Duration::from_millis(options.timeout_ms),

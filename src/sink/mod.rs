@@ -8,7 +8,7 @@ mod file;
 mod http;
 mod kafka;
 pub(crate) mod mqtt;
-mod nats;
+pub(crate) mod nats;
 pub(crate) mod pulsar;
 mod redis;
 mod stdout;
@@ -194,7 +194,6 @@ impl SinkHandle {
 }
 
 /// The key and headers every record of a sink gets from its templates (`key`, `headers`).
-#[derive(Default)]
 pub struct RecordTemplates {
     key: Option<Template>,
     headers: Vec<(String, Template)>,

@@ -28,8 +28,17 @@ pub struct Options {
     pub timeout_ms: u64,
 }
 
-fn default_url() -> String {
+pub(crate) fn default_url() -> String {
     "nats://127.0.0.1:4222".into()
+}
+
+/// A client of the server, which reconnects by itself (also when it is down at the start).
+pub(crate) async fn connect(url: &str) -> Result<async_nats::Client, String> {
+    async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(url)
+        .await
+        .map_err(|e| format!("nats {url}: {e}"))
 }
 
 fn default_timeout() -> u64 {
@@ -58,11 +67,7 @@ impl Nats {
         if let Some(client) = &self.client {
             return Ok(client.clone());
         }
-        let client = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connect(&self.options.url)
-            .await
-            .map_err(|e| format!("nats {}: {e}", self.options.url))?;
+        let client = connect(&self.options.url).await?;
         self.client = Some(client.clone());
         Ok(client)
     }

@@ -66,7 +66,7 @@ pub async fn run(
     mut verdicts: mpsc::UnboundedReceiver<Settle>,
 ) -> Result<(), String> {
     let spec: Spec = parse_spec(&spec, "subject")?;
-    let client = super::nats::connect(&options).await?;
+    let client = crate::sink::nats::connect(&options.url).await?;
     let context = jetstream::new(client.clone());
     let stream_name = match &spec.stream {
         Some(stream) => stream.clone(),

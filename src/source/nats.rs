@@ -13,6 +13,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::{Feed, Settle, opcode_of, parse_spec};
+use crate::sink::nats::{connect, default_url};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,24 +22,11 @@ pub struct Options {
     pub url: String,
 }
 
-fn default_url() -> String {
-    "nats://127.0.0.1:4222".into()
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Spec {
     subject: String,
     queue: Option<String>,
-}
-
-/// A client of the server, which reconnects by itself (also when it is down at the start).
-pub(super) async fn connect(options: &Options) -> Result<async_nats::Client, String> {
-    async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .connect(&options.url)
-        .await
-        .map_err(|e| format!("nats {}: {e}", options.url))
 }
 
 /// What a NATS message tells a filter: `msg.topic` (the subject), `msg.key` (header `key`, as
@@ -65,7 +53,7 @@ pub async fn run(
     mut verdicts: mpsc::UnboundedReceiver<Settle>,
 ) -> Result<(), String> {
     let spec: Spec = parse_spec(&spec, "subject")?;
-    let client = connect(&options).await?;
+    let client = connect(&options.url).await?;
     let subscribed = match spec.queue {
         Some(queue) => client.queue_subscribe(spec.subject.clone(), queue).await,
         None => client.subscribe(spec.subject.clone()).await,
