@@ -1,15 +1,20 @@
 //! The `ws` sink: each client gets its own upstream connection; client messages go up after
-//! the chain, upstream messages come down through it (last filter first).
+//! the chain, upstream messages come down through it (last filter first). A route with no
+//! filter passes frames on in place, or (`relay = "bytes"`) splices the sockets.
 
 mod common;
 
 use common::*;
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
-/// An upstream that greets, echoes, records what it got, and hangs up on "bye".
+/// An upstream that greets, echoes, records what it got, hangs up on "bye" with a close frame
+/// and on "drop" without one.
 async fn upstream() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -27,6 +32,9 @@ async fn upstream() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<String>) {
                     seen_tx.send(text.to_string()).unwrap();
                     if text.as_str().ends_with("bye") {
                         ws.close(None).await.unwrap();
+                        return;
+                    }
+                    if text.as_str() == "drop" {
                         return;
                     }
                     ws.send(Message::Text(text)).await.unwrap();
@@ -94,4 +102,101 @@ async fn byte_relay_splices_the_upgrade_through() {
         proxy.metric("framegate_bytes_total{route=\"raw\",dir=\"in\"}").await > 0.0
     })
     .await;
+}
+
+fn pass_through(addr: std::net::SocketAddr) -> String {
+    format!(
+        "{}\n[sinks.backend]\ntype = \"ws\"\nurl = \"ws://{addr}/feed\"\n\
+         [routes.pass]\npath = \"/pass\"\nsinks = [\"backend\"]\nmax_message_size = 1000\nping_interval_ms = 200\n",
+        head("")
+    )
+}
+
+#[tokio::test]
+async fn a_route_with_no_filter_passes_frames_in_place() {
+    let (addr, mut seen) = upstream().await;
+    let proxy = Proxy::start(&pass_through(addr), &[], &[]);
+    let mut client = proxy.connect("/pass").await;
+    assert_eq!(
+        next_text(&mut client).await,
+        "welcome",
+        "the upstream's first frame, read with its 101"
+    );
+    send_text(&mut client, "one").await;
+    assert_eq!(seen.recv().await.unwrap(), "one");
+    assert_eq!(next_text(&mut client).await, "one");
+
+    // A fragmented message goes on in its fragments; the upstream puts it together.
+    let first = Frame::message(&b"frag"[..], OpCode::Data(Data::Text), false);
+    let last = Frame::message(&b"mented"[..], OpCode::Data(Data::Continue), true);
+    client.send(Message::Frame(first)).await.unwrap();
+    client.send(Message::Frame(last)).await.unwrap();
+    assert_eq!(seen.recv().await.unwrap(), "fragmented");
+    assert_eq!(next_text(&mut client).await, "fragmented");
+
+    // framegate's own pings go between the upstream's frames.
+    let ping = tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(Ok(Message::Ping(payload))) = client.next().await {
+                return payload;
+            }
+        }
+    })
+    .await
+    .expect("a ping within the interval");
+    assert!(ping.is_empty());
+    for (dir, count) in [("in", 2.0), ("out", 3.0)] {
+        let series = format!("framegate_messages_total{{route=\"pass\",dir=\"{dir}\"}}");
+        assert_eq!(proxy.metric(&series).await, count, "{series}");
+    }
+
+    // Over the route's limit: both ends get 1009, the upstream none of the message.
+    send_text(&mut client, &"x".repeat(1001)).await;
+    assert_eq!(closed_with(&mut client).await, (1009, "message too big".to_string()));
+
+    // The upstream's own close frame comes through as it is; an upstream gone without one is
+    // told to the client with 1001.
+    let mut client = proxy.connect("/pass").await;
+    assert_eq!(next_text(&mut client).await, "welcome");
+    send_text(&mut client, "bye").await;
+    assert_eq!(seen.recv().await.unwrap(), "bye", "and not the message over the limit");
+    assert_eq!(closed_with(&mut client).await, (1005, String::new()));
+    let mut client = proxy.connect("/pass").await;
+    assert_eq!(next_text(&mut client).await, "welcome");
+    send_text(&mut client, "drop").await;
+    assert_eq!(closed_with(&mut client).await, (1001, "upstream closed".to_string()));
+}
+
+#[tokio::test]
+async fn an_unmasked_client_frame_is_closed_with_1002() {
+    let (addr, _seen) = upstream().await;
+    let proxy = Proxy::start(&pass_through(addr), &[], &[]);
+    let mut stream = tokio::net::TcpStream::connect(proxy.ws).await.unwrap();
+    stream
+        .write_all(
+            b"GET /pass HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        stream.read_exact(&mut byte).await.unwrap();
+        answer.push(byte[0]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    stream.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut rest))
+        .await
+        .expect("the connection ends")
+        .unwrap();
+    let close = [&[0x88, 23, 0x03, 0xea][..], b"unmasked client frame"].concat();
+    let at = rest.windows(close.len()).position(|w| w == close);
+    assert!(at.is_some(), "a 1002 close frame after the greeting: {rest:?}");
 }

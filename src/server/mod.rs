@@ -141,17 +141,16 @@ async fn upgrade(proxy: Arc<Proxy>, mut request: Request<Incoming>, peer: Socket
         route.metrics.refused(503);
         return respond(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
     };
-    if route.settings.relay == Relay::Bytes {
-        let (_, upstream) = route
-            .upstream()
-            .expect("config validation: a bytes route has a ws sink");
-        return relay::relay(&proxy, route.clone(), &upstream, request, _slot)
-            .await
-            .unwrap_or_else(|reason| {
-                tracing::warn!("{reason}");
-                route.metrics.refused(502);
-                respond(StatusCode::BAD_GATEWAY, format!("{reason}\n"))
-            });
+    if let Some((_, upstream)) = route.passes_through() {
+        let relayed = match route.settings.relay {
+            Relay::Bytes => relay::bytes(&proxy, route.clone(), &upstream, request, _slot).await,
+            Relay::Frames => relay::frames(&proxy, route.clone(), &upstream, &key, request, _slot).await,
+        };
+        return relayed.unwrap_or_else(|reason| {
+            tracing::warn!("{reason}");
+            route.metrics.refused(502);
+            respond(StatusCode::BAD_GATEWAY, format!("{reason}\n"))
+        });
     }
 
     let id = next_conn_id();
@@ -211,6 +210,11 @@ async fn upgrade(proxy: Arc<Proxy>, mut request: Request<Incoming>, peer: Socket
         }
     });
 
+    switching_protocols(&key)
+}
+
+/// The 101 that accepts a client's upgrade: no sub-protocol, no extension.
+fn switching_protocols(key: &HeaderValue) -> Response<Body> {
     let mut response = respond(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

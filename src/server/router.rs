@@ -42,6 +42,19 @@ impl Route {
         })
     }
 
+    /// The upstream of a pass-through route: no filters and a single `ws://` sink, so no
+    /// message needs reading and the relay passes frames (or bytes) on as they are.
+    pub fn passes_through(&self) -> Option<(Arc<str>, Arc<ws::Options>)> {
+        match self.sinks.as_slice() {
+            [RouteSink::Upstream(name, options)]
+                if self.settings.filters.is_empty() && options.url.starts_with("ws://") =>
+            {
+                Some((name.clone(), options.clone()))
+            }
+            _ => None,
+        }
+    }
+
     fn same_sinks(&self, sinks: &[RouteSink], emit_only: &[RouteSink]) -> bool {
         let same = |ours: &[RouteSink], theirs: &[RouteSink]| {
             ours.len() == theirs.len()

@@ -1,0 +1,227 @@
+//! Pass-through routes: no filters and a single `ws://` sink, so no message is read. Two ways:
+//! - `relay = "bytes"`: the client's upgrade request goes on to the upstream as it came, the
+//!   upstream's answer comes back, and after a 101 both sockets are spliced with no frame parsed,
+//!   as nginx and HAProxy relay. No message limit, no keepalive of framegate's own.
+//! - `relay = "frames"` (the default): framegate makes its own upgrade to the upstream, as the
+//!   message path does, and passes frames on in place (frames.rs): counted, limited, with pings.
+
+mod frames;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header};
+use http_body_util::{Empty, Full};
+use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::client::generate_key;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use super::router::Route;
+use crate::proxy::{ConnectionSlot, Proxy};
+use crate::sink::ws;
+use frames::{Duties, Flow, Frames};
+
+/// Bytes read at once each way: large enough for 4 KiB frames in bursts.
+const RELAY_BUFFER: usize = 32 << 10;
+
+/// Where a `ws://host:port/path` upstream is, for a plain TCP connection.
+fn target(url: &str) -> Result<(String, Uri), String> {
+    let uri: Uri = url.parse().map_err(|e| format!("upstream url {url:?}: {e}"))?;
+    let host = uri.host().ok_or_else(|| format!("upstream url {url:?} has no host"))?;
+    let port = uri.port_u16().unwrap_or(80);
+    Ok((format!("{host}:{port}"), uri))
+}
+
+/// Sends an upgrade request with `headers` to the upstream (at `path`); returns its 101 answer.
+async fn upgrade_upstream(
+    upstream: &ws::Options,
+    path: String,
+    mut headers: HeaderMap,
+) -> Result<Response<Incoming>, String> {
+    let (address, _) = target(&upstream.url)?;
+    let timeout = std::time::Duration::from_millis(upstream.connect_timeout_ms);
+    let tcp = tokio::time::timeout(timeout, TcpStream::connect(&address))
+        .await
+        .map_err(|_| format!("upstream {} did not answer within {timeout:?}", upstream.url))?
+        .map_err(|e| format!("upstream {}: {e}", upstream.url))?;
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| format!("upstream {}: {e}", upstream.url))?;
+    tokio::spawn(connection.with_upgrades());
+    let mut forward = Request::get(path)
+        .body(Empty::<Bytes>::new())
+        .expect("a path is a valid URI");
+    headers.insert(
+        header::HOST,
+        address.parse().map_err(|e| format!("upstream host: {e}"))?,
+    );
+    *forward.headers_mut() = headers;
+    let answer = sender
+        .send_request(forward)
+        .await
+        .map_err(|e| format!("upstream {}: {e}", upstream.url))?;
+    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(format!(
+            "upstream {} answered the upgrade with {}",
+            upstream.url,
+            answer.status()
+        ));
+    }
+    Ok(answer)
+}
+
+/// Both upgraded connections, once the client's is done too.
+async fn both_upgraded(
+    from_client: hyper::upgrade::OnUpgrade,
+    to_upstream: hyper::upgrade::OnUpgrade,
+) -> Option<(TokioIo<Upgraded>, TokioIo<Upgraded>)> {
+    let (Ok(client), Ok(upstream)) = (from_client.await, to_upstream.await) else {
+        return None;
+    };
+    Some((TokioIo::new(client), TokioIo::new(upstream)))
+}
+
+/// `relay = "bytes"`: hands the upgrade to the upstream and, on its 101, splices the two
+/// connections.
+pub async fn bytes(
+    proxy: &Arc<Proxy>,
+    route: Arc<Route>,
+    upstream: &ws::Options,
+    mut request: Request<Incoming>,
+    slot: ConnectionSlot,
+) -> Result<Response<Full<Bytes>>, String> {
+    let (_, uri) = target(&upstream.url)?;
+    // The client's request, aimed at the upstream: same headers (key, protocols, extensions).
+    let path = match request.uri().query() {
+        Some(query) => format!("{}?{query}", uri.path()),
+        None => uri.path().to_string(),
+    };
+    let mut answer = upgrade_upstream(upstream, path, request.headers().clone()).await?;
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *response.headers_mut() = answer.headers().clone();
+    let upgrades = both_upgraded(hyper::upgrade::on(&mut request), hyper::upgrade::on(&mut answer));
+    let shutdown = proxy.shutdown.clone();
+    proxy.sessions.spawn(async move {
+        let _slot = slot;
+        let Some((mut client, mut upstream)) = upgrades.await else {
+            return;
+        };
+        route.metrics.opened.inc();
+        route.metrics.active.inc();
+        tokio::select! {
+            copied = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, RELAY_BUFFER, RELAY_BUFFER) => {
+                if let Ok((up, down)) = copied {
+                    route.metrics.bytes_in.inc_by(up);
+                    route.metrics.bytes_out.inc_by(down);
+                }
+            }
+            _ = shutdown.cancelled() => {}
+        }
+        route.metrics.active.dec();
+    });
+    Ok(response)
+}
+
+/// `relay = "frames"` on a pass-through route: framegate's own upgrade to the upstream (no
+/// extension, no sub-protocol, as on the message path, so frames are valid on either side as
+/// they are), then both directions pass frames in place. Returns the client's 101.
+pub async fn frames(
+    proxy: &Arc<Proxy>,
+    route: Arc<Route>,
+    upstream: &ws::Options,
+    client_key: &HeaderValue,
+    mut request: Request<Incoming>,
+    slot: ConnectionSlot,
+) -> Result<Response<Full<Bytes>>, String> {
+    let (_, uri) = target(&upstream.url)?;
+    let key = generate_key();
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    headers.insert(
+        header::SEC_WEBSOCKET_KEY,
+        key.parse().expect("base64 is a valid header"),
+    );
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let mut answer = upgrade_upstream(upstream, path, headers).await?;
+    let accepted = answer.headers().get(header::SEC_WEBSOCKET_ACCEPT);
+    if accepted.map(|a| a.as_bytes()) != Some(derive_accept_key(key.as_bytes()).as_bytes()) {
+        return Err(format!(
+            "upstream {} answered with a wrong Sec-WebSocket-Accept",
+            upstream.url
+        ));
+    }
+    if answer.headers().contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
+        return Err(format!("upstream {} chose an extension nobody asked for", upstream.url));
+    }
+    // The frames framegate writes upstream itself are masked with four random bytes of its key.
+    let random = base64::engine::general_purpose::STANDARD
+        .decode(&key)
+        .expect("generate_key gives base64");
+    let mask = [random[0], random[1], random[2], random[3]];
+
+    let upgrades = both_upgraded(hyper::upgrade::on(&mut request), hyper::upgrade::on(&mut answer));
+    let shutdown = proxy.shutdown.clone();
+    proxy.sessions.spawn(async move {
+        let _slot = slot;
+        let Some((client, upstream)) = upgrades.await else {
+            return;
+        };
+        let metrics = &route.metrics;
+        metrics.opened.inc();
+        metrics.active.inc();
+        let settings = &route.settings;
+        let ms = |ms: u64| (ms > 0).then(|| std::time::Duration::from_millis(ms));
+        let up = Flow {
+            frames: Frames::new(true, settings.max_message_size),
+            duties: Duties {
+                idle: ms(settings.idle_timeout_ms),
+                shutdown: Some(shutdown),
+                mask: Some(mask),
+                ..Duties::default()
+            },
+            metrics,
+            inbound: true,
+        };
+        let down = Flow {
+            frames: Frames::new(false, settings.max_message_size),
+            duties: Duties {
+                ping: ms(settings.ping_interval_ms)
+                    .map(|period| tokio::time::interval_at(tokio::time::Instant::now() + period, period)),
+                on_end: Some((1001, "upstream closed")),
+                ..Duties::default()
+            },
+            metrics,
+            inbound: false,
+        };
+        let closing = tokio::sync::watch::Sender::new(None);
+        let (client_reader, client_writer) = tokio::io::split(client);
+        let (upstream_reader, upstream_writer) = tokio::io::split(upstream);
+        tokio::join!(
+            up.run(client_reader, upstream_writer, &closing),
+            down.run(upstream_reader, client_writer, &closing)
+        );
+        metrics.active.dec();
+    });
+
+    Ok(super::switching_protocols(client_key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_address() {
+        let (address, uri) = target("ws://127.0.0.1:9001/feed?x=1").unwrap();
+        assert_eq!((address.as_str(), uri.path()), ("127.0.0.1:9001", "/feed"));
+        assert_eq!(target("ws://example/").unwrap().0, "example:80");
+    }
+}
