@@ -46,6 +46,16 @@ enum Command {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
+    /// Idle connections for the memory case, held until stdin closes (started by the suite itself).
+    IdleClient {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        count: usize,
+        /// The connections come from 127.0.0.N on, N this.
+        #[arg(long)]
+        first_source: u8,
+    },
 }
 
 /// One party's figures in one case.
@@ -218,8 +228,14 @@ fn wanted(only: &Option<String>, name: &str) -> bool {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::EchoServer { listen }) = cli.command {
-        return echo_server::serve(listen).await;
+    match &cli.command {
+        Some(Command::EchoServer { listen }) => return echo_server::serve(*listen).await,
+        Some(Command::IdleClient {
+            url,
+            count,
+            first_source,
+        }) => return idle::hold(url, *count, *first_source).await,
+        None => {}
     }
     let mut report = Report {
         machine: machine(),
@@ -344,12 +360,14 @@ async fn main() -> anyhow::Result<()> {
         report.wasm_call_ns = wasm_call::measure()?;
     }
     if wanted(&cli.only, "idle") {
+        // Shards of their own, as many as the connections need (idle.rs).
         report
             .idle
-            .push(idle::run("baseline echo", &baseline, "/", cli.idle).await?);
+            .push(idle::run("baseline echo", Party::echo_server, "/", cli.idle).await?);
+        let shard = || Party::framegate("framegate", "/", ECHO);
         report
             .idle
-            .push(idle::run("framegate /echo", &framegate, "/echo", cli.idle).await?);
+            .push(idle::run("framegate /echo", shard, "/echo", cli.idle).await?);
     }
 
     let out = parties::repo().join("target/bench");
