@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
@@ -23,6 +22,24 @@ const PING: [u8; 2] = [0x89, 0x00];
 
 /// Why framegate closes a relayed connection: the code and reason written to both ends.
 pub type Close = (u16, &'static str);
+
+/// Shared by both directions: the first close decided, and a token that tells the other.
+#[derive(Default)]
+pub struct Closing {
+    token: CancellationToken,
+    why: std::sync::Mutex<Option<Close>>,
+}
+
+impl Closing {
+    fn close(&self, why: Close) {
+        self.why.lock().expect("never poisoned").get_or_insert(why);
+        self.token.cancel();
+    }
+
+    fn why(&self) -> Option<Close> {
+        *self.why.lock().expect("never poisoned")
+    }
+}
 
 /// What is known of one direction's frames: where the current frame ends, and the message it
 /// belongs to.
@@ -188,27 +205,32 @@ pub struct Flow<'a> {
 
 impl Flow<'_> {
     /// Passes frames from `reader` to `writer` until the reader ends or either direction closes.
-    pub async fn run<R, W>(mut self, mut reader: R, mut writer: W, closing: &watch::Sender<Option<Close>>)
+    pub async fn run<R, W>(mut self, mut reader: R, mut writer: W, closing: &Closing)
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let mut closed = closing.subscribe();
         let mut buffer = vec![0u8; CHUNK];
         let mut held = 0;
+        // Made once, not at every read: each of these registers a waiter when first polled.
+        let stop = closing.token.cancelled();
+        let shutdown = self.duties.shutdown.take();
+        let shutting_down = async {
+            match &shutdown {
+                Some(token) => token.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
         let idle = tokio::time::sleep(self.duties.idle.unwrap_or(Duration::MAX / 4));
-        tokio::pin!(idle);
-        let shutdown = self.duties.shutdown.clone().unwrap_or_default();
+        tokio::pin!(stop, shutting_down, idle);
         loop {
+            // Biased: once a close is decided, `stop` is ready and comes before the branch that
+            // decided it, which is not polled again.
             tokio::select! {
                 biased;
-                _ = closed.changed() => break,
-                _ = shutdown.cancelled(), if self.duties.shutdown.is_some() => {
-                    closing.send_replace(Some((1001, "server shutting down")));
-                }
-                _ = &mut idle, if self.duties.idle.is_some() => {
-                    closing.send_replace(Some((1001, "idle timeout")));
-                }
+                _ = &mut stop => break,
+                _ = &mut shutting_down => closing.close((1001, "server shutting down")),
+                _ = &mut idle, if self.duties.idle.is_some() => closing.close((1001, "idle timeout")),
                 _ = async { self.duties.ping.as_mut().unwrap().tick().await }, if self.duties.ping.is_some() => {
                     if self.frames.at_boundary() && writer.write_all(&PING).await.is_err() {
                         break;
@@ -230,12 +252,12 @@ impl Flow<'_> {
                     // The held bytes are the start of a header the last scan could not read yet.
                     let (passing, broken) = self.frames.scan(&buffer[..filled]);
                     if writer.write_all(&buffer[..passing]).await.is_err() {
-                        closing.send_replace(Some((1001, "connection lost")));
+                        closing.close((1001, "connection lost"));
                         break;
                     }
                     self.count();
-                    if broken.is_some() {
-                        closing.send_replace(broken);
+                    if let Some(broken) = broken {
+                        closing.close(broken);
                         break;
                     }
                     buffer.copy_within(passing..filled, 0);
@@ -244,8 +266,7 @@ impl Flow<'_> {
             }
         }
         // Closing: a close frame to this direction's far end, then a wait for it to finish.
-        let close = *closed.borrow();
-        if let Some(close) = close
+        if let Some(close) = closing.why()
             && self.frames.at_boundary()
         {
             let _ = writer.write_all(&close_frame(close, self.duties.mask)).await;

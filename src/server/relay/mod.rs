@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use super::router::Route;
 use crate::proxy::{ConnectionSlot, Proxy};
 use crate::sink::ws;
-use frames::{Duties, Flow, Frames};
+use frames::{Closing, Duties, Flow, Frames};
 
 /// Bytes read at once each way: large enough for 4 KiB frames in bursts.
 const RELAY_BUFFER: usize = 32 << 10;
@@ -201,7 +201,7 @@ pub async fn frames(
             metrics,
             inbound: false,
         };
-        let closing = tokio::sync::watch::Sender::new(None);
+        let closing = Closing::default();
         let (client_reader, client_writer) = tokio::io::split(client);
         let (upstream_reader, upstream_writer) = tokio::io::split(upstream);
         tokio::join!(
