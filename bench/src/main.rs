@@ -46,6 +46,20 @@ enum Command {
         #[arg(long)]
         listen: std::net::SocketAddr,
     },
+    /// One load against any WebSocket echo (for profiling one party): prints msg/s and p99.
+    Load {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Messages in flight on each connection.
+        #[arg(long, default_value_t = 32)]
+        window: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
     /// Idle connections for the memory case, held until stdin closes (started by the suite itself).
     IdleClient {
         #[arg(long)]
@@ -235,6 +249,27 @@ async fn main() -> anyhow::Result<()> {
             count,
             first_source,
         }) => return idle::hold(url, *count, *first_source).await,
+        Some(Command::Load {
+            url,
+            connections,
+            size,
+            window,
+            seconds,
+        }) => {
+            let load = Load {
+                url: url.clone(),
+                connections: *connections,
+                size: *size,
+                window: *window,
+                warmup: Duration::from_millis(500),
+                measure: Duration::from_secs_f64(*seconds),
+            };
+            let outcome = load::run(&load).await?;
+            let rate = outcome.messages as f64 / outcome.elapsed.as_secs_f64();
+            let p99 = outcome.rtt.value_at_quantile(0.99) as f64 / 1000.0;
+            println!("{url}: {rate:.0} msg/s, p99 {p99:.1} us, {} messages", outcome.messages);
+            return Ok(());
+        }
         None => {}
     }
     let mut report = Report {

@@ -205,13 +205,21 @@ pub struct Flow<'a> {
 
 impl Flow<'_> {
     /// Passes frames from `reader` to `writer` until the reader ends or either direction closes.
-    pub async fn run<R, W>(mut self, mut reader: R, mut writer: W, closing: &Closing)
+    /// `ahead` is what was read of the reader before (with the upgrade).
+    pub async fn run<R, W>(mut self, ahead: &[u8], mut reader: R, mut writer: W, closing: &Closing)
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let mut buffer = vec![0u8; CHUNK];
-        let mut held = 0;
+        let mut buffer = vec![0u8; CHUNK.max(ahead.len())];
+        buffer[..ahead.len()].copy_from_slice(ahead);
+        let mut held = match ahead.len() {
+            0 => 0,
+            filled => match self.pass(&mut buffer, filled, &mut writer, closing).await {
+                Some(held) => held,
+                None => return self.finish(reader, writer, buffer, closing).await,
+            },
+        };
         // Made once, not at every read: each of these registers a waiter when first polled.
         let stop = closing.token.cancelled();
         let shutdown = self.duties.shutdown.take();
@@ -248,24 +256,46 @@ impl Flow<'_> {
                     if let Some(limit) = self.duties.idle {
                         idle.as_mut().reset(Instant::now() + limit);
                     }
-                    let filled = held + read;
-                    // The held bytes are the start of a header the last scan could not read yet.
-                    let (passing, broken) = self.frames.scan(&buffer[..filled]);
-                    if writer.write_all(&buffer[..passing]).await.is_err() {
-                        closing.close((1001, "connection lost"));
-                        break;
+                    match self.pass(&mut buffer, held + read, &mut writer, closing).await {
+                        Some(now_held) => held = now_held,
+                        None => break,
                     }
-                    self.count();
-                    if let Some(broken) = broken {
-                        closing.close(broken);
-                        break;
-                    }
-                    buffer.copy_within(passing..filled, 0);
-                    held = filled - passing;
                 }
             }
         }
-        // Closing: a close frame to this direction's far end, then a wait for it to finish.
+        self.finish(reader, writer, buffer, closing).await;
+    }
+
+    /// Passes on what `buffer[..filled]` holds of whole headers and payloads, and keeps an
+    /// incomplete header at its start; returns that header's length, or `None` to close.
+    async fn pass<W: AsyncWrite + Unpin>(
+        &mut self,
+        buffer: &mut [u8],
+        filled: usize,
+        writer: &mut W,
+        closing: &Closing,
+    ) -> Option<usize> {
+        // Held bytes at the start are a header the last scan could not read yet.
+        let (passing, broken) = self.frames.scan(&buffer[..filled]);
+        if writer.write_all(&buffer[..passing]).await.is_err() {
+            closing.close((1001, "connection lost"));
+            return None;
+        }
+        self.count();
+        if let Some(broken) = broken {
+            closing.close(broken);
+            return None;
+        }
+        buffer.copy_within(passing..filled, 0);
+        Some(filled - passing)
+    }
+
+    /// Closing: a close frame to this direction's far end, then a wait for it to finish.
+    async fn finish<R, W>(&self, mut reader: R, mut writer: W, mut buffer: Vec<u8>, closing: &Closing)
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
         if let Some(close) = closing.why()
             && self.frames.at_boundary()
         {

@@ -16,9 +16,12 @@ use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_util::either::Either;
 
 use super::router::Route;
 use crate::proxy::{ConnectionSlot, Proxy};
@@ -84,6 +87,25 @@ async fn both_upgraded(
         return None;
     };
     Some((TokioIo::new(client), TokioIo::new(upstream)))
+}
+
+type Reader = Either<OwnedReadHalf, ReadHalf<TokioIo<Upgraded>>>;
+type Writer = Either<OwnedWriteHalf, WriteHalf<TokioIo<Upgraded>>>;
+
+/// An upgraded connection's two halves, and what hyper read of it ahead. A plain TCP connection
+/// is unwrapped back to its socket, whose halves need no lock (tokio's `split` takes one on
+/// every read and write, and hyper's upgraded stream is a boxed trait object); a TLS one is not.
+fn halves(upgraded: Upgraded) -> (Bytes, Reader, Writer) {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (reader, writer) = parts.io.into_inner().into_split();
+            (parts.read_buf, Either::Left(reader), Either::Left(writer))
+        }
+        Err(upgraded) => {
+            let (reader, writer) = tokio::io::split(TokioIo::new(upgraded));
+            (Bytes::new(), Either::Right(reader), Either::Right(writer))
+        }
+    }
 }
 
 /// `relay = "bytes"`: hands the upgrade to the upstream and, on its 101, splices the two
@@ -167,11 +189,11 @@ pub async fn frames(
         .expect("generate_key gives base64");
     let mask = [random[0], random[1], random[2], random[3]];
 
-    let upgrades = both_upgraded(hyper::upgrade::on(&mut request), hyper::upgrade::on(&mut answer));
+    let (from_client, to_upstream) = (hyper::upgrade::on(&mut request), hyper::upgrade::on(&mut answer));
     let shutdown = proxy.shutdown.clone();
     proxy.sessions.spawn(async move {
         let _slot = slot;
-        let Some((client, upstream)) = upgrades.await else {
+        let (Ok(client), Ok(upstream)) = (from_client.await, to_upstream.await) else {
             return;
         };
         let metrics = &route.metrics;
@@ -202,11 +224,11 @@ pub async fn frames(
             inbound: false,
         };
         let closing = Closing::default();
-        let (client_reader, client_writer) = tokio::io::split(client);
-        let (upstream_reader, upstream_writer) = tokio::io::split(upstream);
+        let (client_ahead, client_reader, client_writer) = halves(client);
+        let (upstream_ahead, upstream_reader, upstream_writer) = halves(upstream);
         tokio::join!(
-            up.run(client_reader, upstream_writer, &closing),
-            down.run(upstream_reader, client_writer, &closing)
+            up.run(&client_ahead, client_reader, upstream_writer, &closing),
+            down.run(&upstream_ahead, upstream_reader, client_writer, &closing)
         );
         metrics.active.dec();
     });
