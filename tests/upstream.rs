@@ -200,3 +200,41 @@ async fn an_unmasked_client_frame_is_closed_with_1002() {
     let at = rest.windows(close.len()).position(|w| w == close);
     assert!(at.is_some(), "a 1002 close frame after the greeting: {rest:?}");
 }
+
+#[tokio::test]
+async fn frames_that_come_with_the_upstreams_101_are_passed_first() {
+    // An upstream that writes its 101 and a first frame in one write: hyper reads both at once.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        while !request.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8];
+            stream.read_exact(&mut byte).await.unwrap();
+            request.push(byte[0]);
+        }
+        let request = String::from_utf8(request).unwrap();
+        let key = request
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Sec-WebSocket-Key: ")
+                    .or(l.strip_prefix("sec-websocket-key: "))
+            })
+            .unwrap();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        stream
+            .write_all(&[answer.as_bytes(), &[0x81, 0x05], b"first"].concat())
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest).await;
+    });
+    let proxy = Proxy::start(&pass_through(addr), &[], &[]);
+    let mut client = proxy.connect("/pass").await;
+    assert_eq!(next_text(&mut client).await, "first");
+}

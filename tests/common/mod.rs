@@ -280,10 +280,11 @@ pub async fn upgrade_status(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// The next data message, skipping pings and pongs.
+/// The next data message, skipping pings and pongs (within PATIENCE in all).
 pub async fn next_message(ws: &mut Ws) -> Message {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let message = tokio::time::timeout(PATIENCE, ws.next())
+        let message = tokio::time::timeout_at(deadline, ws.next())
             .await
             .expect("no message in time")
             .expect("connection ended")
