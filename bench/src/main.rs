@@ -11,6 +11,7 @@ mod wasm_call;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
@@ -144,7 +145,9 @@ async fn case(name: &str, targets: &[Target], load: &Load, repetitions: usize) -
                 ..load.clone()
             };
             let cpu_before = parties::cpu_micros(target.pid);
-            let outcome = load::run(&load).await?;
+            let outcome = load::run(&load)
+                .await
+                .with_context(|| format!("{name}: {}", target.name))?;
             let cpu = parties::cpu_micros(target.pid) - cpu_before;
             let rate = outcome.messages as f64 / outcome.elapsed.as_secs_f64();
             let quantile = |q| outcome.rtt.value_at_quantile(q) as f64 / 1_000.0;
