@@ -238,3 +238,18 @@ async fn frames_that_come_with_the_upstreams_101_are_passed_first() {
     let mut client = proxy.connect("/pass").await;
     assert_eq!(next_text(&mut client).await, "first");
 }
+
+#[tokio::test]
+async fn a_relayed_connection_is_closed_when_the_proxy_stops() {
+    let (addr, mut seen) = upstream().await;
+    let mut proxy = Proxy::start(&pass_through(addr), &[], &[]);
+    let mut client = proxy.connect("/pass").await;
+    assert_eq!(next_text(&mut client).await, "welcome");
+    let stopped = tokio::task::spawn_blocking(move || proxy.terminate());
+    assert_eq!(
+        closed_with(&mut client).await,
+        (1001, "server shutting down".to_string())
+    );
+    assert!(stopped.await.unwrap().success());
+    assert!(seen.try_recv().is_err(), "the upstream got nothing but the close");
+}

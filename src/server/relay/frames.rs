@@ -5,13 +5,16 @@
 //! own pings and close frames go in between two frames. Payloads are never unmasked or copied
 //! into messages; text is not checked for UTF-8 (the endpoints do that).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::RouteMetrics;
+use crate::server::router::Route;
 
 /// Bytes read at once each way, as the byte relay does.
 const CHUNK: usize = 32 << 10;
@@ -23,21 +26,32 @@ const PING: [u8; 2] = [0x89, 0x00];
 /// Why framegate closes a relayed connection: the code and reason written to both ends.
 pub type Close = (u16, &'static str);
 
-/// Shared by both directions: the first close decided, and a token that tells the other.
-#[derive(Default)]
+/// Shared by both directions: the first close decided, and a token that tells the other (a
+/// child of the proxy's shutdown token, so one token covers both).
 pub struct Closing {
     token: CancellationToken,
     why: std::sync::Mutex<Option<Close>>,
 }
 
 impl Closing {
+    pub fn new(shutdown: &CancellationToken) -> Closing {
+        Closing {
+            token: shutdown.child_token(),
+            why: std::sync::Mutex::new(None),
+        }
+    }
+
     fn close(&self, why: Close) {
         self.why.lock().expect("never poisoned").get_or_insert(why);
         self.token.cancel();
     }
 
-    fn why(&self) -> Option<Close> {
-        *self.why.lock().expect("never poisoned")
+    /// The close decided; cancelled with no reason of its own, the proxy is shutting down.
+    fn why(&self) -> Close {
+        self.why
+            .lock()
+            .expect("never poisoned")
+            .unwrap_or((1001, "server shutting down"))
     }
 }
 
@@ -186,33 +200,33 @@ pub struct Duties {
     pub ping: Option<Interval>,
     /// Close when nothing was read for this long (from the client).
     pub idle: Option<Duration>,
-    /// Close when the proxy shuts down.
-    pub shutdown: Option<CancellationToken>,
     /// Written when the reader ends without a close frame (the upstream went away).
     pub on_end: Option<Close>,
     /// The key of the frames framegate writes towards the upstream.
     pub mask: Option<[u8; 4]>,
 }
 
-/// One direction of a relayed connection.
-pub struct Flow<'a> {
+/// One direction of a relayed connection, run as a task of its own: a wake-up polls only the
+/// direction that has something to do.
+pub struct Flow {
     pub frames: Frames,
     pub duties: Duties,
-    pub metrics: &'a RouteMetrics,
+    pub route: Arc<Route>,
     /// Towards the client: `messages_out`; from it: `messages_in`.
     pub inbound: bool,
 }
 
-impl Flow<'_> {
+impl Flow {
     /// Passes frames from `reader` to `writer` until the reader ends or either direction closes.
     /// `ahead` is what was read of the reader before (with the upgrade).
-    pub async fn run<R, W>(mut self, ahead: &[u8], mut reader: R, mut writer: W, closing: &Closing)
+    pub async fn run<R, W>(mut self, ahead: Bytes, mut reader: R, mut writer: W, closing: Arc<Closing>)
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        let closing = &*closing;
         let mut buffer = vec![0u8; CHUNK.max(ahead.len())];
-        buffer[..ahead.len()].copy_from_slice(ahead);
+        buffer[..ahead.len()].copy_from_slice(&ahead);
         let mut held = match ahead.len() {
             0 => 0,
             filled => match self.pass(&mut buffer, filled, &mut writer, closing).await {
@@ -220,28 +234,20 @@ impl Flow<'_> {
                 None => return self.finish(reader, writer, buffer, closing).await,
             },
         };
-        // Made once, not at every read: each of these registers a waiter when first polled.
+        // Made once, not at every read: it registers a waiter when first polled.
         let stop = closing.token.cancelled();
-        let shutdown = self.duties.shutdown.take();
-        let shutting_down = async {
-            match &shutdown {
-                Some(token) => token.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
         let idle = tokio::time::sleep(self.duties.idle.unwrap_or(Duration::MAX / 4));
-        tokio::pin!(stop, shutting_down, idle);
+        tokio::pin!(stop, idle);
         loop {
             // Biased: once a close is decided, `stop` is ready and comes before the branch that
             // decided it, which is not polled again.
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                _ = &mut shutting_down => closing.close((1001, "server shutting down")),
                 _ = &mut idle, if self.duties.idle.is_some() => closing.close((1001, "idle timeout")),
                 _ = async { self.duties.ping.as_mut().unwrap().tick().await }, if self.duties.ping.is_some() => {
                     if self.frames.at_boundary() && writer.write_all(&PING).await.is_err() {
-                        break;
+                        closing.close((1001, "connection lost"));
                     }
                 }
                 read = reader.read(&mut buffer[held..]) => {
@@ -296,10 +302,8 @@ impl Flow<'_> {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        if let Some(close) = closing.why()
-            && self.frames.at_boundary()
-        {
-            let _ = writer.write_all(&close_frame(close, self.duties.mask)).await;
+        if self.frames.at_boundary() {
+            let _ = writer.write_all(&close_frame(closing.why(), self.duties.mask)).await;
         }
         let _ = writer.shutdown().await;
         let _ = tokio::time::timeout(CLOSE_WAIT, async {
@@ -309,10 +313,11 @@ impl Flow<'_> {
     }
 
     fn count(&mut self) {
+        let metrics = &self.route.metrics;
         let (messages, bytes) = if self.inbound {
-            (&self.metrics.messages_in, &self.metrics.bytes_in)
+            (&metrics.messages_in, &metrics.bytes_in)
         } else {
-            (&self.metrics.messages_out, &self.metrics.bytes_out)
+            (&metrics.messages_out, &metrics.bytes_out)
         };
         messages.inc_by(std::mem::take(&mut self.frames.messages));
         bytes.inc_by(std::mem::take(&mut self.frames.bytes));

@@ -196,20 +196,18 @@ pub async fn frames(
         let (Ok(client), Ok(upstream)) = (from_client.await, to_upstream.await) else {
             return;
         };
-        let metrics = &route.metrics;
-        metrics.opened.inc();
-        metrics.active.inc();
+        route.metrics.opened.inc();
+        route.metrics.active.inc();
         let settings = &route.settings;
         let ms = |ms: u64| (ms > 0).then(|| std::time::Duration::from_millis(ms));
         let up = Flow {
             frames: Frames::new(true, settings.max_message_size),
             duties: Duties {
                 idle: ms(settings.idle_timeout_ms),
-                shutdown: Some(shutdown),
                 mask: Some(mask),
                 ..Duties::default()
             },
-            metrics,
+            route: route.clone(),
             inbound: true,
         };
         let down = Flow {
@@ -220,17 +218,16 @@ pub async fn frames(
                 on_end: Some((1001, "upstream closed")),
                 ..Duties::default()
             },
-            metrics,
+            route: route.clone(),
             inbound: false,
         };
-        let closing = Closing::default();
+        let closing = Arc::new(Closing::new(&shutdown));
         let (client_ahead, client_reader, client_writer) = halves(client);
         let (upstream_ahead, upstream_reader, upstream_writer) = halves(upstream);
-        tokio::join!(
-            up.run(&client_ahead, client_reader, upstream_writer, &closing),
-            down.run(&upstream_ahead, upstream_reader, client_writer, &closing)
-        );
-        metrics.active.dec();
+        let down = tokio::spawn(down.run(upstream_ahead, upstream_reader, client_writer, closing.clone()));
+        up.run(client_ahead, client_reader, upstream_writer, closing).await;
+        let _ = down.await;
+        route.metrics.active.dec();
     });
 
     Ok(super::switching_protocols(client_key))
