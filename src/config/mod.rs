@@ -261,6 +261,22 @@ impl FilterRef {
 }
 
 impl Config {
+    /// Whether a route passes through: no filters and a single `ws` sink with a ws:// url, so
+    /// no message needs reading (src/server/relay/).
+    pub fn passes_through(&self, route: &RouteConfig) -> bool {
+        let [sink] = route.sinks.as_slice() else {
+            return false;
+        };
+        let plain_ws = self.sinks.get(sink).is_some_and(|s| {
+            s.kind == "ws"
+                && s.options
+                    .get("url")
+                    .and_then(|u| u.as_str())
+                    .is_some_and(|u| u.starts_with("ws://"))
+        });
+        route.filters.is_empty() && plain_ws
+    }
+
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
@@ -398,19 +414,11 @@ impl Config {
                     }
                 }
             }
-            if route.relay == Relay::Bytes {
-                let upstreams: Vec<_> = route.sinks.iter().filter(|s| self.sinks[*s].kind == "ws").collect();
-                let plain_ws = upstreams
-                    .first()
-                    .and_then(|s| self.sinks[*s].options.get("url"))
-                    .and_then(|u| u.as_str())
-                    .is_some_and(|u| u.starts_with("ws://"));
-                if !route.filters.is_empty() || route.sinks.len() != 1 || upstreams.len() != 1 || !plain_ws {
-                    return Err(err(
-                        key("relay"),
-                        "\"bytes\" needs a route with no filters and a single ws sink with a ws:// url".into(),
-                    ));
-                }
+            if route.relay == Relay::Bytes && !self.passes_through(route) {
+                return Err(err(
+                    key("relay"),
+                    "\"bytes\" needs a route with no filters and a single ws sink with a ws:// url".into(),
+                ));
             }
             if route.max_message_size == 0 {
                 return Err(err(key("max_message_size"), "expected at least 1".into()));

@@ -141,7 +141,8 @@ async fn upgrade(proxy: Arc<Proxy>, mut request: Request<Incoming>, peer: Socket
         route.metrics.refused(503);
         return respond(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
     };
-    if let Some((_, upstream)) = route.passes_through() {
+    if route.passes_through {
+        let (_, upstream) = route.upstream().expect("a pass-through route has a ws sink");
         let relayed = match route.settings.relay {
             Relay::Bytes => relay::bytes(&proxy, route.clone(), &upstream, request, _slot).await,
             Relay::Frames => relay::frames(&proxy, route.clone(), &upstream, &key, request, _slot).await,

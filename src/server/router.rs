@@ -18,6 +18,8 @@ pub struct Route {
     path: Option<RoutePath>,
     /// The route's config: its message limit, keepalive and idle settings.
     pub settings: RouteConfig,
+    /// No filters and a single ws:// sink (`Config::passes_through`): relayed, not read.
+    pub passes_through: bool,
     pub chain: Chain,
     /// Where a message goes after the chain, in config order.
     pub sinks: Vec<RouteSink>,
@@ -40,19 +42,6 @@ impl Route {
             RouteSink::Upstream(name, options) => Some((name.clone(), options.clone())),
             RouteSink::Queued(_) => None,
         })
-    }
-
-    /// The upstream of a pass-through route: no filters and a single `ws://` sink, so no
-    /// message needs reading and the relay passes frames (or bytes) on as they are.
-    pub fn passes_through(&self) -> Option<(Arc<str>, Arc<ws::Options>)> {
-        match self.sinks.as_slice() {
-            [RouteSink::Upstream(name, options)]
-                if self.settings.filters.is_empty() && options.url.starts_with("ws://") =>
-            {
-                Some((name.clone(), options.clone()))
-            }
-            _ => None,
-        }
     }
 
     fn same_sinks(&self, sinks: &[RouteSink], emit_only: &[RouteSink]) -> bool {
@@ -112,6 +101,7 @@ impl Router {
                     .transpose()
                     .map_err(anyhow::Error::msg)?,
                 settings: route.clone(),
+                passes_through: config.passes_through(route),
                 chain,
                 sinks_by_name: route
                     .sinks

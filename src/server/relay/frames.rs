@@ -16,8 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::server::router::Route;
 
-/// Bytes read at once each way, as the byte relay does.
-const CHUNK: usize = 32 << 10;
 /// How long a closing relay waits for the far end to finish its close.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// A ping with no payload, from the server side (unmasked).
@@ -225,7 +223,7 @@ impl Flow {
         W: AsyncWrite + Unpin,
     {
         let closing = &*closing;
-        let mut buffer = vec![0u8; CHUNK.max(ahead.len())];
+        let mut buffer = vec![0u8; super::RELAY_BUFFER.max(ahead.len())];
         buffer[..ahead.len()].copy_from_slice(&ahead);
         let mut held = match ahead.len() {
             0 => 0,

@@ -28,7 +28,7 @@ use crate::proxy::{ConnectionSlot, Proxy};
 use crate::sink::ws;
 use frames::{Closing, Duties, Flow, Frames};
 
-/// Bytes read at once each way: large enough for 4 KiB frames in bursts.
+/// Bytes read at once each way, by either relay: large enough for 4 KiB frames in bursts.
 const RELAY_BUFFER: usize = 32 << 10;
 
 /// Where a `ws://host:port/path` upstream is, for a plain TCP connection.
@@ -82,11 +82,11 @@ async fn upgrade_upstream(
 async fn both_upgraded(
     from_client: hyper::upgrade::OnUpgrade,
     to_upstream: hyper::upgrade::OnUpgrade,
-) -> Option<(TokioIo<Upgraded>, TokioIo<Upgraded>)> {
+) -> Option<(Upgraded, Upgraded)> {
     let (Ok(client), Ok(upstream)) = (from_client.await, to_upstream.await) else {
         return None;
     };
-    Some((TokioIo::new(client), TokioIo::new(upstream)))
+    Some((client, upstream))
 }
 
 type Reader = Either<OwnedReadHalf, ReadHalf<TokioIo<Upgraded>>>;
@@ -131,9 +131,10 @@ pub async fn bytes(
     let shutdown = proxy.shutdown.clone();
     proxy.sessions.spawn(async move {
         let _slot = slot;
-        let Some((mut client, mut upstream)) = upgrades.await else {
+        let Some((client, upstream)) = upgrades.await else {
             return;
         };
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
         route.metrics.opened.inc();
         route.metrics.active.inc();
         tokio::select! {
@@ -189,11 +190,11 @@ pub async fn frames(
         .expect("generate_key gives base64");
     let mask = [random[0], random[1], random[2], random[3]];
 
-    let (from_client, to_upstream) = (hyper::upgrade::on(&mut request), hyper::upgrade::on(&mut answer));
+    let upgrades = both_upgraded(hyper::upgrade::on(&mut request), hyper::upgrade::on(&mut answer));
     let shutdown = proxy.shutdown.clone();
     proxy.sessions.spawn(async move {
         let _slot = slot;
-        let (Ok(client), Ok(upstream)) = (from_client.await, to_upstream.await) else {
+        let Some((client, upstream)) = upgrades.await else {
             return;
         };
         route.metrics.opened.inc();
