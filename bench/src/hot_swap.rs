@@ -63,16 +63,14 @@ pub async fn run(framegate: &Party, measure: Duration) -> anyhow::Result<HotSwap
     });
     let swapping = load::run(&load).await?;
     let swaps = swapper.await?;
-    let p99 = |o: &load::Outcome| o.rtt.value_at_quantile(0.99) as f64 / 1_000.0;
-    let rate = |o: &load::Outcome| o.messages as f64 / o.elapsed.as_secs_f64();
     let result = HotSwap {
         swaps,
         sent: swapping.sent,
         lost: swapping.lost + swapping.sent - swapping.received,
-        messages_per_s_with_swaps: rate(&swapping),
-        messages_per_s_without: rate(&quiet),
-        p99_us_with_swaps: p99(&swapping),
-        p99_us_without: p99(&quiet),
+        messages_per_s_with_swaps: swapping.rate(),
+        messages_per_s_without: quiet.rate(),
+        p99_us_with_swaps: swapping.quantile_us(0.99),
+        p99_us_without: quiet.quantile_us(0.99),
     };
     println!(
         "hot swap: {} swaps under load, {} sent, {} lost; {:.0} msg/s (without swaps {:.0}); p99 {:.0} us (without {:.0} us)",

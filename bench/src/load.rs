@@ -32,6 +32,18 @@ pub struct Outcome {
     pub rtt: Histogram<u64>,
 }
 
+impl Outcome {
+    /// Answered messages a second over the measured span.
+    pub fn rate(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// A round-trip quantile, in microseconds.
+    pub fn quantile_us(&self, quantile: f64) -> f64 {
+        self.rtt.value_at_quantile(quantile) as f64 / 1_000.0
+    }
+}
+
 struct Totals {
     messages: u64,
     sent: u64,

@@ -149,8 +149,8 @@ async fn case(name: &str, targets: &[Target], load: &Load, repetitions: usize) -
                 .await
                 .with_context(|| format!("{name}: {}", target.name))?;
             let cpu = parties::cpu_micros(target.pid) - cpu_before;
-            let rate = outcome.messages as f64 / outcome.elapsed.as_secs_f64();
-            let quantile = |q| outcome.rtt.value_at_quantile(q) as f64 / 1_000.0;
+            let rate = outcome.rate();
+            let quantile = |q| outcome.quantile_us(q);
             samples.entry(i).or_default().push(Sample {
                 rate,
                 p50: quantile(0.5),
@@ -268,9 +268,12 @@ async fn main() -> anyhow::Result<()> {
                 measure: Duration::from_secs_f64(*seconds),
             };
             let outcome = load::run(&load).await?;
-            let rate = outcome.messages as f64 / outcome.elapsed.as_secs_f64();
-            let p99 = outcome.rtt.value_at_quantile(0.99) as f64 / 1000.0;
-            println!("{url}: {rate:.0} msg/s, p99 {p99:.1} us, {} messages", outcome.messages);
+            println!(
+                "{url}: {:.0} msg/s, p99 {:.1} us, {} messages",
+                outcome.rate(),
+                outcome.quantile_us(0.99),
+                outcome.messages
+            );
             return Ok(());
         }
         None => {}
