@@ -167,6 +167,17 @@ async fn a_route_with_no_filter_passes_frames_in_place() {
     assert_eq!(closed_with(&mut client).await, (1001, "upstream closed".to_string()));
 }
 
+/// An HTTP head, read byte by byte so that nothing after it is taken from the stream.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    head
+}
+
 #[tokio::test]
 async fn an_unmasked_client_frame_is_closed_with_1002() {
     let (addr, _seen) = upstream().await;
@@ -179,12 +190,7 @@ async fn an_unmasked_client_frame_is_closed_with_1002() {
         )
         .await
         .unwrap();
-    let mut answer = Vec::new();
-    while !answer.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8];
-        stream.read_exact(&mut byte).await.unwrap();
-        answer.push(byte[0]);
-    }
+    let answer = read_head(&mut stream).await;
     assert!(
         answer.starts_with(b"HTTP/1.1 101"),
         "{}",
@@ -208,13 +214,7 @@ async fn frames_that_come_with_the_upstreams_101_are_passed_first() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.unwrap();
-        let mut request = Vec::new();
-        while !request.ends_with(b"\r\n\r\n") {
-            let mut byte = [0u8];
-            stream.read_exact(&mut byte).await.unwrap();
-            request.push(byte[0]);
-        }
-        let request = String::from_utf8(request).unwrap();
+        let request = String::from_utf8(read_head(&mut stream).await).unwrap();
         let key = request
             .lines()
             .find_map(|l| {
