@@ -7,6 +7,7 @@
 
 mod frames;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -78,15 +79,30 @@ async fn upgrade_upstream(
     Ok(answer)
 }
 
-/// Both upgraded connections, once the client's is done too.
-async fn both_upgraded(
-    from_client: hyper::upgrade::OnUpgrade,
-    to_upstream: hyper::upgrade::OnUpgrade,
-) -> Option<(Upgraded, Upgraded)> {
-    let (Ok(client), Ok(upstream)) = (from_client.await, to_upstream.await) else {
-        return None;
-    };
-    Some((client, upstream))
+/// Runs `relay` on both connections once the client's upgrade is done too, as a session of
+/// the proxy: it holds the connection's slot and is counted as active.
+fn spawn_relay<Relay, Done>(
+    proxy: &Proxy,
+    route: Arc<Route>,
+    slot: ConnectionSlot,
+    request: &mut Request<Incoming>,
+    answer: &mut Response<Incoming>,
+    relay: Relay,
+) where
+    Relay: FnOnce(Arc<Route>, Upgraded, Upgraded) -> Done + Send + 'static,
+    Done: Future<Output = ()> + Send,
+{
+    let (from_client, to_upstream) = (hyper::upgrade::on(request), hyper::upgrade::on(answer));
+    proxy.sessions.spawn(async move {
+        let _slot = slot;
+        let (Ok(client), Ok(upstream)) = (from_client.await, to_upstream.await) else {
+            return;
+        };
+        route.metrics.opened.inc();
+        route.metrics.active.inc();
+        relay(route.clone(), client, upstream).await;
+        route.metrics.active.dec();
+    });
 }
 
 type Reader = Either<OwnedReadHalf, ReadHalf<TokioIo<Upgraded>>>;
@@ -127,27 +143,26 @@ pub async fn bytes(
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *response.headers_mut() = answer.headers().clone();
-    let upgrades = both_upgraded(hyper::upgrade::on(&mut request), hyper::upgrade::on(&mut answer));
     let shutdown = proxy.shutdown.clone();
-    proxy.sessions.spawn(async move {
-        let _slot = slot;
-        let Some((client, upstream)) = upgrades.await else {
-            return;
-        };
-        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-        route.metrics.opened.inc();
-        route.metrics.active.inc();
-        tokio::select! {
-            copied = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, RELAY_BUFFER, RELAY_BUFFER) => {
-                if let Ok((up, down)) = copied {
-                    route.metrics.bytes_in.inc_by(up);
-                    route.metrics.bytes_out.inc_by(down);
+    spawn_relay(
+        proxy,
+        route,
+        slot,
+        &mut request,
+        &mut answer,
+        |route, client, upstream| async move {
+            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            tokio::select! {
+                copied = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, RELAY_BUFFER, RELAY_BUFFER) => {
+                    if let Ok((up, down)) = copied {
+                        route.metrics.bytes_in.inc_by(up);
+                        route.metrics.bytes_out.inc_by(down);
+                    }
                 }
+                _ = shutdown.cancelled() => {}
             }
-            _ = shutdown.cancelled() => {}
-        }
-        route.metrics.active.dec();
-    });
+        },
+    );
     Ok(response)
 }
 
@@ -190,46 +205,45 @@ pub async fn frames(
         .expect("generate_key gives base64");
     let mask = [random[0], random[1], random[2], random[3]];
 
-    let upgrades = both_upgraded(hyper::upgrade::on(&mut request), hyper::upgrade::on(&mut answer));
     let shutdown = proxy.shutdown.clone();
-    proxy.sessions.spawn(async move {
-        let _slot = slot;
-        let Some((client, upstream)) = upgrades.await else {
-            return;
-        };
-        route.metrics.opened.inc();
-        route.metrics.active.inc();
-        let settings = &route.settings;
-        let ms = |ms: u64| (ms > 0).then(|| std::time::Duration::from_millis(ms));
-        let up = Flow {
-            frames: Frames::new(true, settings.max_message_size),
-            duties: Duties {
-                idle: ms(settings.idle_timeout_ms),
-                mask: Some(mask),
-                ..Duties::default()
-            },
-            route: route.clone(),
-            inbound: true,
-        };
-        let down = Flow {
-            frames: Frames::new(false, settings.max_message_size),
-            duties: Duties {
-                ping: ms(settings.ping_interval_ms)
-                    .map(|period| tokio::time::interval_at(tokio::time::Instant::now() + period, period)),
-                on_end: Some((1001, "upstream closed")),
-                ..Duties::default()
-            },
-            route: route.clone(),
-            inbound: false,
-        };
-        let closing = Arc::new(Closing::new(&shutdown));
-        let (client_ahead, client_reader, client_writer) = halves(client);
-        let (upstream_ahead, upstream_reader, upstream_writer) = halves(upstream);
-        let down = tokio::spawn(down.run(upstream_ahead, upstream_reader, client_writer, closing.clone()));
-        up.run(client_ahead, client_reader, upstream_writer, closing).await;
-        let _ = down.await;
-        route.metrics.active.dec();
-    });
+    spawn_relay(
+        proxy,
+        route,
+        slot,
+        &mut request,
+        &mut answer,
+        move |route, client, upstream| async move {
+            let settings = &route.settings;
+            let ms = |ms: u64| (ms > 0).then(|| std::time::Duration::from_millis(ms));
+            let up = Flow {
+                frames: Frames::new(true, settings.max_message_size),
+                duties: Duties {
+                    idle: ms(settings.idle_timeout_ms),
+                    mask: Some(mask),
+                    ..Duties::default()
+                },
+                route: route.clone(),
+                inbound: true,
+            };
+            let down = Flow {
+                frames: Frames::new(false, settings.max_message_size),
+                duties: Duties {
+                    ping: ms(settings.ping_interval_ms)
+                        .map(|period| tokio::time::interval_at(tokio::time::Instant::now() + period, period)),
+                    on_end: Some((1001, "upstream closed")),
+                    ..Duties::default()
+                },
+                route: route.clone(),
+                inbound: false,
+            };
+            let closing = Arc::new(Closing::new(&shutdown));
+            let (client_ahead, client_reader, client_writer) = halves(client);
+            let (upstream_ahead, upstream_reader, upstream_writer) = halves(upstream);
+            let down = tokio::spawn(down.run(upstream_ahead, upstream_reader, client_writer, closing.clone()));
+            up.run(client_ahead, client_reader, upstream_writer, closing).await;
+            let _ = down.await;
+        },
+    );
 
     Ok(super::switching_protocols(client_key))
 }
