@@ -5,7 +5,7 @@
 //! drops the oldest message, as configured. A reload restarts only what changed; an outlet
 //! outlives its route's session, so no message waiting in it is lost.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,96 +14,20 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use futures_util::task::AtomicWaker;
 use futures_util::{Sink, Stream};
-use prometheus_client::metrics::counter::Counter;
-use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::connectors::ws::{Outlet, Runner, Upstream as Feeder};
+use crate::connectors::{Catalog, SourceKind, Sources};
 use crate::filter::abi::ConnState;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::server::router::{Route, Router};
+use crate::route::{Route, Router};
 use crate::session::{self, Client, Opening};
-use crate::source::Sources;
-use crate::source::ws::{OnFull, Options, Runner};
-
-/// A source's message on its way to a fed route.
-#[derive(Clone, Debug)]
-pub struct FeedMessage {
-    pub text: bool,
-    pub payload: Bytes,
-    /// `source.*` keys, set on the session's metadata when the message is read.
-    pub meta: Vec<(String, Bytes)>,
-}
-
-/// The queue between a source and one fed route.
-pub struct Outlet {
-    queue: Mutex<VecDeque<FeedMessage>>,
-    capacity: usize,
-    /// The session waiting for a message.
-    readable: AtomicWaker,
-    /// The source waiting for room.
-    writable: Notify,
-    dropped: Counter,
-}
-
-impl Outlet {
-    fn new(capacity: usize, dropped: Counter) -> Outlet {
-        Outlet {
-            queue: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
-            capacity,
-            readable: AtomicWaker::new(),
-            writable: Notify::new(),
-            dropped,
-        }
-    }
-
-    /// Queues a message; a full queue waits for room (`block`, the time is returned) or drops
-    /// its oldest message (`drop_oldest`, counted). Gives up when `stop` is cancelled.
-    pub async fn push(&self, message: FeedMessage, on_full: OnFull, stop: &CancellationToken) -> Duration {
-        // The clock runs only once the queue is full: the time paused, not the time to push.
-        let mut full_since = None;
-        loop {
-            let room = self.writable.notified();
-            {
-                let mut queue = self.queue.lock().unwrap();
-                if queue.len() >= self.capacity && on_full == OnFull::DropOldest {
-                    queue.pop_front();
-                    self.dropped.inc();
-                }
-                if queue.len() < self.capacity {
-                    queue.push_back(message);
-                    drop(queue);
-                    self.readable.wake();
-                    return full_since.map_or(Duration::ZERO, |since: Instant| since.elapsed());
-                }
-            }
-            let since = *full_since.get_or_insert_with(Instant::now);
-            tokio::select! {
-                () = room => {}
-                () = stop.cancelled() => return since.elapsed(),
-            }
-        }
-    }
-
-    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<FeedMessage> {
-        self.readable.register(cx.waker());
-        let popped = self.queue.lock().unwrap().pop_front();
-        match popped {
-            Some(message) => {
-                self.writable.notify_one();
-                Poll::Ready(message)
-            }
-            None => Poll::Pending,
-        }
-    }
-}
 
 /// The far end of a fed route's session: reads come from the outlet; what the session writes
 /// (a filter's `send`, pings) has nobody to go to and is dropped, except the close, which ends
@@ -177,7 +101,7 @@ pub struct FeedContext {
 
 /// A running `ws` source.
 struct Upstream {
-    options: Arc<Options>,
+    feeder: Arc<Feeder>,
     outlets: Arc<ArcSwap<Vec<Arc<Outlet>>>>,
     stop: CancellationToken,
 }
@@ -217,36 +141,34 @@ impl Feeds {
     }
 
     /// Starts the feeds of `config`; from now on `apply` changes them.
-    pub fn start(&self, config: &Config, router: &Router) -> anyhow::Result<()> {
+    pub fn start(&self, config: &Config, catalog: &Catalog, router: &Router) {
         self.started.store(true, Ordering::Release);
-        self.apply(config, router)
+        self.apply(config, catalog, router)
     }
 
     /// Makes the config's fed routes and their sources run; what did not change keeps running.
-    pub fn apply(&self, config: &Config, router: &Router) -> anyhow::Result<()> {
+    pub fn apply(&self, config: &Config, catalog: &Catalog, router: &Router) {
         if !self.started.load(Ordering::Acquire) {
-            return Ok(());
+            return;
         }
-        let mut wanted: BTreeMap<String, Arc<Options>> = BTreeMap::new();
-        for route in config.routes.values() {
-            if let Some(source) = &route.feed {
-                let options = crate::sink::parse::<Options>(&config.sources[source].options)
-                    .map_err(|e| anyhow::anyhow!("sources.{source}: {e}"))?;
-                wanted.insert(source.clone(), Arc::new(options));
+        let mut wanted: BTreeMap<String, Arc<Feeder>> = BTreeMap::new();
+        for source in config.routes.values().filter_map(|r| r.feed.as_ref()) {
+            if let Some(SourceKind::Feed(feeder)) = catalog.sources.get(source) {
+                wanted.insert(source.clone(), feeder.clone());
             }
         }
         let mut running = self.running.lock().unwrap();
         let Running { upstreams, routes } = &mut *running;
         upstreams.retain(|name, upstream| {
-            let keep = wanted.get(name).is_some_and(|o| *o == upstream.options);
+            let keep = wanted.get(name).is_some_and(|f| f.options == upstream.feeder.options);
             if !keep {
                 upstream.stop.cancel();
             }
             keep
         });
-        for (name, options) in &wanted {
+        for (name, feeder) in &wanted {
             if !upstreams.contains_key(name) {
-                upstreams.insert(name.clone(), self.start_upstream(name, options.clone()));
+                upstreams.insert(name.clone(), self.start_upstream(name, feeder.clone()));
             }
         }
         let mut previous = std::mem::take(routes);
@@ -262,7 +184,7 @@ impl Feeds {
                     old.outlet.clone()
                 }
                 _ => Arc::new(Outlet::new(
-                    upstream.options.queue,
+                    upstream.feeder.options.queue,
                     self.context.metrics.feed(&source).dropped.clone(),
                 )),
             };
@@ -289,7 +211,6 @@ impl Feeds {
                 .collect();
             upstream.outlets.store(Arc::new(outlets));
         }
-        Ok(())
     }
 
     /// Stops every feed and lets go of the routes (and so of their sinks): the end of shutdown.
@@ -304,12 +225,12 @@ impl Feeds {
         *running = Running::default();
     }
 
-    fn start_upstream(&self, name: &str, options: Arc<Options>) -> Upstream {
+    fn start_upstream(&self, name: &str, feeder: Arc<Feeder>) -> Upstream {
         let stop = self.context.shutdown.child_token();
         let outlets = Arc::new(ArcSwap::default());
         let runner = Runner {
             name: name.into(),
-            options: options.clone(),
+            upstream: feeder.clone(),
             outlets: outlets.clone(),
             health: self
                 .context
@@ -319,7 +240,7 @@ impl Feeds {
             stop: stop.clone(),
         };
         tokio::spawn(runner.run());
-        Upstream { options, outlets, stop }
+        Upstream { feeder, outlets, stop }
     }
 
     /// Runs a fed route's session, again after it ends, until stopped; `before` is the session
@@ -345,7 +266,7 @@ impl Feeds {
             }
             while !feed_stop.is_cancelled() {
                 let mut conn = ConnState {
-                    id: crate::server::next_conn_id(),
+                    id: session::next_conn_id(),
                     sinks: feed_route.sink_names.clone(),
                     sources: sources.names(),
                     max_message_size: usize::MAX,

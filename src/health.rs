@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::metrics::Metrics;
+use crate::types::Outcome;
 
 #[derive(Default)]
 pub struct Health {
@@ -57,12 +58,15 @@ impl PartHealth {
         }
     }
 
-    /// Up when the peer took any record of a batch; down, with the first reason, when it took none.
-    pub fn report<T>(&self, outcomes: &[Result<T, String>]) {
+    /// Up when the peer took any record of a batch; down, with the first reason, when every
+    /// record failed in a way a retry may mend. A refused record says nothing of the peer.
+    pub fn report(&self, outcomes: &[Outcome]) {
         if outcomes.iter().any(|o| o.is_ok()) {
             self.up();
-        } else if let Some(Err(reason)) = outcomes.first() {
-            self.down(reason);
+        } else if outcomes.iter().all(|o| matches!(o, Err(e) if e.is_retryable()))
+            && let Some(Err(reason)) = outcomes.first()
+        {
+            self.down(&reason.to_string());
         }
     }
 

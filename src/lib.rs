@@ -1,17 +1,21 @@
 //! framegate: a WebSocket edge proxy whose message filters are hot-swappable WebAssembly.
 //!
-//! Data flows one way: listener (`server`) -> `session` -> filter chain (`filter`) -> `sink`;
-//! and back: `source` / `bus` / upstream -> filter chain -> session writer.
+//! Layers, each importing only those below it (docs/architecture.md):
+//! - `types`: messages, metadata, records, outcomes; `metrics` and `health` beside them;
+//! - `config`: the TOML model, knowing connectors by kind name only;
+//! - `bus`, `connectors` (sinks and sources, one folder per peer), `filter` (the Wasm host);
+//! - `route` (routes built from the config), then `session` (one connection's life);
+//! - `feed`, `server` and, on top, `proxy`.
 
 pub mod bus;
 pub mod config;
+pub mod connectors;
 pub mod feed;
 pub mod filter;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
-pub mod pulsar_id;
+pub mod route;
 pub mod server;
 pub mod session;
-pub mod sink;
-pub mod source;
+pub mod types;

@@ -106,7 +106,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let proxy = Proxy::new(config, path)?;
     let bound = proxy.bind().await?;
     let _watcher = if watch {
-        Some(framegate::filter::watch::start(proxy.clone())?)
+        Some(framegate::proxy::watch::start(proxy.clone())?)
     } else {
         None
     };
@@ -115,7 +115,7 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         "framegate listening ws={} admin={} filters={}",
         bound.ws,
         admin,
-        proxy.host.dir().display()
+        proxy.host().dir().display()
     );
     wait_for_signal().await?;
     tracing::info!("shutting down");

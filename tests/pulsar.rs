@@ -99,7 +99,7 @@ async fn next_distinct(
             .unwrap()
             .unwrap()
             .unwrap();
-        if seen.insert(framegate::pulsar_id::encode(message.message_id())) {
+        if seen.insert(framegate::connectors::pulsar::id::encode(message.message_id())) {
             return message;
         }
     }
@@ -182,8 +182,8 @@ async fn sink_messages_reach_an_independent_consumer_with_key_properties_and_ids
         .collect();
     assert_eq!(properties, [("h", "v")]);
     // The result id is the message id, in the encoding of Pulsar's WebSocket API.
-    assert_eq!(id, framegate::pulsar_id::encode(message.message_id()));
-    let decoded = framegate::pulsar_id::decode(&id).unwrap();
+    assert_eq!(id, framegate::connectors::pulsar::id::encode(message.message_id()));
+    let decoded = framegate::connectors::pulsar::id::decode(&id).unwrap();
     assert_eq!(
         (decoded.ledger_id, decoded.entry_id),
         (message.message_id().ledger_id, message.message_id().entry_id)
@@ -211,7 +211,10 @@ async fn sink_messages_reach_an_independent_consumer_with_key_properties_and_ids
         .strip_prefix(&format!("result {ticket} ok "))
         .and_then(|r| r.strip_suffix(" ctx:packed"))
         .unwrap_or_else(|| panic!("{result}"));
-    assert_eq!(framegate::pulsar_id::decode(id).unwrap().batch_index, Some(0));
+    assert_eq!(
+        framegate::connectors::pulsar::id::decode(id).unwrap().batch_index,
+        Some(0)
+    );
     let message = tokio::time::timeout(PATIENCE, batched.next())
         .await
         .unwrap()

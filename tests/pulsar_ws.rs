@@ -70,7 +70,7 @@ async fn next_distinct(
             .unwrap()
             .unwrap()
             .unwrap();
-        if seen.insert(framegate::pulsar_id::encode(message.message_id())) {
+        if seen.insert(framegate::connectors::pulsar::id::encode(message.message_id())) {
             consumer.ack(&message).await.unwrap();
             return message;
         }
@@ -101,7 +101,7 @@ async fn produce(producer: &mut Producer<TokioExecutor>, payload: &str) -> Strin
         .unwrap()
         .await
         .unwrap();
-    framegate::pulsar_id::encode(&receipt.message_id.unwrap())
+    framegate::connectors::pulsar::id::encode(&receipt.message_id.unwrap())
 }
 
 async fn python(args: &[&str]) -> Vec<String> {
@@ -192,13 +192,16 @@ async fn producers_answer_after_the_broker_and_an_independent_consumer_reads_it(
         properties(&message),
         [("key1", "value1"), ("key2", "value2")].map(|(k, v)| (k.to_string(), v.to_string()))
     );
-    assert_eq!(framegate::pulsar_id::encode(message.message_id()), ids[0]);
+    assert_eq!(framegate::connectors::pulsar::id::encode(message.message_id()), ids[0]);
     for i in 0..3 {
         let message = next_distinct(&mut check, &mut seen).await;
         assert_eq!(message.payload.data, format!("m{i}").as_bytes());
         assert_eq!(message.key(), Some(format!("k{i}")));
         assert_eq!(properties(&message), [("n".to_string(), i.to_string())]);
-        assert_eq!(framegate::pulsar_id::encode(message.message_id()), ids[i + 1]);
+        assert_eq!(
+            framegate::connectors::pulsar::id::encode(message.message_id()),
+            ids[i + 1]
+        );
     }
 }
 

@@ -5,9 +5,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use framegate::config::{FilterRef, FiltersConfig, OnError};
-use framegate::filter::abi::{ConnState, Opcode};
+use framegate::filter::abi::ConnState;
 use framegate::filter::{Chain, FilterHost};
 use framegate::metrics::Metrics;
+use framegate::types::Opcode;
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
-use crate::filter::abi::Opcode;
 use crate::metrics::Metrics;
+use crate::types::Opcode;
 
 /// Messages a subscriber may lag behind before it misses some.
 const CAPACITY: usize = 4096;

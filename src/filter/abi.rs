@@ -9,7 +9,7 @@ use wasmtime::{Caller, Linker, Memory, StoreLimits};
 
 use super::store::{Store, StoreError};
 use crate::metrics::FilterMetrics;
-use crate::session::meta::{self, Meta};
+use crate::types::{Meta, Opcode, is_reserved};
 
 pub const BUF_PAYLOAD: i32 = 0;
 pub const BUF_CONFIG: i32 = 1;
@@ -25,23 +25,6 @@ pub const ERR_LIMIT: i32 = -6;
 
 /// Subscriptions plus timers a connection may hold at once.
 const MAX_HANDLES: usize = 1024;
-
-/// WebSocket data opcodes, as the ABI numbers them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Opcode {
-    Text = 1,
-    Binary = 2,
-}
-
-impl Opcode {
-    fn from_abi(value: i32) -> Option<Opcode> {
-        match value {
-            1 => Some(Opcode::Text),
-            2 => Some(Opcode::Binary),
-            _ => None,
-        }
-    }
-}
 
 /// Which hook is running: some imports only make sense in some hooks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -374,7 +357,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             let Ok(key) = string_in(&caller, key, klen)? else {
                 return Ok(ERR_BAD_ARGUMENT);
             };
-            if meta::is_reserved(&key) {
+            if is_reserved(&key) {
                 return Ok(ERR_NOT_ALLOWED);
             }
             let value = (vlen >= 0).then(|| copy_in(&caller, val, vlen)).transpose()?;

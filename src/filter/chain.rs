@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::abi::{ConnState, Effect, Opcode};
+use super::abi::{ConnState, Effect};
 use super::slot::{CallOutput, FilterFailure, FilterSlot, HookCall};
 use super::{FilterHost, LoadError};
 use crate::config::{FilterRef, OnError};
+use crate::types::Opcode;
 
 /// Close code when a `fail_closed` filter fails.
 const INTERNAL_ERROR: u16 = 1011;

@@ -6,7 +6,6 @@ pub mod abi;
 mod chain;
 mod slot;
 mod store;
-pub mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};

@@ -9,10 +9,11 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc, WasmParams, WasmResults};
 
-use super::abi::{CallState, ConnState, Effect, Hook, Opcode};
+use super::abi::{CallState, ConnState, Effect, Hook};
 use super::{FilterHost, ModuleVersion};
 use crate::config::{FilterRef, OnError};
 use crate::metrics::FilterMetrics;
+use crate::types::{Opcode, Outcome};
 
 /// The limits of every call into one filter.
 #[derive(Debug, Clone)]
@@ -50,7 +51,7 @@ pub enum HookCall {
     },
     Result {
         ticket: u64,
-        outcome: Result<String, String>,
+        outcome: Outcome,
         context: Bytes,
     },
     Timer(u64),
@@ -288,7 +289,7 @@ impl FilterSlot {
                 state.hook = Hook::Result;
                 let (status, detail) = match outcome {
                     Ok(id) => (0, id),
-                    Err(reason) => (1, reason),
+                    Err(reason) => (1, reason.to_string()),
                 };
                 let len = detail.len() as i32;
                 state.result = Some(detail.into());

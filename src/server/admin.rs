@@ -12,22 +12,22 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::proxy::Proxy;
+use super::Edge;
 
-pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
+pub async fn serve(edge: Arc<Edge>, listener: TcpListener) {
     loop {
         let stream = tokio::select! {
-            _ = proxy.shutdown.cancelled() => return,
+            _ = edge.shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(_) => continue,
             },
         };
-        let proxy = proxy.clone();
+        let edge = edge.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(answer(&proxy, request)) }
+                let edge = edge.clone();
+                async move { Ok::<_, Infallible>(answer(&edge, request)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -36,18 +36,18 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
     }
 }
 
-fn answer(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes>> {
+fn answer(edge: &Edge, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/readyz" if proxy.shutdown.is_cancelled() => (
+        "/readyz" if edge.shutdown.is_cancelled() => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
             "shutting down\n".to_string(),
         ),
         "/readyz" => {
             // Ready while serving; parts whose broker is unreachable are listed, and make it 503.
-            let down = proxy.health.down();
-            let warnings: String = proxy
+            let down = edge.health.down();
+            let warnings: String = edge
                 .health
                 .warnings()
                 .iter()
@@ -66,10 +66,10 @@ fn answer(proxy: &Proxy, request: Request<Incoming>) -> Response<Full<Bytes>> {
         "/metrics" => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            proxy.metrics.render(),
+            edge.metrics.render(),
         ),
         "/filters" => {
-            let modules = serde_json::to_string_pretty(&proxy.host.status()).expect("plain data serializes");
+            let modules = serde_json::to_string_pretty(&edge.host.status()).expect("plain data serializes");
             (StatusCode::OK, "application/json", modules + "\n")
         }
         other => (

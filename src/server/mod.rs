@@ -4,14 +4,14 @@
 
 pub mod admin;
 mod relay;
-pub mod router;
 mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -22,19 +22,73 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Relay;
+use crate::connectors::Sources;
+use crate::connectors::ws::ws_config;
+use crate::filter::FilterHost;
 use crate::filter::abi::ConnState;
-use crate::proxy::Proxy;
-use crate::session::{self, Opening, meta};
+use crate::health::Health;
+use crate::metrics::Metrics;
+use crate::route::Router;
+use crate::session::{self, Opening, next_conn_id, request};
 
 pub use tls::acceptor as tls_acceptor;
 
-static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+/// What the listeners share with the proxy that runs them: the current routes, the parts a
+/// connection or an admin answer needs, and the count of open connections.
+pub struct Edge {
+    /// Swapped whole when a config is applied.
+    pub router: ArcSwap<Router>,
+    pub sources: Arc<Sources>,
+    pub host: Arc<FilterHost>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub shutdown: CancellationToken,
+    /// Every connection's task, which shutdown waits for.
+    pub sessions: TaskTracker,
+    max_connections: usize,
+    active: AtomicUsize,
+}
 
-/// A connection id no other connection, client or feed, has had.
-pub fn next_conn_id() -> u64 {
-    NEXT_CONN.fetch_add(1, Ordering::Relaxed)
+/// Holds one of `server.max_connections` places until dropped.
+pub struct ConnectionSlot(Arc<Edge>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Edge {
+    pub fn new(
+        sources: Arc<Sources>,
+        host: Arc<FilterHost>,
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        max_connections: usize,
+    ) -> Edge {
+        Edge {
+            router: ArcSwap::default(),
+            sources,
+            host,
+            metrics,
+            health,
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            max_connections,
+            active: AtomicUsize::new(0),
+        }
+    }
+
+    /// A place for one more connection, if there is one.
+    pub fn connection_slot(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let taken = self.active.fetch_add(1, Ordering::AcqRel);
+        let slot = ConnectionSlot(self.clone());
+        (taken < self.max_connections).then_some(slot)
+    }
 }
 
 type Body = Full<Bytes>;
@@ -46,10 +100,10 @@ fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 }
 
 /// Accepts connections until shutdown.
-pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
+pub async fn serve(edge: Arc<Edge>, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
     loop {
         let (stream, peer) = tokio::select! {
-            _ = proxy.shutdown.cancelled() => return,
+            _ = edge.shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -59,27 +113,27 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener, tls: Option<tokio_r
             },
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
+        let edge = edge.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => serve_http(proxy, TokioIo::new(stream), peer).await,
+                    Ok(stream) => serve_http(edge, TokioIo::new(stream), peer).await,
                     Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                 },
-                None => serve_http(proxy, TokioIo::new(stream), peer).await,
+                None => serve_http(edge, TokioIo::new(stream), peer).await,
             }
         });
     }
 }
 
-async fn serve_http<I>(proxy: Arc<Proxy>, io: I, peer: SocketAddr)
+async fn serve_http<I>(edge: Arc<Edge>, io: I, peer: SocketAddr)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = service_fn(move |request| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(upgrade(proxy, request, peer).await) }
+        let edge = edge.clone();
+        async move { Ok::<_, Infallible>(upgrade(edge, request, peer).await) }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .serve_connection(io, service)
@@ -101,9 +155,9 @@ fn has_token(request: &Request<Incoming>, name: header::HeaderName, token: &str)
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-async fn upgrade(proxy: Arc<Proxy>, mut request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let path = request.uri().path().to_string();
-    let Some((route, captures)) = proxy.router.load().find(&path) else {
+    let Some((route, captures)) = edge.router.load().find(&path) else {
         return respond(StatusCode::NOT_FOUND, format!("no route for {path}\n"));
     };
     let is_upgrade = request.method() == http::Method::GET
@@ -137,15 +191,15 @@ async fn upgrade(proxy: Arc<Proxy>, mut request: Request<Incoming>, peer: Socket
         route.metrics.refused(400);
         return respond(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
-    let Some(_slot) = proxy.connection_slot() else {
+    let Some(_slot) = edge.connection_slot() else {
         route.metrics.refused(503);
         return respond(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
     };
     if route.passes_through {
         let (_, upstream) = route.upstream().expect("a pass-through route has a ws sink");
         let relayed = match route.settings.relay {
-            Relay::Bytes => relay::bytes(&proxy, route.clone(), &upstream, request, _slot).await,
-            Relay::Frames => relay::frames(&proxy, route.clone(), &upstream, &key, request, _slot).await,
+            Relay::Bytes => relay::bytes(&edge, route.clone(), &upstream, request, _slot).await,
+            Relay::Frames => relay::frames(&edge, route.clone(), &upstream, &key, request, _slot).await,
         };
         return relayed.unwrap_or_else(|reason| {
             tracing::warn!("{reason}");
@@ -158,7 +212,7 @@ async fn upgrade(proxy: Arc<Proxy>, mut request: Request<Incoming>, peer: Socket
     let query = request.uri().query().unwrap_or("").to_string();
     let mut conn = ConnState {
         id,
-        meta: meta::from_request(&meta::RequestInfo {
+        meta: request::from_request(&request::RequestInfo {
             conn_id: id,
             route: &route.name,
             path: &path,
@@ -168,7 +222,7 @@ async fn upgrade(proxy: Arc<Proxy>, mut request: Request<Incoming>, peer: Socket
             headers: request.headers(),
         }),
         sinks: route.sink_names.clone(),
-        sources: proxy.sources.names(),
+        sources: edge.sources.names(),
         max_message_size: route.settings.max_message_size,
         ..ConnState::default()
     };
@@ -179,7 +233,7 @@ async fn upgrade(proxy: Arc<Proxy>, mut request: Request<Incoming>, peer: Socket
         return respond(status, body);
     }
     let upstream = match route.upstream() {
-        Some((name, options)) => match crate::sink::ws::connect(&options, route.settings.max_message_size).await {
+        Some((name, upstream)) => match upstream.connect(route.settings.max_message_size).await {
             Ok(stream) => Some((name, Box::new(stream))),
             Err(reason) => {
                 tracing::warn!(conn = id, "{reason}");
@@ -197,10 +251,10 @@ async fn upgrade(proxy: Arc<Proxy>, mut request: Request<Incoming>, peer: Socket
         effects,
         upstream,
     };
-    let sources = proxy.sources.clone();
-    let shutdown = proxy.shutdown.clone();
-    let config = session::ws_config(route.settings.max_message_size);
-    proxy.sessions.spawn(async move {
+    let sources = edge.sources.clone();
+    let shutdown = edge.shutdown.clone();
+    let config = ws_config(route.settings.max_message_size);
+    edge.sessions.spawn(async move {
         let _slot = _slot;
         match on_upgrade.await {
             Ok(upgraded) => {

@@ -3,10 +3,11 @@
 //! timers), keepalive, idle timeout, and closing with the right code. It never knows which
 //! broker is behind a sink.
 
-pub mod meta;
+pub mod request;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,18 +16,19 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{DelayQueue, delay_queue};
 
-use crate::filter::abi::{ConnState, Effect, Opcode};
+use crate::connectors::sinks::RouteSink;
+use crate::connectors::sources::{Sources, Subscription};
+use crate::connectors::ws::UpstreamStream;
+use crate::filter::abi::{ConnState, Effect};
 use crate::filter::{ChainEffect, HookCall, Verdict};
-use crate::server::router::Route;
-use crate::sink::ws::Upstream;
-use crate::sink::{Record, Reply, RouteSink, SinkResult};
-use crate::source::{Delivered, Settle, Sources, Subscription};
+use crate::route::Route;
+use crate::types::{Delivered, DeliveryError, Opcode, Record, Reply, Settle, SinkResult};
 
 /// Messages handled (read and answered) between two flushes, at most.
 const BATCH: usize = 64;
@@ -37,12 +39,11 @@ const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// The close code of a connection that broke without one.
 const ABNORMAL: u16 = 1006;
 
-/// Buffer sizes that keep idle connections small and large messages whole.
-pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4 << 10)
-        .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_message_size))
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+/// A connection id no other connection, client or feed, has had.
+pub fn next_conn_id() -> u64 {
+    NEXT_CONN.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The far end of a session: a WebSocket client, or a source feeding a route (src/feed.rs).
@@ -63,7 +64,7 @@ pub struct Opening {
     /// Effects of `fg_on_open` (subscriptions, timers), applied first.
     pub effects: Vec<ChainEffect>,
     /// The upstream connection, when the route has a `ws` sink: its name and stream.
-    pub upstream: Option<(Arc<str>, Box<Upstream>)>,
+    pub upstream: Option<(Arc<str>, Box<UpstreamStream>)>,
 }
 
 struct Session {
@@ -277,7 +278,11 @@ impl Session {
 
     /// Writes every waiting message, then flushes once: a flush per frame costs ~20x. A slow
     /// client makes this wait, and a waiting session reads nothing: TCP pushes back.
-    async fn flush<C: Client>(&mut self, ws: &mut C, upstream: Option<&mut Box<Upstream>>) -> Result<(), WsError> {
+    async fn flush<C: Client>(
+        &mut self,
+        ws: &mut C,
+        upstream: Option<&mut Box<UpstreamStream>>,
+    ) -> Result<(), WsError> {
         if let Some(upstream) = upstream
             && !self.upstream_outbox.is_empty()
         {
@@ -418,7 +423,7 @@ impl Session {
                     self.upstream_outbox.push(to_message(opcode, payload));
                     Ok(String::new())
                 } else {
-                    Err(format!("upstream {name} is not connected"))
+                    Err(DeliveryError::Failed(format!("upstream {name} is not connected")))
                 };
                 if let Some(reply) = reply {
                     reply.send(outcome);
@@ -449,11 +454,7 @@ impl Session {
                     let Some(target) = self.route.sink(&sink) else {
                         continue; // `emit` only hands out tickets for the route's sinks
                     };
-                    let opcode = if std::str::from_utf8(&payload).is_ok() {
-                        Opcode::Text
-                    } else {
-                        Opcode::Binary
-                    };
+                    let opcode = Opcode::of(&payload);
                     self.deliver(&target, opcode, key, payload, headers, Some(reply)).await;
                 }
                 Effect::Subscribe { id, source, spec } => {

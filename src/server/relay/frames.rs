@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
-use crate::server::router::Route;
+use crate::route::Route;
 
 /// How long a closing relay waits for the far end to finish its close.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);

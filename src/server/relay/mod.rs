@@ -1,4 +1,5 @@
-//! Pass-through routes: no filters and a single `ws://` sink, so no message is read. Two ways:
+//! Pass-through routes: no filters and a single `ws` sink (`ws://` or `wss://`: the upstream
+//! leg is TLS when the URL says so), so no message is read. Two ways:
 //! - `relay = "bytes"`: the client's upgrade request goes on to the upstream as it came, the
 //!   upstream's answer comes back, and after a 101 both sockets are spliced with no frame parsed,
 //!   as nginx and HAProxy relay. No message limit, no keepalive of framegate's own.
@@ -20,69 +21,83 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::handshake::client::generate_key;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_util::either::Either;
 
-use super::router::Route;
-use crate::proxy::{ConnectionSlot, Proxy};
-use crate::sink::ws;
+use super::{ConnectionSlot, Edge};
+use crate::connectors::ws::Upstream;
+use crate::route::Route;
 use frames::{Closing, Duties, Flow, Frames};
 
 /// Bytes read at once each way, by either relay: large enough for 4 KiB frames in bursts.
 const RELAY_BUFFER: usize = 32 << 10;
 
-/// Where a `ws://host:port/path` upstream is, for a plain TCP connection.
-fn target(url: &str) -> Result<(String, Uri), String> {
-    let uri: Uri = url.parse().map_err(|e| format!("upstream url {url:?}: {e}"))?;
-    let host = uri.host().ok_or_else(|| format!("upstream url {url:?} has no host"))?;
-    let port = uri.port_u16().unwrap_or(80);
-    Ok((format!("{host}:{port}"), uri))
-}
-
-/// Sends an upgrade request with `headers` to the upstream (at `path`); returns its 101 answer.
+/// Sends an upgrade request with `headers` (and the upstream's configured ones) to the upstream,
+/// at `path`, over TCP or TLS; returns its 101 answer. One time limit covers it all.
 async fn upgrade_upstream(
-    upstream: &ws::Options,
+    upstream: &Upstream,
     path: String,
     mut headers: HeaderMap,
 ) -> Result<Response<Incoming>, String> {
-    let (address, _) = target(&upstream.url)?;
-    let timeout = std::time::Duration::from_millis(upstream.connect_timeout_ms);
-    let tcp = tokio::time::timeout(timeout, TcpStream::connect(&address))
-        .await
-        .map_err(|_| format!("upstream {} did not answer within {timeout:?}", upstream.url))?
-        .map_err(|e| format!("upstream {}: {e}", upstream.url))?;
-    let _ = tcp.set_nodelay(true);
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .map_err(|e| format!("upstream {}: {e}", upstream.url))?;
-    tokio::spawn(connection.with_upgrades());
+    let shown = upstream.shown_url();
+    let uri: Uri = upstream
+        .options
+        .url
+        .parse()
+        .map_err(|e| format!("upstream url {shown}: {e}"))?;
+    let host = host_header(&uri).ok_or_else(|| format!("upstream url {shown} has no host"))?;
+    headers.insert(header::HOST, host.parse().map_err(|e| format!("upstream host: {e}"))?);
+    for (name, value) in upstream.options.extra_headers()? {
+        if let Some(name) = name {
+            headers.insert(name, value);
+        }
+    }
     let mut forward = Request::get(path)
         .body(Empty::<Bytes>::new())
         .expect("a path is a valid URI");
-    headers.insert(
-        header::HOST,
-        address.parse().map_err(|e| format!("upstream host: {e}"))?,
-    );
     *forward.headers_mut() = headers;
-    let answer = sender
-        .send_request(forward)
+    let exchange = async {
+        let answer = match upstream.open().await? {
+            MaybeTlsStream::Plain(tcp) => send_upgrade(TokioIo::new(tcp), forward).await,
+            MaybeTlsStream::Rustls(tls) => send_upgrade(TokioIo::new(tls), forward).await,
+            _ => Err("an upstream stream of an unknown kind".to_string()),
+        }?;
+        if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(format!("answered the upgrade with {}", answer.status()));
+        }
+        Ok(answer)
+    };
+    tokio::time::timeout(upstream.connect_timeout, exchange)
         .await
-        .map_err(|e| format!("upstream {}: {e}", upstream.url))?;
-    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Err(format!(
-            "upstream {} answered the upgrade with {}",
-            upstream.url,
-            answer.status()
-        ));
-    }
-    Ok(answer)
+        .map_err(|_| format!("upstream {shown} did not answer within {:?}", upstream.connect_timeout))?
+        .map_err(|e| format!("upstream {shown}: {e}"))
+}
+
+/// The Host header of requests to an upstream: the URL's host and port, never its credentials.
+fn host_header(uri: &Uri) -> Option<&str> {
+    let authority = uri.authority()?.as_str();
+    Some(authority.rsplit_once('@').map_or(authority, |(_, host)| host))
+}
+
+/// The upgrade request on a connection of its own; the connection lives on in a task, through
+/// the upgrade. A plain TCP connection keeps its type, so the relay can unwrap it (`halves`).
+async fn send_upgrade<I>(io: I, request: Request<Empty<Bytes>>) -> Result<Response<Incoming>, String>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection.with_upgrades());
+    sender.send_request(request).await.map_err(|e| e.to_string())
 }
 
 /// Runs `relay` on both connections once the client's upgrade is done too, as a session of
-/// the proxy: it holds the connection's slot and is counted as active.
+/// the edge: it holds the connection's slot and is counted as active.
 fn spawn_relay<Relay, Done>(
-    proxy: &Proxy,
+    edge: &Edge,
     route: Arc<Route>,
     slot: ConnectionSlot,
     request: &mut Request<Incoming>,
@@ -93,7 +108,7 @@ fn spawn_relay<Relay, Done>(
     Done: Future<Output = ()> + Send,
 {
     let (from_client, to_upstream) = (hyper::upgrade::on(request), hyper::upgrade::on(answer));
-    proxy.sessions.spawn(async move {
+    edge.sessions.spawn(async move {
         let _slot = slot;
         let (Ok(client), Ok(upstream)) = (from_client.await, to_upstream.await) else {
             return;
@@ -127,13 +142,13 @@ fn halves(upgraded: Upgraded) -> (Bytes, Reader, Writer) {
 /// `relay = "bytes"`: hands the upgrade to the upstream and, on its 101, splices the two
 /// connections.
 pub async fn bytes(
-    proxy: &Arc<Proxy>,
+    edge: &Arc<Edge>,
     route: Arc<Route>,
-    upstream: &ws::Options,
+    upstream: &Upstream,
     mut request: Request<Incoming>,
     slot: ConnectionSlot,
 ) -> Result<Response<Full<Bytes>>, String> {
-    let (_, uri) = target(&upstream.url)?;
+    let uri: Uri = upstream.options.url.parse().map_err(|e| format!("upstream url: {e}"))?;
     // The client's request, aimed at the upstream: same headers (key, protocols, extensions).
     let path = match request.uri().query() {
         Some(query) => format!("{}?{query}", uri.path()),
@@ -143,9 +158,9 @@ pub async fn bytes(
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *response.headers_mut() = answer.headers().clone();
-    let shutdown = proxy.shutdown.clone();
+    let shutdown = edge.shutdown.clone();
     spawn_relay(
-        proxy,
+        edge,
         route,
         slot,
         &mut request,
@@ -170,14 +185,14 @@ pub async fn bytes(
 /// extension, no sub-protocol, as on the message path, so frames are valid on either side as
 /// they are), then both directions pass frames in place. Returns the client's 101.
 pub async fn frames(
-    proxy: &Arc<Proxy>,
+    edge: &Arc<Edge>,
     route: Arc<Route>,
-    upstream: &ws::Options,
+    upstream: &Upstream,
     client_key: &HeaderValue,
     mut request: Request<Incoming>,
     slot: ConnectionSlot,
 ) -> Result<Response<Full<Bytes>>, String> {
-    let (_, uri) = target(&upstream.url)?;
+    let uri: Uri = upstream.options.url.parse().map_err(|e| format!("upstream url: {e}"))?;
     let key = generate_key();
     let mut headers = HeaderMap::new();
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -193,11 +208,14 @@ pub async fn frames(
     if accepted.map(|a| a.as_bytes()) != Some(derive_accept_key(key.as_bytes()).as_bytes()) {
         return Err(format!(
             "upstream {} answered with a wrong Sec-WebSocket-Accept",
-            upstream.url
+            upstream.shown_url()
         ));
     }
     if answer.headers().contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
-        return Err(format!("upstream {} chose an extension nobody asked for", upstream.url));
+        return Err(format!(
+            "upstream {} chose an extension nobody asked for",
+            upstream.shown_url()
+        ));
     }
     // The frames framegate writes upstream itself are masked with four random bytes of its key.
     let random = base64::engine::general_purpose::STANDARD
@@ -205,9 +223,9 @@ pub async fn frames(
         .expect("generate_key gives base64");
     let mask = [random[0], random[1], random[2], random[3]];
 
-    let shutdown = proxy.shutdown.clone();
+    let shutdown = edge.shutdown.clone();
     spawn_relay(
-        proxy,
+        edge,
         route,
         slot,
         &mut request,
@@ -253,9 +271,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn upstream_address() {
-        let (address, uri) = target("ws://127.0.0.1:9001/feed?x=1").unwrap();
-        assert_eq!((address.as_str(), uri.path()), ("127.0.0.1:9001", "/feed"));
-        assert_eq!(target("ws://example/").unwrap().0, "example:80");
+    fn upstream_host_header() {
+        let host = |url: &str| host_header(&url.parse().unwrap()).map(str::to_string);
+        assert_eq!(host("ws://127.0.0.1:9001/feed?x=1").as_deref(), Some("127.0.0.1:9001"));
+        assert_eq!(host("wss://user:secret@example/").as_deref(), Some("example"));
+        assert_eq!(host("/no/host"), None);
     }
 }
