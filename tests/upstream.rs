@@ -16,33 +16,89 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 /// An upstream that greets, echoes, records what it got, hangs up on "bye" with a close frame
 /// and on "drop" without one.
 async fn upstream() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<String>) {
+    serve_upstream(None).await
+}
+
+/// The same upstream over TLS, with a certificate for 127.0.0.1 signed by a CA of the test's
+/// own (written to `dir` as `ca.pem`, beside a CA that signed nothing, `wrong-ca.pem`).
+async fn tls_upstream(dir: &std::path::Path) -> (std::net::SocketAddr, mpsc::UnboundedReceiver<String>) {
+    use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let authority = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        (params.self_signed(&key).unwrap(), rcgen::Issuer::new(params, key))
+    };
+    let (ca, issuer) = authority("framegate test CA");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("wrong-ca.pem"), authority("another CA").0.pem()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    serve_upstream(Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))).await
+}
+
+async fn serve_upstream(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (std::net::SocketAddr, mpsc::UnboundedReceiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (seen_tx, seen) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let seen_tx = seen_tx.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
-                ws.send(Message::text("welcome")).await.unwrap();
-                while let Some(Ok(message)) = ws.next().await {
-                    let Message::Text(text) = message else {
-                        continue;
-                    };
-                    seen_tx.send(text.to_string()).unwrap();
-                    if text.as_str().ends_with("bye") {
-                        ws.close(None).await.unwrap();
-                        return;
+                match tls {
+                    Some(acceptor) => {
+                        // A client that does not trust the certificate gives up here.
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            echo(stream, seen_tx).await;
+                        }
                     }
-                    if text.as_str() == "drop" {
-                        return;
-                    }
-                    ws.send(Message::Text(text)).await.unwrap();
+                    None => echo(stream, seen_tx).await,
                 }
             });
         }
     });
     (addr, seen)
+}
+
+async fn echo<S>(stream: S, seen_tx: mpsc::UnboundedSender<String>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+    ws.send(Message::text("welcome")).await.unwrap();
+    while let Some(Ok(message)) = ws.next().await {
+        let Message::Text(text) = message else {
+            continue;
+        };
+        seen_tx.send(text.to_string()).unwrap();
+        if text.as_str().ends_with("bye") {
+            ws.close(None).await.unwrap();
+            return;
+        }
+        if text.as_str() == "drop" {
+            return;
+        }
+        ws.send(Message::Text(text)).await.unwrap();
+    }
 }
 
 #[tokio::test]
@@ -252,4 +308,64 @@ async fn a_relayed_connection_is_closed_when_the_proxy_stops() {
     );
     assert!(stopped.await.unwrap().success());
     assert!(seen.try_recv().is_err(), "the upstream got nothing but the close");
+}
+
+#[tokio::test]
+async fn a_wss_upstream_behind_a_private_ca_serves_every_route_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, mut seen) = tls_upstream(dir.path()).await;
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let sink = |name: &str, ca: &str| {
+        format!(
+            "[sinks.{name}]\ntype = \"ws\"\nurl = \"wss://{addr}/feed\"\nheaders = {{ x-tenant = \"t1\" }}\n\
+             tls = {{ ca = \"{}\" }}\n",
+            file(ca)
+        )
+    };
+    let config = format!(
+        "{}\n{}{}\
+         [routes.frames]\npath = \"/frames\"\nsinks = [\"private\"]\n\
+         [routes.bytes]\npath = \"/bytes\"\nsinks = [\"private\"]\nrelay = \"bytes\"\n\
+         [routes.chain]\npath = \"/chain\"\nfilters = [{{ module = \"tag\", config = {{ prefix = \">\" }} }}]\nsinks = [\"private\"]\n\
+         [routes.untrusted]\npath = \"/untrusted\"\nsinks = [\"wrong\"]\n",
+        head(""),
+        sink("private", "ca.pem"),
+        sink("wrong", "wrong-ca.pem"),
+    );
+    let proxy = Proxy::start(&config, &["tag"], &[]);
+
+    // The frame relay: TLS on the upstream leg, frames passed in place from the decrypted stream.
+    let mut client = proxy.connect("/frames").await;
+    assert_eq!(next_text(&mut client).await, "welcome");
+    send_text(&mut client, "one").await;
+    assert_eq!(seen.recv().await.unwrap(), "one");
+    assert_eq!(next_text(&mut client).await, "one");
+    let first = Frame::message(&b"frag"[..], OpCode::Data(Data::Text), false);
+    let last = Frame::message(&b"mented"[..], OpCode::Data(Data::Continue), true);
+    client.send(Message::Frame(first)).await.unwrap();
+    client.send(Message::Frame(last)).await.unwrap();
+    assert_eq!(seen.recv().await.unwrap(), "fragmented");
+    assert_eq!(next_text(&mut client).await, "fragmented");
+    for (dir, count) in [("in", 2.0), ("out", 3.0)] {
+        let series = format!("framegate_messages_total{{route=\"frames\",dir=\"{dir}\"}}");
+        assert_eq!(proxy.metric(&series).await, count, "{series}");
+    }
+
+    // The byte relay and the message path reach it the same way.
+    let mut client = proxy.connect("/bytes").await;
+    assert_eq!(next_text(&mut client).await, "welcome");
+    send_text(&mut client, "two").await;
+    assert_eq!(seen.recv().await.unwrap(), "two");
+    assert_eq!(next_text(&mut client).await, "two");
+    let mut client = proxy.connect("/chain").await;
+    assert_eq!(next_text(&mut client).await, ">welcome");
+    send_text(&mut client, "three").await;
+    assert_eq!(seen.recv().await.unwrap(), ">three");
+    assert_eq!(next_text(&mut client).await, ">>three");
+
+    // A CA that did not sign the upstream's certificate: 502 with the reason, nothing relayed.
+    let (status, body) = upgrade_status(proxy.ws, "/untrusted").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("not trusted: unknown issuer"), "{body}");
+    assert!(seen.try_recv().is_err());
 }

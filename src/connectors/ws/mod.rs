@@ -338,9 +338,10 @@ impl Upstream {
                 })?;
             Ok(stream)
         };
-        tokio::time::timeout(self.connect_timeout, handshake)
-            .await
-            .map_err(|_| format!("no handshake within {:?}", self.connect_timeout))?
-            .map_err(|e: String| format!("upstream {}: {e}", self.shown_url()))
+        let connected = match tokio::time::timeout(self.connect_timeout, handshake).await {
+            Ok(connected) => connected,
+            Err(_) => Err(format!("no handshake within {:?}", self.connect_timeout)),
+        };
+        connected.map_err(|e: String| format!("upstream {}: {e}", self.shown_url()))
     }
 }
