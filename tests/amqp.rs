@@ -42,6 +42,11 @@ exchange = "{{meta.query.x}}"
 routing_key = "orders.any"
 max_retries = 0
 
+[sinks.long]
+type = "amqp"
+url = "{url}"
+routing_key = "{{meta.query.topic}}"
+
 [sinks.down]
 type = "amqp"
 url = "amqp://127.0.0.1:{closed}/%2f"
@@ -59,7 +64,7 @@ sinks = ["rabbit"]
 [routes.probe]
 path = "/probe"
 filters = [{{ module = "probe" }}]
-sinks = ["rabbit", "direct", "anyx", "down"]
+sinks = ["rabbit", "direct", "anyx", "long", "down"]
 "#,
         head = head("")
     )
@@ -205,6 +210,29 @@ async fn the_sink_publishes_every_record_in_order_with_confirms() {
     assert_eq!(
         (delivery.routing_key.as_str(), &delivery.data[..]),
         ("orders.any", &b"again"[..])
+    );
+
+    // A routing key AMQP cannot carry (over 255 bytes) refuses its record at once: the sink's
+    // retries (ten, about half a minute, on `long`) cannot help, and the broker is not down.
+    let mut too_long = proxy.connect(&format!("/probe?topic={}", "k".repeat(300))).await;
+    let result = emit(&mut too_long, "long", "x").await;
+    assert!(result.starts_with("failed refused: amqp routing key: "), "{result}");
+    assert_eq!(
+        proxy
+            .metric("framegate_sink_records_total{sink=\"long\",outcome=\"retried\"}")
+            .await,
+        0.0
+    );
+    assert_eq!(
+        proxy
+            .metric("framegate_sink_records_total{sink=\"long\",outcome=\"failed\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        http_get(proxy.admin, "/readyz").await,
+        (200, "ready\n".to_string()),
+        "a refused record says nothing of the broker"
     );
 
     // A broker that cannot be reached fails the records with the reason, and shows in /readyz.

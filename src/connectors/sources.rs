@@ -313,9 +313,11 @@ mod tests {
 
         // Dropping the subscription ends the flow: it lets go of `out` and of the failure hook,
         // without a failure.
+        let dropped = Instant::now();
         drop(subscription);
         assert!(within(delivered.recv()).await.is_none());
         assert!(within(failures.recv()).await.is_none());
+        assert_eq!(dropped.elapsed(), Duration::ZERO, "at once, not stopped after GRACE");
     }
 
     #[tokio::test(start_paused = true)]
@@ -474,12 +476,16 @@ mod tests {
 
         subscription.settle(Settle::Ack("a".into()));
         subscription.settle(Settle::Nack("b".into()));
+        let dropped = Instant::now();
         drop(subscription);
         let mut settled = Vec::new();
         loop {
             match within(events.recv()).await.expect("the flow reports its end") {
                 Event::Settled(verdict) => settled.push(verdict),
-                Event::Ended(_) => break,
+                Event::Ended(at) => {
+                    assert_eq!(at, dropped, "at once, not stopped after GRACE");
+                    break;
+                }
                 other => panic!("{other:?}"),
             }
         }
