@@ -121,3 +121,78 @@ async fn a_changed_config_applies_live() {
     send_text(&mut kept, "after").await;
     assert_eq!(next_text(&mut kept).await, "after");
 }
+
+/// The probe filter's answer to one command.
+async fn ask(ws: &mut Ws, command: &str) -> String {
+    send_text(ws, command).await;
+    next_text(ws).await
+}
+
+#[tokio::test]
+async fn a_reload_that_fails_at_its_last_step_changes_nothing() {
+    let first = format!(
+        "{}\n[sinks.out]\ntype = \"file\"\npath = \"first.jsonl\"\n\
+         [routes.a]\npath = \"/a\"\nfilters = [{{ module = \"probe\" }}]\nsinks = [\"out\"]\n",
+        head("")
+    );
+    let proxy = Proxy::start(&first, &["probe"], &[]);
+    let mut kept = proxy.connect("/a").await;
+
+    // Everything changes (a sink's file, a new sink, a new broker source, a fed route and its
+    // feed), but the last route's filter cannot load: the routes are the last thing built.
+    let second = |broken: &str| {
+        format!(
+            "{}\n[sinks.out]\ntype = \"file\"\npath = \"second.jsonl\"\n\
+             [sinks.extra]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:1\"\nstream = \"s\"\n\
+             [sources.extra]\ntype = \"nats\"\nurl = \"nats://127.0.0.1:1\"\n\
+             [sources.feed]\ntype = \"ws\"\nurl = \"ws://127.0.0.1:1/\"\n\
+             [routes.a]\npath = \"/a\"\nfilters = [{{ module = \"probe\" }}]\nsinks = [\"out\", \"extra\"]\n\
+             [routes.fed]\nfeed = \"feed\"\nsinks = [\"out\"]\n{broken}",
+            head("")
+        )
+    };
+    let broken = "[routes.z]\npath = \"/z\"\nfilters = [{ module = \"missing\" }]\n";
+    proxy.replace_file("framegate.toml", second(broken).as_bytes());
+    eventually("the reload is refused", || async {
+        proxy.logs().contains("config reload refused")
+    })
+    .await;
+    assert!(proxy.logs().contains("routes.z: filter module"), "{}", proxy.logs());
+
+    // The old sinks, sources, routes and health are all still there, and nothing new is.
+    let mut fresh = proxy.connect("/a").await;
+    for ws in [&mut kept, &mut fresh] {
+        let ticket = ask(ws, "emit out kept").await;
+        assert!(ticket.starts_with("ok "), "{ticket}");
+        assert!(next_text(ws).await.contains(" ok "), "delivered");
+    }
+    assert!(
+        ask(&mut fresh, "sub extra x").await.starts_with("err "),
+        "no source extra"
+    );
+    assert!(ask(&mut fresh, "sub bus x").await.starts_with("ok "));
+    let written = std::fs::read_to_string(proxy.dir.path().join("first.jsonl")).unwrap();
+    assert_eq!(written.lines().count(), 2, "{written}");
+    assert!(!proxy.dir.path().join("second.jsonl").exists());
+    assert_eq!(upgrade_status(proxy.ws, "/z").await.0, 404);
+    let (_, metrics) = http_get(proxy.admin, "/metrics").await;
+    for part in ["sinks.extra", "sources.extra", "sources.feed"] {
+        assert!(!metrics.contains(part), "{part} is in /metrics:\n{metrics}");
+    }
+    assert_eq!(http_get(proxy.admin, "/readyz").await, (200, "ready\n".to_string()));
+
+    // The same change without the broken route applies whole.
+    proxy.replace_file("framegate.toml", second("").as_bytes());
+    eventually("the new sink is running", || async {
+        http_get(proxy.admin, "/metrics").await.1.contains("sinks.extra")
+    })
+    .await;
+    let mut after = proxy.connect("/a").await;
+    assert!(ask(&mut after, "sub extra x").await.starts_with("ok "));
+    let ticket = ask(&mut after, "emit out changed").await;
+    assert!(ticket.starts_with("ok "), "{ticket}");
+    eventually("the changed sink writes its new file", || async {
+        std::fs::read_to_string(proxy.dir.path().join("second.jsonl")).is_ok_and(|t| t.contains("changed"))
+    })
+    .await;
+}
