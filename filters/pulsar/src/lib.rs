@@ -214,7 +214,7 @@ fn producer_query(conn: &Conn) -> Result<(), String> {
     Ok(())
 }
 
-/// The source's spec (src/source/pulsar.rs) for a consumer from its parameters.
+/// The source's spec (src/connectors/pulsar/source.rs) for a consumer from its parameters.
 fn consumer_spec(conn: &Conn, topic: &str, subscription: &str) -> Result<Value, String> {
     let mut spec = serde_json::json!({ "topic": topic, "subscription": subscription });
     let kind = parse_enum(

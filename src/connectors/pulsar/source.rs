@@ -28,7 +28,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::{connect, default_url, id as pulsar_id};
+use super::{connect, default_url};
 use crate::connectors::sources::{Feed, parse_spec};
 use crate::types::{Opcode, Settle};
 
@@ -138,7 +138,7 @@ pub async fn run(
     let topic = &spec.topic;
     let mut flow = if spec.reader {
         let start = match &spec.start_message_id {
-            Some(id) => start.starting_on_message(pulsar_id::decode(id)?),
+            Some(id) => start.starting_on_message(super::id::decode(id)?),
             None => start,
         };
         let reader = client.reader().with_topic(topic).with_options(start).into_reader();
@@ -221,7 +221,7 @@ pub async fn run(
                 if message_id.batch_index.is_some() && message_id.batch_size.is_none() {
                     message_id.batch_size = message.metadata().num_messages_in_batch;
                 }
-                let id = pulsar_id::encode(&message_id);
+                let id = super::id::encode(&message_id);
                 let attrs = attrs(&message);
                 if matches!(flow, Flow::Consumer(_)) {
                     unsettled.insert(id.clone(), (message.topic.clone(), message.message_id().clone()));
