@@ -244,6 +244,12 @@ pub fn sink(table: &toml::Table) -> Result<SinkKind, String> {
         return Err(format!("{key}: only a ws source takes it"));
     }
     let upstream = Upstream::new(parse(table)?, Duration::from_secs(5))?;
+    if upstream.options.tls.insecure_skip_verify {
+        tracing::warn!(
+            "the ws sink to {} does NOT verify TLS certificates (tls.insecure_skip_verify): for development only",
+            upstream.shown_url()
+        );
+    }
     Ok(SinkKind::Upstream(Arc::new(upstream)))
 }
 
