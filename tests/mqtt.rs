@@ -187,12 +187,12 @@ async fn the_sink_publishes_every_record_in_order_with_pubacks() {
         emit(&mut untagged, "mq", "x").await,
         "failed refused: \"sensors/{meta.query.topic}/temp\": the record has no metadata \"query.topic\" ctx:x"
     );
-    // A topic with a wildcard is refused by the client.
+    // A topic with a wildcard is refused at once (no retries): no broker could take it.
     let mut wild = proxy.connect("/probe?topic=%2B").await;
     let result = emit(&mut wild, "mq", "y").await;
     assert_eq!(
         result,
-        "failed mqtt topic \"sensors/+/temp\": empty, or with a wildcard (+ #) ctx:y"
+        "failed refused: mqtt topic \"sensors/+/temp\": empty, or with a wildcard (+ #) ctx:y"
     );
     assert_eq!(
         emit(&mut probe, "mq", "after").await,
