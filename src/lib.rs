@@ -5,7 +5,7 @@
 //! - `config`: the TOML model, knowing connectors by kind name only;
 //! - `bus`, `connectors` (sinks and sources, one folder per peer), `filter` (the Wasm host);
 //! - `route` (routes built from the config), then `session` (one connection's life);
-//! - `feed`, `server` and, on top, `proxy`.
+//! - `feed`, `server` and, on top, `proxy`; `logs` (the log's writer, masking secrets) beside it.
 
 pub mod bus;
 pub mod config;
@@ -13,6 +13,7 @@ pub mod connectors;
 pub mod feed;
 pub mod filter;
 pub mod health;
+pub mod logs;
 pub mod metrics;
 pub mod proxy;
 pub mod route;

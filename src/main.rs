@@ -47,7 +47,7 @@ fn init_logs(format: LogFormat) {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(framegate::logs::MaskedStderr);
     match format {
         LogFormat::Human => logs.init(),
         LogFormat::Json => logs.json().init(),

@@ -60,11 +60,6 @@ filters = [{{ module = "upper" }}, {{ module = "echo" }}]
     )
 }
 
-async fn ask(ws: &mut Ws, command: &str) -> String {
-    send_text(ws, command).await;
-    next_text(ws).await
-}
-
 fn records(proxy: &Proxy, file: &str) -> Vec<serde_json::Value> {
     std::fs::read_to_string(proxy.dir.path().join(file))
         .unwrap_or_default()

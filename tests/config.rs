@@ -122,12 +122,6 @@ async fn a_changed_config_applies_live() {
     assert_eq!(next_text(&mut kept).await, "after");
 }
 
-/// The probe filter's answer to one command.
-async fn ask(ws: &mut Ws, command: &str) -> String {
-    send_text(ws, command).await;
-    next_text(ws).await
-}
-
 #[tokio::test]
 async fn a_reload_that_fails_at_its_last_step_changes_nothing() {
     let first = format!(

@@ -126,21 +126,6 @@ async fn received(rx: &mut mpsc::UnboundedReceiver<Publish>) -> Publish {
         .unwrap()
 }
 
-async fn ask(ws: &mut Ws, command: &str) -> String {
-    send_text(ws, command).await;
-    next_text(ws).await
-}
-
-/// The result line of an `emit` by the probe: what follows `result TICKET `.
-async fn emit(ws: &mut Ws, sink: &str, payload: &str) -> String {
-    let ticket = ask(ws, &format!("emit {sink} {payload}")).await.replace("ok ", "");
-    let result = next_text(ws).await;
-    result
-        .strip_prefix(&format!("result {ticket} "))
-        .unwrap_or_else(|| panic!("{result}"))
-        .to_string()
-}
-
 #[tokio::test]
 async fn the_sink_publishes_every_record_in_order_with_pubacks() {
     let mosquitto = peers::mosquitto();

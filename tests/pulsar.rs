@@ -81,11 +81,6 @@ async fn produce(producer: &mut Producer<TokioExecutor>, payload: &str, key: &st
         .unwrap();
 }
 
-async fn ask(ws: &mut Ws, command: &str) -> String {
-    send_text(ws, command).await;
-    next_text(ws).await
-}
-
 /// The next message a test consumer gets, past redeliveries of messages it already had:
 /// pulsar-lite now and then dispatches a message twice to one consumer (at least once, as the
 /// protocol allows). What is checked is what the broker holds: each message once, in order.

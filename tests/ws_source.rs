@@ -194,7 +194,10 @@ retry_delay_max_ms = 800"#,
         if outage > 1_000 {
             let ready = readyz(&proxy).await;
             assert!(
-                ready.contains("sources.feed: down: cannot connect to 127.0.0.1"),
+                ready.contains(&format!(
+                    "sources.feed: down: upstream ws://127.0.0.1:{port}/ws?stream=numbers: cannot connect to 127.0.0.1",
+                    port = upstream.port
+                )),
                 "{ready}"
             );
         }
@@ -436,9 +439,11 @@ async fn wss_with_a_ca_of_its_own_a_wrong_ca_mtls_and_no_verification() {
     })
     .await;
     let ready = readyz(&proxy).await;
+    // Each reason names the upstream (`upstream wss://HOST:PORT/ws: `), then what went wrong.
     let reason = |source: &str| {
-        let prefix = format!("sources.{source}: down: ");
-        ready.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap().to_string()
+        let prefix = format!("sources.{source}: down: upstream ");
+        let line = ready.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap();
+        line.split_once(": ").unwrap().1.to_string()
     };
     assert_eq!(
         reason("wrong"),
@@ -455,7 +460,7 @@ async fn wss_with_a_ca_of_its_own_a_wrong_ca_mtls_and_no_verification() {
     eventually("the source with max_retries gives up", || async {
         readyz(&proxy)
             .await
-            .contains("sources.gone: down: gave up after 3 failed attempts; last: cannot connect")
+            .contains("sources.gone: down: gave up after 3 failed attempts; last: upstream ")
     })
     .await;
     assert!(

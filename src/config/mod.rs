@@ -4,6 +4,7 @@
 //! connector registry (src/connectors/mod.rs) parses and checks once per load.
 
 mod route_path;
+mod secrets;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,6 +39,10 @@ pub struct Config {
     /// Where the config came from (a file name), for errors found after parsing it.
     #[serde(skip)]
     pub origin: String,
+    /// The values that must never be printed (passwords in URLs, credentials, filled secrets):
+    /// the log masks them wherever a library prints them.
+    #[serde(skip)]
+    pub secrets: Vec<String>,
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
@@ -57,6 +62,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// The admin listener (health, readiness, metrics, loaded filters); none when absent.
     pub admin: Option<SocketAddr>,
+    /// When set, every admin request must carry `Authorization: Bearer <this>` (best named as
+    /// `${env:NAME}` or `${file:PATH}`).
+    pub admin_token: Option<String>,
     /// Upgrades beyond this many open connections get 503.
     pub max_connections: usize,
     /// How long shutdown waits for sinks to flush.
@@ -72,6 +80,7 @@ impl Default for ServerConfig {
         Self {
             listen: ([127, 0, 0, 1], 8080).into(),
             admin: Some(([127, 0, 0, 1], 9090).into()),
+            admin_token: None,
             max_connections: 10_000,
             shutdown_grace_ms: 5_000,
             tls: None,
@@ -309,11 +318,26 @@ impl Config {
     }
 
     fn parse_at(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
+        let syntax = |e: toml::de::Error| ConfigError {
             origin: origin.into(),
             key: "(syntax)".into(),
             message: e.to_string().trim_end().to_string(),
-        })?;
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(syntax)?;
+        let mut filled = Vec::new();
+        let mut config: Config = if text.contains("${") {
+            // Secrets are filled in the parsed tree, so a value can never break the TOML around it.
+            secrets::fill_table(&mut table, base, "", &mut filled).map_err(|(key, e)| ConfigError {
+                origin: origin.into(),
+                key,
+                message: e.to_string(),
+            })?;
+            table.clone().try_into().map_err(syntax)?
+        } else {
+            // From the text, so that a mistake's message says where it is.
+            toml::from_str(text).map_err(syntax)?
+        };
+        config.secrets = secrets::secrets_of(&table, filled);
         config.origin = origin.to_string();
         config.read_config_files(base, origin)?;
         config.validate(origin)?;

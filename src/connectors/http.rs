@@ -12,9 +12,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::prelude::{BASE64_STANDARD, Engine};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, LOCATION};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION};
 use http::{Method, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -24,6 +25,8 @@ use serde::Deserialize;
 
 use super::sinks::{Deliver, SinkConnector, Start};
 use super::template::Template;
+use super::url::redact;
+use crate::config::percent_decode_with;
 use crate::health::PartHealth;
 use crate::types::{DeliveryError, Opcode, Outcome, Record};
 
@@ -89,7 +92,7 @@ struct Requests {
 impl Requests {
     fn from_options(options: &Options) -> Result<Requests, String> {
         if !options.url.starts_with("http://") {
-            return Err(format!("url: expected an http:// URL, got {:?}", options.url));
+            return Err(format!("url: expected an http:// URL, got {:?}", redact(&options.url)));
         }
         Ok(Requests {
             url: Template::parse(&options.url).map_err(|e| format!("url: {e}"))?,
@@ -108,8 +111,14 @@ impl Requests {
         let refused = DeliveryError::Refused;
         // A template failure is already final, and says so.
         let url = self.url.render(record)?;
-        let uri: Uri = url.parse().map_err(|e| refused(format!("url {url:?}: {e}")))?;
+        let (url, authorization) = basic_auth(&url).map_err(|e| refused(format!("url {:?}: {e}", redact(&url))))?;
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| refused(format!("url {:?}: {e}", redact(&url))))?;
         let mut request = http::Request::builder().method(self.method.clone()).uri(uri);
+        if let Some(authorization) = authorization {
+            request = request.header(AUTHORIZATION, authorization);
+        }
         let content_type = match record.opcode {
             Opcode::Text => self.content_type.clone(),
             Opcode::Binary => HeaderValue::from_static("application/octet-stream"),
@@ -132,6 +141,26 @@ impl Requests {
     }
 }
 
+/// A URL's `user:password@` taken out of it and made an `Authorization: Basic` header, as
+/// browsers and curl do with such a URL.
+fn basic_auth(url: &str) -> Result<(String, Option<HeaderValue>), url::ParseError> {
+    let has_user_info = url
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest.split(['/', '?', '#']).next().is_some_and(|a| a.contains('@')));
+    if !has_user_info {
+        return Ok((url.to_string(), None));
+    }
+    let mut parsed = url::Url::parse(url)?;
+    let user = percent_decode_with(parsed.username(), false);
+    let password = percent_decode_with(parsed.password().unwrap_or(""), false);
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    let credentials = BASE64_STANDARD.encode(format!("{user}:{password}"));
+    let mut value = HeaderValue::try_from(format!("Basic {credentials}")).expect("base64 is a valid header");
+    value.set_sensitive(true);
+    Ok((parsed.into(), Some(value)))
+}
+
 pub struct Http {
     request: Requests,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -149,7 +178,7 @@ impl Http {
 
     async fn send(&self, record: &Record) -> Outcome {
         let request = self.request.build(record)?;
-        let target = format!("http {} {}", request.method(), request.uri());
+        let target = format!("http {} {}", request.method(), redact(&request.uri().to_string()));
         let timeout = self.request.timeout;
         let exchange = async {
             let response = self.client.request(request).await.map_err(|e| error_chain(&e))?;
@@ -240,5 +269,24 @@ mod tests {
             requests.build(&record).unwrap_err().to_string(),
             "refused: \"http://127.0.0.1:1/{meta.tenant}\": the record has no metadata \"tenant\""
         );
+    }
+
+    #[test]
+    fn credentials_in_the_url_become_basic_auth_and_never_show() {
+        let (url, authorization) = basic_auth("http://app:p%40ss@127.0.0.1:1/in?token=t").unwrap();
+        assert_eq!(url, "http://127.0.0.1:1/in?token=t");
+        let authorization = authorization.unwrap();
+        assert_eq!(authorization, "Basic YXBwOnBAc3M=", "app:p@ss");
+        assert!(authorization.is_sensitive());
+        assert_eq!(basic_auth("http://h/a@b").unwrap(), ("http://h/a@b".to_string(), None));
+
+        let options: Options =
+            serde_json::from_str(r#"{"url": "http://app:s3cret@127.0.0.1:1/{meta.tenant}"}"#).unwrap();
+        let refused = Requests::from_options(&options)
+            .unwrap()
+            .build(&crate::connectors::template::tests::record())
+            .unwrap_err()
+            .to_string();
+        assert!(!refused.contains("s3cret"), "{refused}");
     }
 }

@@ -175,10 +175,22 @@ struct Policy {
     metrics: SinkMetrics,
 }
 
+/// One attempt at a batch: exactly one outcome per record, so a connector that answers for fewer
+/// records than it was given cannot have the rest counted as delivered.
+async fn deliver_once<D: Deliver>(connector: &mut D, records: &[Record]) -> Vec<Outcome> {
+    let mut outcomes = connector.deliver(records).await;
+    outcomes.resize_with(records.len(), || {
+        Err(DeliveryError::Failed(
+            "the connector gave no outcome for the record".into(),
+        ))
+    });
+    outcomes
+}
+
 /// Delivers a batch, trying the records that failed again (but not those refused for good).
 async fn deliver_with_retries<D: Deliver>(connector: &mut D, records: &[Record], policy: &Policy) -> Vec<Outcome> {
-    let mut outcomes = connector.deliver(records).await;
-    let mut backoff = policy.backoff;
+    let mut outcomes = deliver_once(connector, records).await;
+    let mut backoff = policy.backoff.min(policy.backoff_max);
     for _ in 0..policy.max_retries {
         let failed: Vec<usize> = (0..outcomes.len())
             .filter(|&i| matches!(&outcomes[i], Err(e) if e.is_retryable()))
@@ -190,7 +202,7 @@ async fn deliver_with_retries<D: Deliver>(connector: &mut D, records: &[Record],
         backoff = backoff.saturating_mul(2).min(policy.backoff_max);
         policy.metrics.retried.inc_by(failed.len() as u64);
         let again: Vec<Record> = failed.iter().map(|&i| records[i].clone()).collect();
-        for (i, outcome) in failed.into_iter().zip(connector.deliver(&again).await) {
+        for (i, outcome) in failed.into_iter().zip(deliver_once(connector, &again).await) {
             outcomes[i] = outcome;
         }
     }
@@ -316,7 +328,8 @@ impl Sinks {
             return Ok(());
         }
         if visiting.iter().any(|v| v == name) {
-            return Err(BuildError::DeadLetterCircle(name.into(), visiting.join(" -> ")));
+            let circle = [visiting.as_slice(), &[name.to_string()]].concat();
+            return Err(BuildError::DeadLetterCircle(name.into(), circle.join(" -> ")));
         }
         let sink = &config.sinks[name];
         let connector = match &catalog.sinks[name] {
@@ -685,6 +698,52 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_first_backoff_above_its_max_waits_only_the_max() {
+        let connector = Scripted::default().on("a", [failed("down"), failed("down")]);
+        let log = connector.log();
+        let (queue, _results) = queued(vec![record("a")]);
+        let (mut policy, _) = policy();
+        policy.max_retries = 2;
+        policy.backoff = Duration::from_millis(900);
+        policy.backoff_max = Duration::from_millis(300);
+        run(connector, queue, policy).await;
+
+        let log = log.lock().unwrap();
+        let pauses: Vec<u64> = log.windows(2).map(|w| (w[1].at - w[0].at).as_millis() as u64).collect();
+        assert_eq!(pauses, [300, 300]);
+    }
+
+    /// A connector that answers for the first record of each batch only.
+    struct AnswersOne;
+
+    impl Deliver for AnswersOne {
+        async fn deliver(&mut self, batch: &[Record]) -> Vec<Outcome> {
+            batch
+                .iter()
+                .take(1)
+                .map(|r| Ok(format!("id-{}", text(&r.payload))))
+                .collect()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_a_connector_gave_no_outcome_for_fail_rather_than_pass() {
+        let (queue, mut results) = queued(vec![record("a"), record("b")]);
+        let (mut policy, metrics) = policy();
+        policy.max_retries = 0;
+        run(AnswersOne, queue, policy).await;
+
+        assert_eq!(
+            outcomes(&mut results),
+            [
+                Ok("id-a".to_string()),
+                failed("the connector gave no outcome for the record")
+            ]
+        );
+        assert_eq!((metrics.delivered.get(), metrics.failed.get()), (1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn refusals_are_never_retried() {
         let connector = Scripted::default()
             .on("bad", [Err(DeliveryError::Refused("too big".into()))])
@@ -982,12 +1041,12 @@ mod tests {
             .err()
             .expect("a circle is refused");
         assert!(
-            matches!(&error, BuildError::DeadLetterCircle(name, path) if name == "a" && path == "a -> b"),
+            matches!(&error, BuildError::DeadLetterCircle(name, path) if name == "a" && path == "a -> b -> a"),
             "{error:?}"
         );
         assert_eq!(
             error.to_string(),
-            "sinks.a.dead_letter: dead letters go round in a circle: a -> b"
+            "sinks.a.dead_letter: dead letters go round in a circle: a -> b -> a"
         );
     }
 

@@ -187,7 +187,7 @@ impl Sources {
             health,
             metrics: self.metrics.source(source),
         };
-        let spec = spec.to_string();
+        let spec = spec.trim().to_string();
         let flow: Flow = match configured {
             _ if source == BUS_SOURCE => Box::pin(bus::run(self.bus.clone(), spec, feed, verdicts)),
             Some(configured) => configured.connector.clone().subscribe(spec, feed, verdicts),

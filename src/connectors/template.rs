@@ -2,6 +2,7 @@
 //! `{meta.KEY}`, `{route}`, `{conn}`, `{key}` placeholders filled from the record, so that a
 //! filter or a client decides the destination (`{key}`, the record's key, per record). A placeholder that cannot be filled fails the record.
 
+use super::url::redact;
 use crate::types::{DeliveryError, Record};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +30,7 @@ impl Template {
             }
             let close = rest[open..]
                 .find('}')
-                .ok_or_else(|| format!("template {source:?}: a '{{' without its '}}'"))?;
+                .ok_or_else(|| format!("template {:?}: a '{{' without its '}}'", redact(source)))?;
             let name = &rest[open + 1..open + close];
             parts.push(match name {
                 "route" => Part::Route,
@@ -38,6 +39,7 @@ impl Template {
                 _ => match name.strip_prefix("meta.") {
                     Some(key) if !key.is_empty() => Part::Meta(key.to_string()),
                     _ => {
+                        let source = redact(source);
                         return Err(format!(
                             "template {source:?}: unknown placeholder {{{name}}}, expected {{meta.KEY}}, {{route}}, {{conn}} or {{key}}"
                         ));
@@ -73,15 +75,17 @@ impl Template {
                 Part::Route => out.push_str(&record.route),
                 Part::Conn => out.push_str(&record.conn.to_string()),
                 Part::Key => {
-                    let key = record
-                        .key
-                        .as_ref()
-                        .ok_or_else(|| DeliveryError::Refused(format!("{:?}: the record has no key", self.source)))?;
+                    let key = record.key.as_ref().ok_or_else(|| {
+                        DeliveryError::Refused(format!("{:?}: the record has no key", redact(&self.source)))
+                    })?;
                     out.push_str(&String::from_utf8_lossy(key));
                 }
                 Part::Meta(key) => {
                     let value = record.meta.get(key).ok_or_else(|| {
-                        DeliveryError::Refused(format!("{:?}: the record has no metadata {key:?}", self.source))
+                        DeliveryError::Refused(format!(
+                            "{:?}: the record has no metadata {key:?}",
+                            redact(&self.source)
+                        ))
                     })?;
                     out.push_str(&String::from_utf8_lossy(value));
                 }

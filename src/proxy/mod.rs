@@ -83,6 +83,8 @@ impl Proxy {
     /// Makes `config` live: sinks and routes that did not change keep running. Everything new
     /// is built first; a failure anywhere leaves the running config as it was.
     pub fn apply(&self, config: Config) -> anyhow::Result<()> {
+        // Before anything can connect (and a client library print a URL).
+        crate::logs::mask(&config.secrets);
         let mut sinks = self.sinks.lock().unwrap();
         let catalog = Catalog::parse(&config)?;
         let mut new_sinks = Sinks::build(&config, &catalog, &sinks, &self.sink_context)?;
@@ -146,7 +148,11 @@ impl Proxy {
                     .await
                     .with_context(|| format!("server.admin: cannot listen on {addr}"))?;
                 let bound = listener.local_addr()?;
-                tokio::spawn(server::admin::serve(self.edge.clone(), listener));
+                tokio::spawn(server::admin::serve(
+                    self.edge.clone(),
+                    listener,
+                    server.admin_token.clone(),
+                ));
                 Some(bound)
             }
             None => None,

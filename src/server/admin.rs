@@ -1,5 +1,5 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text) and `/filters`
-//! (the loaded filter modules as JSON).
+//! (the loaded filter modules as JSON); behind a bearer token when one is configured.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,7 +14,8 @@ use tokio::net::TcpListener;
 
 use super::Edge;
 
-pub async fn serve(edge: Arc<Edge>, listener: TcpListener) {
+pub async fn serve(edge: Arc<Edge>, listener: TcpListener, token: Option<String>) {
+    let token: Option<Arc<str>> = token.map(Into::into);
     loop {
         let stream = tokio::select! {
             _ = edge.shutdown.cancelled() => return,
@@ -24,16 +25,47 @@ pub async fn serve(edge: Arc<Edge>, listener: TcpListener) {
             },
         };
         let edge = edge.clone();
+        let token = token.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let edge = edge.clone();
-                async move { Ok::<_, Infallible>(answer(&edge, request)) }
+                let allowed = token.as_deref().is_none_or(|token| bears(&request, token));
+                async move {
+                    Ok::<_, Infallible>(if allowed {
+                        answer(&edge, request)
+                    } else {
+                        unauthorized()
+                    })
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
     }
+}
+
+/// Whether the request carries the admin token, compared in constant time so the answer's timing
+/// says nothing of how much of a guess was right.
+fn bears(request: &Request<Incoming>, token: &str) -> bool {
+    let Some(given) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+    else {
+        return false;
+    };
+    given.len() == token.len() && given.iter().zip(token.as_bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(b"admin token required\n")));
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"framegate admin\""),
+    );
+    response
 }
 
 fn answer(edge: &Edge, request: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -306,6 +306,22 @@ pub async fn send_text(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text)).await.unwrap();
 }
 
+/// Sends one message and reads the answer (the probe filter answers each command).
+pub async fn ask(ws: &mut Ws, command: &str) -> String {
+    send_text(ws, command).await;
+    next_text(ws).await
+}
+
+/// The result line of an `emit` by the probe filter: what follows `result TICKET `.
+pub async fn emit(ws: &mut Ws, sink: &str, payload: &str) -> String {
+    let ticket = ask(ws, &format!("emit {sink} {payload}")).await.replace("ok ", "");
+    let result = next_text(ws).await;
+    result
+        .strip_prefix(&format!("result {ticket} "))
+        .unwrap_or_else(|| panic!("{result}"))
+        .to_string()
+}
+
 /// Reads until the server closes: the close frame it sent (code, reason).
 pub async fn closed_with(ws: &mut Ws) -> (u16, String) {
     loop {

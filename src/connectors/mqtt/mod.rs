@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use super::sinks::{SinkConnector, Start};
 use super::sources::{Feed, Flow, SourceConnector};
 use super::url::redact;
+use crate::config::percent_decode_with;
 use crate::types::Settle;
 pub use sink::SinkOptions;
 pub use source::SourceOptions;
@@ -38,20 +39,31 @@ fn qos(level: u8) -> Result<QoS, String> {
     }
 }
 
-/// Host and port of an `mqtt://HOST:PORT` URL (1883 when the port is left out).
-fn broker(url: &str) -> Result<(String, u16), String> {
-    let rest = (url.strip_prefix("mqtt://").or_else(|| url.strip_prefix("tcp://")))
-        .ok_or_else(|| format!("mqtt url {:?}: mqtt://HOST:PORT expected", redact(url)))?;
-    let rest = rest.trim_end_matches('/');
-    match rest.rsplit_once(':') {
-        Some((host, port)) => {
-            let port = port
-                .parse()
-                .map_err(|_| format!("mqtt url {:?}: bad port", redact(url)))?;
-            Ok((host.trim_matches(['[', ']']).to_string(), port))
-        }
-        None => Ok((rest.to_string(), 1883)),
+/// Where an `mqtt://[USER:PASSWORD@]HOST[:PORT]` URL points (port 1883 when left out), and
+/// the credentials it carries.
+#[derive(Debug, PartialEq)]
+struct Broker {
+    host: String,
+    port: u16,
+    credentials: Option<(String, String)>,
+}
+
+fn broker(url: &str) -> Result<Broker, String> {
+    let expected = || format!("mqtt url {:?}: mqtt://HOST:PORT expected", redact(url));
+    let parsed = url::Url::parse(url).map_err(|e| format!("mqtt url {:?}: {e}", redact(url)))?;
+    if !matches!(parsed.scheme(), "mqtt" | "tcp") {
+        return Err(expected());
     }
+    let host = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(expected)?;
+    let credentials = (!parsed.username().is_empty() || parsed.password().is_some()).then(|| {
+        let user = percent_decode_with(parsed.username(), false);
+        (user, percent_decode_with(parsed.password().unwrap_or(""), false))
+    });
+    Ok(Broker {
+        host: host.trim_matches(['[', ']']).to_string(),
+        port: parsed.port().unwrap_or(1883),
+        credentials,
+    })
 }
 
 /// A client id unique to this process and moment, for clients that were not given one.
@@ -69,8 +81,11 @@ fn unique_client_id() -> String {
 
 /// rumqttc's options for a broker URL.
 fn client_options(url: &str, client_id: String, keep_alive_s: u64) -> Result<MqttOptions, String> {
-    let (host, port) = broker(url)?;
-    let mut options = MqttOptions::new(client_id, host, port);
+    let broker = broker(url)?;
+    let mut options = MqttOptions::new(client_id, broker.host, broker.port);
+    if let Some((user, password)) = broker.credentials {
+        options.set_credentials(user, password);
+    }
     options.set_keep_alive(Duration::from_secs(keep_alive_s));
     Ok(options)
 }
@@ -106,10 +121,24 @@ mod tests {
 
     #[test]
     fn reads_broker_urls() {
-        assert_eq!(broker("mqtt://127.0.0.1:1884").unwrap(), ("127.0.0.1".into(), 1884));
-        assert_eq!(broker("tcp://broker/").unwrap(), ("broker".into(), 1883));
-        assert_eq!(broker("mqtt://[::1]:1883").unwrap(), ("::1".into(), 1883));
+        let at = |host: &str, port| Broker {
+            host: host.into(),
+            port,
+            credentials: None,
+        };
+        assert_eq!(broker("mqtt://127.0.0.1:1884"), Ok(at("127.0.0.1", 1884)));
+        assert_eq!(broker("tcp://broker/"), Ok(at("broker", 1883)));
+        assert_eq!(broker("mqtt://[::1]:1883"), Ok(at("::1", 1883)));
+        assert_eq!(
+            broker("mqtt://app:p%40ss@broker:1885"),
+            Ok(Broker {
+                credentials: Some(("app".into(), "p@ss".into())),
+                ..at("broker", 1885)
+            })
+        );
         assert!(broker("http://x").unwrap_err().contains("mqtt://HOST:PORT"));
+        let bad = broker("mqtt://app:s3cret@broker:port").unwrap_err();
+        assert!(!bad.contains("s3cret"), "{bad}");
         assert!(qos(2).is_err());
     }
 }
