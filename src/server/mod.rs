@@ -93,9 +93,14 @@ impl Edge {
 
 type Body = Full<Bytes>;
 
+/// An answer that ends the connection: a connection that is not upgraded has nothing more to
+/// ask, and keeping it open would let it outlive the handshake deadline.
 fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
@@ -153,8 +158,8 @@ async fn handshake(edge: Arc<Edge>, mut stream: TcpStream, peer: SocketAddr, tls
 /// The `reason` of a connection cut at the handshake deadline.
 const HANDSHAKE_TIMEOUT: &str = "handshake_timeout";
 
-/// HTTP until the upgrade: one request (no keep-alive: a connection that is not upgraded ends
-/// with its answer), whose head must arrive by `deadline` and be at most `max_head_bytes`.
+/// HTTP until the upgrade: one request (every answer but a 101 closes the connection, see
+/// `respond`), whose head must arrive by `deadline` and be at most `max_head_bytes`.
 async fn serve_http<I>(edge: Arc<Edge>, io: I, connection: Connection, deadline: Instant)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -174,7 +179,6 @@ where
         .header_read_timeout(deadline.saturating_duration_since(Instant::now()))
         .max_buf_size(max_head)
         .max_header_size(max_head)
-        .keep_alive(false)
         .serve_connection(io, service)
         .with_upgrades()
         .await;
