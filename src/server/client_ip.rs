@@ -117,7 +117,10 @@ mod tests {
         // A client that sends its own X-Forwarded-For cannot choose its address.
         assert_eq!(client("10.0.0.1", &["1.1.1.1, 203.0.113.9"], &trusted), "203.0.113.9");
         // Trusted hops are skipped, over several headers.
-        assert_eq!(client("10.0.0.1", &["1.1.1.1, 203.0.113.9", "10.0.0.7"], &trusted), "203.0.113.9");
+        assert_eq!(
+            client("10.0.0.1", &["1.1.1.1, 203.0.113.9", "10.0.0.7"], &trusted),
+            "203.0.113.9"
+        );
         assert_eq!(client("10.0.0.1", &["203.0.113.9:4711"], &trusted), "203.0.113.9");
         assert_eq!(client("10.0.0.1", &["[2001:db8::1]:4711"], &trusted), "2001:db8::1");
         assert_eq!(client("10.0.0.1", &["::ffff:203.0.113.9"], &trusted), "203.0.113.9");

@@ -68,7 +68,10 @@ struct Client {
 impl Client {
     /// Whether the entry says nothing a fresh one would not.
     fn is_idle(&self, rate: Option<Rate>, now: Instant) -> bool {
-        self.open == 0 && rate.zip(self.bucket).is_none_or(|(rate, bucket)| bucket.is_full(rate, now))
+        self.open == 0
+            && rate
+                .zip(self.bucket)
+                .is_none_or(|(rate, bucket)| bucket.is_full(rate, now))
     }
 }
 
@@ -265,7 +268,10 @@ mod tests {
 
     #[test]
     fn a_bucket_allows_its_burst_then_its_rate() {
-        let rate = Rate { per_s: 10.0, burst: 3.0 };
+        let rate = Rate {
+            per_s: 10.0,
+            burst: 3.0,
+        };
         let start = Instant::now();
         let mut bucket = TokenBucket::full(rate, start);
         assert!((0..3).all(|_| bucket.take(rate, start)));
