@@ -257,6 +257,27 @@ mod tests {
     }
 
     #[test]
+    fn a_config_file_names_the_key() {
+        use crate::config::Config;
+        let e = Config::parse("[server.limits]\nmax_head_bytes = 1024\n", "test.toml")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "test.toml: server.limits.max_head_bytes: expected at least 8192");
+        let e = Config::parse("[routes.a]\npath = \"/a\"\norigins = [\"example.com\"]\n", "test.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 3") && e.contains("expected an origin such as"), "{e}");
+        let config = Config::parse(
+            "[server.client_ip]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.1\"]\n\
+             [routes.a]\npath = \"/a\"\norigins = [\"https://*.example.com\"]\n",
+            "test.toml",
+        )
+        .unwrap();
+        assert!(config.server.client_ip.trusts("192.0.2.1".parse().unwrap()));
+        assert!(config.routes["a"].origins.as_ref().unwrap()[0].allows("https://a.example.com"));
+    }
+
+    #[test]
     fn limits_that_cannot_work_are_named() {
         let limits = EdgeLimits {
             max_head_bytes: 100,
