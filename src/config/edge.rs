@@ -22,8 +22,9 @@ pub struct EdgeLimits {
     pub max_upgrades_in_progress: usize,
     /// Open connections (upgraded or not) of one client IP; 0: no cap.
     pub max_connections_per_ip: usize,
-    /// New connections one client IP may open per second, on average; 0: no cap.
-    pub new_connections_per_ip_per_s: u32,
+    /// New connections one client IP may open per second, on average (0.5: one every two
+    /// seconds); 0: no cap.
+    pub new_connections_per_ip_per_s: f64,
     /// New connections one client IP may open at once after a quiet spell; 0: one second's worth.
     pub new_connections_burst_per_ip: u32,
 }
@@ -35,7 +36,7 @@ impl Default for EdgeLimits {
             max_head_bytes: 16 << 10,
             max_upgrades_in_progress: 1_000,
             max_connections_per_ip: 0,
-            new_connections_per_ip_per_s: 0,
+            new_connections_per_ip_per_s: 0.0,
             new_connections_burst_per_ip: 0,
         }
     }
@@ -49,6 +50,9 @@ impl EdgeLimits {
         }
         if self.max_head_bytes < MIN_HEAD_BYTES {
             return Err(("max_head_bytes", format!("expected at least {MIN_HEAD_BYTES}")));
+        }
+        if !(self.new_connections_per_ip_per_s >= 0.0 && self.new_connections_per_ip_per_s.is_finite()) {
+            return Err(("new_connections_per_ip_per_s", "expected 0 or more".into()));
         }
         if self.max_upgrades_in_progress == 0 {
             return Err(("max_upgrades_in_progress", "expected at least 1".into()));

@@ -155,9 +155,9 @@ fn take_place(count: &AtomicUsize, max: usize) -> bool {
 
 impl Limits {
     pub fn new(max_connections: usize, settings: &EdgeLimits, metrics: EdgeMetrics) -> Limits {
-        let per_s = f64::from(settings.new_connections_per_ip_per_s);
+        let per_s = settings.new_connections_per_ip_per_s;
         let burst = match settings.new_connections_burst_per_ip {
-            0 => per_s,
+            0 => per_s.max(1.0),
             burst => f64::from(burst),
         };
         Limits {
@@ -347,7 +347,7 @@ mod tests {
         let limits = limits(
             100,
             EdgeLimits {
-                new_connections_per_ip_per_s: 10,
+                new_connections_per_ip_per_s: 10.0,
                 new_connections_burst_per_ip: 2,
                 ..EdgeLimits::default()
             },
