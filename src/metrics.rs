@@ -85,6 +85,11 @@ struct TopicLabel {
     topic: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     connections_active: Family<RouteLabel, Gauge>,
@@ -106,6 +111,7 @@ pub struct Metrics {
     feed_events: Family<SourceLabel, Counter>,
     feed_paused: Family<FeedLabel, Counter<f64, AtomicU64>>,
     filters: Mutex<HashMap<String, Arc<FilterMetrics>>>,
+    edge: EdgeMetrics,
 }
 
 /// Filter call times from 1 microsecond to about a second.
@@ -200,6 +206,26 @@ impl Default for Metrics {
             "Time a ws source stopped reading because a fed route's queue was full",
             feed_paused.clone(),
         );
+        let edge = EdgeMetrics {
+            refused: Family::default(),
+            handshaking: Gauge::default(),
+            accept_errors: Counter::default(),
+        };
+        registry.register(
+            "edge_refused",
+            "Connections and upgrades the edge guards refused, by reason",
+            edge.refused.clone(),
+        );
+        registry.register(
+            "connections_handshaking",
+            "Connections accepted and not yet upgraded",
+            edge.handshaking.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts (out of file descriptors or buffers), each followed by a pause",
+            edge.accept_errors.clone(),
+        );
         Metrics {
             registry,
             connections_active,
@@ -221,6 +247,7 @@ impl Default for Metrics {
             feed_events,
             feed_paused,
             filters: Mutex::default(),
+            edge,
         }
     }
 }
@@ -330,6 +357,10 @@ impl Metrics {
         }
     }
 
+    pub fn edge(&self) -> EdgeMetrics {
+        self.edge.clone()
+    }
+
     pub fn bus_dropped(&self, topic: &str) -> Counter {
         owned(&self.bus_dropped, &TopicLabel { topic: topic.into() })
     }
@@ -422,4 +453,18 @@ pub struct FeedMetrics {
     pub bytes: Counter,
     pub dropped: Counter,
     pub paused_seconds: Counter<f64, AtomicU64>,
+}
+
+/// The listener's guards: what they refused, connections in their handshake, failed accepts.
+#[derive(Clone)]
+pub struct EdgeMetrics {
+    refused: Family<ReasonLabel, Counter>,
+    pub handshaking: Gauge,
+    pub accept_errors: Counter,
+}
+
+impl EdgeMetrics {
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
 }

@@ -35,9 +35,10 @@ async fn answers_before_and_at_the_upgrade() {
     let _second = proxy.connect("/echo/b").await;
     let (status, body) = upgrade_status(proxy.ws, "/echo/c").await;
     assert_eq!((status, body.as_str()), (503, "too many connections\n"));
+    // Refused at accept, before its request (and so its route) is read.
     assert_eq!(
         proxy
-            .metric("framegate_upgrades_refused_total{route=\"echo\",status=\"503\"}")
+            .metric("framegate_edge_refused_total{reason=\"max_connections\"}")
             .await,
         1.0
     );

@@ -3,6 +3,7 @@
 //! knows connectors by their kind's name only: their own options stay a table here, which the
 //! connector registry (src/connectors/mod.rs) parses and checks once per load.
 
+mod edge;
 mod route_path;
 mod secrets;
 
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use edge::{ClientIpConfig, EdgeLimits, MIN_HEAD_BYTES, OriginPattern, TrustedProxy};
 pub use route_path::{RoutePath, percent_decode_with};
 
 /// The kind of the upstream WebSocket connector: a route's `ws` sink is its upstream, and a `ws`
@@ -73,6 +75,10 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Threads serving connections; 0: one per core.
     pub workers: usize,
+    /// The listener's guards: handshake deadline, head cap, per-IP caps (docs/configuration.md).
+    pub limits: EdgeLimits,
+    /// Whose word on a client's address is taken (X-Forwarded-For, PROXY protocol v2).
+    pub client_ip: ClientIpConfig,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +91,8 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 5_000,
             tls: None,
             workers: 0,
+            limits: EdgeLimits::default(),
+            client_ip: ClientIpConfig::default(),
         }
     }
 }
@@ -222,6 +230,10 @@ pub struct RouteConfig {
     /// `ws` sink: no filters, no frame parsed).
     #[serde(default)]
     pub relay: Relay,
+    /// Origins whose pages may open connections here; an upgrade with another `Origin` gets 403.
+    /// None: any origin.
+    #[serde(default)]
+    pub origins: Option<Vec<OriginPattern>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -369,6 +381,9 @@ impl Config {
         };
         if self.server.max_connections == 0 {
             return Err(err("server.max_connections".into(), "expected at least 1".into()));
+        }
+        if let Err((key, message)) = self.server.limits.check() {
+            return Err(err(format!("server.limits.{key}"), message));
         }
         if self.filters.pool_size == 0 {
             return Err(err("filters.pool_size".into(), "expected at least 1".into()));

@@ -59,7 +59,7 @@ impl Proxy {
             host,
             metrics.clone(),
             health.clone(),
-            config.server.max_connections,
+            &config.server,
         ));
         let feeds = Feeds::new(FeedContext {
             sources,

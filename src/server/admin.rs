@@ -13,17 +13,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::Edge;
+use super::accept::Acceptor;
 
 pub async fn serve(edge: Arc<Edge>, listener: TcpListener, token: Option<String>) {
     let token: Option<Arc<str>> = token.map(Into::into);
-    loop {
-        let stream = tokio::select! {
-            _ = edge.shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
+    let mut acceptor = Acceptor::new(listener, "admin", edge.metrics.edge().accept_errors);
+    while let Some((stream, _)) = acceptor.next(&edge.shutdown).await {
         let edge = edge.clone();
         let token = token.clone();
         tokio::spawn(async move {

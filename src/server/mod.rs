@@ -1,15 +1,22 @@
 //! Listeners: accepts TCP (and TLS) connections, speaks HTTP/1.1 with hyper, answers what is
 //! not a WebSocket upgrade (404, 426, 503), runs the chain's open hook, and hands upgraded
-//! connections to a session. Knows no protocol beyond HTTP and WebSocket.
+//! connections to a session. Knows no protocol beyond HTTP and WebSocket. The guards before the
+//! upgrade (deadline, head cap, per-IP caps, client IP, Origin) are in limits.rs, guard.rs,
+//! client_ip.rs and accept.rs.
 
+mod accept;
 pub mod admin;
+mod client_ip;
+mod guard;
+mod limits;
 mod relay;
 mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -17,15 +24,16 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Relay;
+use crate::config::{ClientIpConfig, Relay, ServerConfig};
 use crate::connectors::Sources;
 use crate::connectors::ws::ws_config;
 use crate::filter::FilterHost;
@@ -34,11 +42,15 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::route::Router;
 use crate::session::{self, Opening, next_conn_id, request};
+use accept::Acceptor;
+use guard::Connection;
+use limits::Limits;
 
+pub use limits::ConnectionSlot;
 pub use tls::acceptor as tls_acceptor;
 
 /// What the listeners share with the proxy that runs them: the current routes, the parts a
-/// connection or an admin answer needs, and the count of open connections.
+/// connection or an admin answer needs, and the guards' counts.
 pub struct Edge {
     /// Swapped whole when a config is applied.
     pub router: ArcSwap<Router>,
@@ -49,17 +61,10 @@ pub struct Edge {
     pub shutdown: CancellationToken,
     /// Every connection's task, which shutdown waits for.
     pub sessions: TaskTracker,
-    max_connections: usize,
-    active: AtomicUsize,
-}
-
-/// Holds one of `server.max_connections` places until dropped.
-pub struct ConnectionSlot(Arc<Edge>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
+    limits: Arc<Limits>,
+    client_ip: ClientIpConfig,
+    handshake_timeout: Duration,
+    max_head_bytes: usize,
 }
 
 impl Edge {
@@ -68,79 +73,124 @@ impl Edge {
         host: Arc<FilterHost>,
         metrics: Arc<Metrics>,
         health: Arc<Health>,
-        max_connections: usize,
+        server: &ServerConfig,
     ) -> Edge {
         Edge {
             router: ArcSwap::default(),
             sources,
             host,
+            limits: Arc::new(Limits::new(server.max_connections, &server.limits, metrics.edge())),
             metrics,
             health,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
-            max_connections,
-            active: AtomicUsize::new(0),
+            client_ip: server.client_ip.clone(),
+            handshake_timeout: Duration::from_millis(server.limits.handshake_timeout_ms),
+            max_head_bytes: server.limits.max_head_bytes,
         }
-    }
-
-    /// A place for one more connection, if there is one.
-    pub fn connection_slot(self: &Arc<Self>) -> Option<ConnectionSlot> {
-        let taken = self.active.fetch_add(1, Ordering::AcqRel);
-        let slot = ConnectionSlot(self.clone());
-        (taken < self.max_connections).then_some(slot)
     }
 }
 
 type Body = Full<Bytes>;
 
+/// An answer that ends the connection: a connection that is not upgraded has nothing more to
+/// ask, and keeping it open would let it outlive the handshake deadline.
 fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 
 /// Accepts connections until shutdown.
 pub async fn serve(edge: Arc<Edge>, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = edge.shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    continue;
-                }
-            },
-        };
+    let mut acceptor = Acceptor::new(listener, "ws", edge.metrics.edge().accept_errors);
+    while let Some((stream, peer)) = acceptor.next(&edge.shutdown).await {
         let _ = stream.set_nodelay(true);
-        let edge = edge.clone();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => serve_http(edge, TokioIo::new(stream), peer).await,
-                    Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
-                },
-                None => serve_http(edge, TokioIo::new(stream), peer).await,
-            }
-        });
+        tokio::spawn(handshake(edge.clone(), stream, peer, tls.clone()));
     }
 }
 
-async fn serve_http<I>(edge: Arc<Edge>, io: I, peer: SocketAddr)
+/// One connection up to its upgrade: whom it is from, the guards' admission, TLS and the
+/// request head, all within `handshake_timeout_ms` of the accept.
+async fn handshake(edge: Arc<Edge>, mut stream: TcpStream, peer: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) {
+    let deadline = Instant::now() + edge.handshake_timeout;
+    let metrics = edge.metrics.edge();
+    let trusted = edge.client_ip.trusts(peer.ip());
+    let mut client = peer;
+    if trusted && edge.client_ip.proxy_protocol {
+        match tokio::time::timeout_at(deadline, client_ip::read_proxy_header(&mut stream)).await {
+            Ok(Ok(named)) => client = named.unwrap_or(peer),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, "{e}");
+                return metrics.refused("proxy_header");
+            }
+            Err(_) => return metrics.refused(HANDSHAKE_TIMEOUT),
+        }
+    }
+    // A trusted proxy that does not speak the PROXY protocol names its clients per request.
+    let forwarded = trusted && !edge.client_ip.proxy_protocol;
+    let admitted = match edge.limits.admit((!forwarded).then_some(client.ip())) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            metrics.refused(refusal.label());
+            return guard::refuse_at_accept(stream, refusal, tls.is_some()).await;
+        }
+    };
+    let connection = Connection {
+        peer: client,
+        forwarded,
+        slot: admitted.slot,
+    };
+    match tls {
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => serve_http(edge, TokioIo::new(stream), connection, deadline).await,
+            Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+            Err(_) => metrics.refused(HANDSHAKE_TIMEOUT),
+        },
+        None => serve_http(edge, TokioIo::new(stream), connection, deadline).await,
+    }
+    drop(admitted.handshake);
+}
+
+/// The `reason` of a connection cut at the handshake deadline.
+const HANDSHAKE_TIMEOUT: &str = "handshake_timeout";
+
+/// HTTP until the upgrade: one request (every answer but a 101 closes the connection, see
+/// `respond`), whose head must arrive by `deadline` and be at most `max_head_bytes`.
+async fn serve_http<I>(edge: Arc<Edge>, io: I, connection: Connection, deadline: Instant)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let metrics = edge.metrics.edge();
+    let (peer, max_head) = (connection.peer, edge.max_head_bytes);
+    let connection = Arc::new(connection);
+    let requested = Arc::new(AtomicBool::new(false));
+    let seen = requested.clone();
     let service = service_fn(move |request| {
-        let edge = edge.clone();
-        async move { Ok::<_, Infallible>(upgrade(edge, request, peer).await) }
+        seen.store(true, Ordering::Relaxed);
+        let (edge, connection) = (edge.clone(), connection.clone());
+        async move { Ok::<_, Infallible>(upgrade(edge, request, &connection).await) }
     });
-    if let Err(e) = hyper::server::conn::http1::Builder::new()
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(deadline.saturating_duration_since(Instant::now()))
+        .max_buf_size(max_head)
+        .max_header_size(max_head)
         .serve_connection(io, service)
         .with_upgrades()
-        .await
-    {
-        tracing::debug!(%peer, "HTTP connection ended: {e}");
+        .await;
+    match served {
+        Err(e) if e.is_timeout() => metrics.refused(HANDSHAKE_TIMEOUT),
+        Err(e) if e.is_parse_too_large() => metrics.refused("head_too_large"),
+        Err(e) => tracing::debug!(%peer, "HTTP connection ended: {e}"),
+        // hyper ends a connection that sent nothing by the deadline as if it had closed.
+        Ok(()) if !requested.load(Ordering::Relaxed) && Instant::now() >= deadline => {
+            metrics.refused(HANDSHAKE_TIMEOUT)
+        }
+        Ok(()) => {}
     }
 }
 
@@ -155,7 +205,7 @@ fn has_token(request: &Request<Incoming>, name: header::HeaderName, token: &str)
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, connection: &Connection) -> Response<Body> {
     let path = request.uri().path().to_string();
     let Some((route, captures)) = edge.router.load().find(&path) else {
         return respond(StatusCode::NOT_FOUND, format!("no route for {path}\n"));
@@ -191,9 +241,13 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, peer: SocketAd
         route.metrics.refused(400);
         return respond(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
-    let Some(_slot) = edge.connection_slot() else {
-        route.metrics.refused(503);
-        return respond(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
+    let (peer, _slot) = match guard::check_upgrade(&edge, &route, &request, &key, connection) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            edge.metrics.edge().refused(refusal.label());
+            route.metrics.refused(refusal.status().as_u16());
+            return respond(refusal.status(), format!("{refusal}\n"));
+        }
     };
     if route.passes_through {
         let (_, upstream) = route.upstream().expect("a pass-through route has a ws sink");
