@@ -3,6 +3,7 @@
 //! knows connectors by their kind's name only: their own options stay a table here, which the
 //! connector registry (src/connectors/mod.rs) parses and checks once per load.
 
+mod auth;
 mod route_path;
 
 use std::collections::BTreeMap;
@@ -11,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::{
+    AuthConfig, ClaimRule, ClaimValue, ClientCertMode, ClientCertRule, JwtAlgorithm, JwtConfig, TokenSource,
+};
 pub use route_path::{RoutePath, percent_decode_with};
 
 /// The kind of the upstream WebSocket connector: a route's `ws` sink is its upstream, and a `ws`
@@ -87,6 +91,11 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+    /// PEM bundle of the CAs whose client certificates are verified (mTLS); none: not asked.
+    pub client_ca: Option<PathBuf>,
+    /// Whether the TLS handshake needs a client certificate (with `client_ca`).
+    #[serde(default)]
+    pub client_cert: ClientCertMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -213,6 +222,9 @@ pub struct RouteConfig {
     /// `ws` sink: no filters, no frame parsed).
     #[serde(default)]
     pub relay: Relay,
+    /// Who may connect: a JWT, a client certificate (src/auth/).
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -389,6 +401,9 @@ impl Config {
                     if route.relay == Relay::Bytes {
                         return Err(err(key("relay"), "a fed route has no client to relay bytes for".into()));
                     }
+                    if route.auth != AuthConfig::default() {
+                        return Err(err(key("auth"), "a fed route has no client to authenticate".into()));
+                    }
                 }
                 _ => return Err(err(key("path"), "expected either a path or a feed".into())),
             }
@@ -407,6 +422,19 @@ impl Config {
                 return Err(err(
                     key("relay"),
                     "\"bytes\" needs a route with no filters and a single ws sink".into(),
+                ));
+            }
+            if let Some(jwt) = &route.auth.jwt {
+                jwt.check()
+                    .map_err(|(k, message)| err(key(&format!("auth.jwt.{k}")), message))?;
+            }
+            if route.auth.client_cert.is_some() && self.server.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+                return Err(err(key("auth.client_cert"), "needs server.tls.client_ca".into()));
+            }
+            if route.auth.client_cert == Some(ClientCertRule::Sufficient) && route.auth.jwt.is_none() {
+                return Err(err(
+                    key("auth.client_cert"),
+                    "\"sufficient\" lets a client in without a token: it needs auth.jwt".into(),
                 ));
             }
             if route.max_message_size == 0 {

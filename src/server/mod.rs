@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::ClientCert;
 use crate::config::Relay;
 use crate::connectors::Sources;
 use crate::connectors::ws::ws_config;
@@ -118,20 +119,28 @@ pub async fn serve(edge: Arc<Edge>, listener: TcpListener, tls: Option<tokio_rus
         tokio::spawn(async move {
             match tls {
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => serve_http(edge, TokioIo::new(stream), peer).await,
+                    Ok(stream) => {
+                        let cert = tls::client_cert(&stream);
+                        serve_http(edge, TokioIo::new(stream), peer, cert).await
+                    }
                     Err(e) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                 },
-                None => serve_http(edge, TokioIo::new(stream), peer).await,
+                None => serve_http(edge, TokioIo::new(stream), peer, None).await,
             }
         });
     }
 }
 
-async fn serve_http<I>(edge: Arc<Edge>, io: I, peer: SocketAddr)
+/// Serves one connection's requests; `cert` is its verified client certificate (mTLS), handed
+/// to every request in its extensions.
+async fn serve_http<I>(edge: Arc<Edge>, io: I, peer: SocketAddr, cert: Option<Arc<ClientCert>>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let service = service_fn(move |request| {
+    let service = service_fn(move |mut request: Request<Incoming>| {
+        if let Some(cert) = &cert {
+            request.extensions_mut().insert(cert.clone());
+        }
         let edge = edge.clone();
         async move { Ok::<_, Infallible>(upgrade(edge, request, peer).await) }
     });
@@ -191,6 +200,13 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, peer: SocketAd
         route.metrics.refused(400);
         return respond(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
     };
+    let identity = match route.auth.admit(&mut request).await {
+        Ok(identity) => identity,
+        Err(refusal) => {
+            route.metrics.refused(refusal.status());
+            return refusal.into_response();
+        }
+    };
     let Some(_slot) = edge.connection_slot() else {
         route.metrics.refused(503);
         return respond(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
@@ -226,6 +242,7 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, peer: SocketAd
         max_message_size: route.settings.max_message_size,
         ..ConnState::default()
     };
+    Arc::make_mut(&mut conn.meta).extend(identity.meta);
     let (verdict, effects) = route.chain.open(&mut conn);
     if let Err((status, body)) = verdict {
         route.metrics.refused(status);
@@ -250,6 +267,7 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, peer: SocketAd
         conn,
         effects,
         upstream,
+        expires: identity.expires,
     };
     let sources = edge.sources.clone();
     let shutdown = edge.shutdown.clone();
@@ -265,11 +283,12 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, peer: SocketAd
         }
     });
 
-    switching_protocols(&key)
+    switching_protocols(&key, identity.protocol)
 }
 
-/// The 101 that accepts a client's upgrade: no sub-protocol, no extension.
-fn switching_protocols(key: &HeaderValue) -> Response<Body> {
+/// The 101 that accepts a client's upgrade: no extension, and no sub-protocol but the one
+/// offered beside a token entry (src/auth/token.rs).
+fn switching_protocols(key: &HeaderValue, protocol: Option<HeaderValue>) -> Response<Body> {
     let mut response = respond(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -279,5 +298,8 @@ fn switching_protocols(key: &HeaderValue) -> Response<Body> {
         header::SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&accept).expect("base64 is a valid header"),
     );
+    if let Some(protocol) = protocol {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
     response
 }
