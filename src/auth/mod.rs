@@ -160,7 +160,9 @@ pub struct Auth {
 struct Jwt {
     config: JwtConfig,
     keys: Arc<Keys>,
-    validation: Validation,
+    /// One per allowed algorithm: jsonwebtoken wants every algorithm of a validation to be of
+    /// the key's family.
+    validations: Vec<Validation>,
 }
 
 impl Auth {
@@ -168,7 +170,11 @@ impl Auth {
         let jwt = match &config.jwt {
             Some(jwt) => Some(Jwt {
                 keys: Keys::load(route, jwt)?,
-                validation: validation(jwt),
+                validations: jwt
+                    .algorithms
+                    .iter()
+                    .map(|alg| validation(jwt, algorithm(*alg)))
+                    .collect(),
                 config: jwt.clone(),
             }),
             None => None,
@@ -230,9 +236,11 @@ impl Auth {
 impl Jwt {
     async fn verify(&self, token: &str) -> Result<Map<String, Value>, Reason> {
         let header = decode_header(token).map_err(|_| Reason::Malformed)?;
-        if !self.validation.algorithms.contains(&header.alg) {
-            return Err(Reason::Algorithm);
-        }
+        let validation = self
+            .validations
+            .iter()
+            .find(|v| v.algorithms == [header.alg])
+            .ok_or(Reason::Algorithm)?;
         let id = header.kid.as_deref();
         let mut keys = self.keys.current();
         if id.is_some_and(|id| !keys.has_id(id)) || keys.candidates(id, header.alg).next().is_none() {
@@ -241,7 +249,7 @@ impl Jwt {
         }
         let mut refused = Reason::UnknownKey;
         for key in keys.candidates(id, header.alg) {
-            match decode::<Map<String, Value>>(token, key, &self.validation) {
+            match decode::<Map<String, Value>>(token, key, validation) {
                 Ok(data) => return Ok(data.claims),
                 // Another key of the set may have signed it.
                 Err(e) if matches!(e.kind(), ErrorKind::InvalidSignature) => refused = Reason::BadSignature,
@@ -252,10 +260,8 @@ impl Jwt {
     }
 }
 
-fn validation(config: &JwtConfig) -> Validation {
-    let allowed: Vec<_> = config.algorithms.iter().copied().map(algorithm).collect();
-    let mut validation = Validation::new(allowed[0]);
-    validation.algorithms = allowed;
+fn validation(config: &JwtConfig, alg: jsonwebtoken::Algorithm) -> Validation {
+    let mut validation = Validation::new(alg);
     validation.leeway = config.leeway_s;
     validation.validate_nbf = true;
     let mut required = vec!["exp"];
