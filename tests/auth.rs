@@ -539,13 +539,17 @@ async fn a_route_may_require_a_client_certificate() {
 
     let config = format!(
         "{}\n[routes.secure]\npath = \"/secure\"\nfilters = [{{ module = \"probe\" }}]\nauth = {{ client_cert = \"required\" }}\n\
-         [routes.open]\npath = \"/open\"\nfilters = [{{ module = \"probe\" }}]\n",
+         [routes.open]\npath = \"/open\"\nfilters = [{{ module = \"probe\" }}]\n\
+         [routes.either]\npath = \"/either\"\nfilters = [{{ module = \"probe\" }}]\n\
+         [routes.either.auth]\nclient_cert = \"sufficient\"\n\
+         [routes.either.auth.jwt]\nalgorithms = [\"HS256\"]\nsecret_file = \"secret\"\n",
         head("tls = { cert = \"cert.pem\", key = \"key.pem\", client_ca = \"ca.pem\" }")
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("cert.pem"), server_cert.pem()).unwrap();
     std::fs::write(dir.path().join("key.pem"), server_key.serialize_pem()).unwrap();
     std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.path().join("secret"), SECRET).unwrap();
     std::fs::create_dir_all(dir.path().join("filters")).unwrap();
     std::fs::copy(
         built_filters().join("probe.wasm"),
@@ -587,14 +591,34 @@ async fn a_route_may_require_a_client_certificate() {
         }
         other => panic!("expected a 403, got {:?}", other.map(|_| ())),
     }
-    let (mut ws, _) = connect("/open", anonymous).await.unwrap();
+    let (mut ws, _) = connect("/open", anonymous.clone()).await.unwrap();
     assert_eq!(ask(&mut ws, "meta tls.subject").await, "<none>");
 
-    let (mut ws, _) = connect("/secure", with_cert).await.unwrap();
+    let (mut ws, _) = connect("/secure", with_cert.clone()).await.unwrap();
     assert_eq!(ask(&mut ws, "meta tls.subject").await, "CN=device-7");
     assert_eq!(ask(&mut ws, "meta tls.issuer").await, "CN=test CA");
     assert_eq!(ask(&mut ws, "meta tls.san").await, "DNS:device-7.test");
     assert!(ask(&mut ws, "set tls.subject CN=admin").await.starts_with("err"));
+
+    // `client_cert = "sufficient"`: a certificate or a token lets a client in, nothing does not.
+    let (mut ws, _) = connect("/either", with_cert).await.unwrap();
+    assert_eq!(ask(&mut ws, "meta tls.subject").await, "CN=device-7");
+    let status = |result: Result<_, tokio_tungstenite::tungstenite::Error>| match result {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(status(connect("/either", anonymous.clone()).await), 401);
+    let token = hs256(&json!({"sub": "t", "exp": now() + 60}), SECRET);
+    let mut request = url("/either").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let tls = Some(Connector::Rustls(anonymous.clone()));
+    let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(request, None, false, tls)
+        .await
+        .unwrap();
+    assert_eq!(ask(&mut ws, "meta claim.sub").await, "t");
     assert_eq!(
         proxy
             .metric("framegate_auth_refused_total{route=\"secure\",reason=\"client_cert\"}")

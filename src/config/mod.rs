@@ -552,4 +552,32 @@ mod tests {
         let e = parse_err("[routes.a]\npath = \"/{x}\"\n[routes.b]\npath = \"/{y}\"\n");
         assert!(e.contains("already served by route \"a\""), "{e}");
     }
+
+    #[test]
+    fn auth_options_are_checked_with_their_key() {
+        let e = parse_err("[routes.a]\npath = \"/a\"\n[routes.a.auth.jwt]\nalgorithms = [\"RS256\"]\n");
+        assert_eq!(
+            e,
+            "test.toml: routes.a.auth.jwt.key_file: expected exactly one of key_file, secret_file, jwks_url"
+        );
+        let e = parse_err("[routes.a]\npath = \"/a\"\nauth = { client_cert = \"required\" }\n");
+        assert_eq!(e, "test.toml: routes.a.auth.client_cert: needs server.tls.client_ca");
+        let tls = "[server]\ntls = { cert = \"c\", key = \"k\", client_ca = \"ca\" }\n";
+        let e = parse_err(&format!(
+            "{tls}[routes.a]\npath = \"/a\"\nauth = {{ client_cert = \"sufficient\" }}\n"
+        ));
+        assert!(e.contains("routes.a.auth.client_cert: \"sufficient\""), "{e}");
+        assert!(
+            Config::parse(
+                &format!("{tls}[routes.a]\npath = \"/a\"\nauth = {{ client_cert = \"required\" }}\n"),
+                "t"
+            )
+            .is_ok()
+        );
+        let e = parse_err(concat!(
+            "[sources.s]\ntype = \"ws\"\nurl = \"ws://x\"\n[routes.a]\nfeed = \"s\"\n",
+            "auth = { client_cert = \"required\" }\n"
+        ));
+        assert_eq!(e, "test.toml: routes.a.auth: a fed route has no client to authenticate");
+    }
 }
