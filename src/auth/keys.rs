@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::config::{JwtAlgorithm, JwtConfig};
+use crate::connectors::url::redact;
 use crate::connectors::ws::{TlsOptions, client_config};
 
 /// The largest JWKS document read.
@@ -232,7 +233,11 @@ impl Keys {
                 self.current.store(Arc::new(set));
             }
             // The last good set stays.
-            Err(e) => tracing::warn!(route = %remote.route, url = %remote.url, "JWKS fetch failed: {e}"),
+            Err(e) => tracing::warn!(
+                route = %remote.route,
+                url = %redact(&remote.url.to_string()),
+                "JWKS fetch failed: {e}"
+            ),
         }
     }
 }
@@ -251,9 +256,11 @@ async fn refresh_every(keys: Weak<Keys>, refresh: Duration, config: JwtConfig) {
 
 impl Remote {
     fn new(route: &str, config: &JwtConfig, url: &str) -> Result<Remote, KeyError> {
-        let url: Uri = url.parse().map_err(|e| KeyError::Url(format!("{url:?}: {e}")))?;
+        let url: Uri = url
+            .parse()
+            .map_err(|e| KeyError::Url(format!("{:?}: {e}", redact(url))))?;
         if url.host().is_none() {
-            return Err(KeyError::Url(format!("{url} has no host")));
+            return Err(KeyError::Url(format!("{} has no host", redact(&url.to_string()))));
         }
         let tls = match url.scheme_str() {
             Some("https") => {
