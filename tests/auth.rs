@@ -626,3 +626,25 @@ async fn a_route_may_require_a_client_certificate() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn the_jwks_is_fetched_at_start_and_on_its_interval() {
+    let rsa = EncodingKey::from_rsa_pem(RSA_KEY).unwrap();
+    let jwks = JwksServer::start(String::new()).await;
+    jwks.serve(vec![jwk(&rsa, Algorithm::RS256, "k")]);
+    let config = format!(
+        "{}\n[routes.feed]\npath = \"/feed\"\n[routes.feed.auth.jwt]\nalgorithms = [\"RS256\"]\n\
+         jwks_url = \"http://{}/jwks\"\njwks_refresh_ms = 200\n",
+        head(""),
+        jwks.addr
+    );
+    let proxy = Proxy::start(&config, &[], &[]);
+    // No token has come yet: the set was fetched at start, and is fetched again and again.
+    eventually("three fetches without a token", || async {
+        jwks.fetches.load(Ordering::SeqCst) >= 3
+    })
+    .await;
+    let token = signed(Algorithm::RS256, "k", &rsa, &json!({"sub": "x", "exp": now() + 60}));
+    let (status, _, _) = upgrade_with(proxy.ws, "/feed", &format!("Authorization: Bearer {token}\r\n")).await;
+    assert_eq!(status, 101);
+}
