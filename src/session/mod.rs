@@ -131,7 +131,10 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
     let idle_limit = (settings.idle_timeout_ms > 0).then(|| Duration::from_millis(settings.idle_timeout_ms));
     let idle = tokio::time::sleep(idle_limit.unwrap_or(Duration::MAX / 4));
     tokio::pin!(idle);
-    let expiry = tokio::time::sleep_until(opening.expires.unwrap_or_else(|| Instant::now() + Duration::MAX / 4));
+    let expiry = match opening.expires {
+        Some(at) => tokio::time::sleep_until(at),
+        None => tokio::time::sleep(Duration::MAX / 4),
+    };
     tokio::pin!(expiry);
 
     'serving: while session.closing.is_none() {
