@@ -288,6 +288,7 @@ impl Feeds {
                         conn,
                         effects,
                         upstream: None,
+                        expires: None,
                     };
                     let client = FeedClient {
                         outlet: feed_outlet.clone(),

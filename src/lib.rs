@@ -7,6 +7,7 @@
 //! - `route` (routes built from the config), then `session` (one connection's life);
 //! - `feed`, `server` and, on top, `proxy`; `logs` (the log's writer, masking secrets) beside it.
 
+pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod connectors;

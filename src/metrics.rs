@@ -42,6 +42,12 @@ struct RefusedLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabel {
+    route: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FilterLabel {
     filter: String,
 }
@@ -95,6 +101,7 @@ pub struct Metrics {
     connections_active: Family<RouteLabel, Gauge>,
     connections: Family<RouteLabel, Counter>,
     refused: Family<RefusedLabel, Counter>,
+    auth_refused: Family<AuthLabel, Counter>,
     messages: Family<FlowLabel, Counter>,
     bytes: Family<FlowLabel, Counter>,
     filter_calls: Family<FilterLabel, Histogram, fn() -> Histogram>,
@@ -125,6 +132,7 @@ impl Default for Metrics {
         let connections_active = Family::default();
         let connections = Family::default();
         let refused = Family::default();
+        let auth_refused = Family::default();
         let messages = Family::default();
         let bytes = Family::default();
         let filter_calls = Family::new_with_constructor(call_histogram as fn() -> Histogram);
@@ -147,6 +155,11 @@ impl Default for Metrics {
         );
         registry.register("connections", "Client connections accepted", connections.clone());
         registry.register("upgrades_refused", "Upgrades refused, by HTTP status", refused.clone());
+        registry.register(
+            "auth_refused",
+            "Connections refused or closed by authentication, by reason",
+            auth_refused.clone(),
+        );
         registry.register("messages", "Messages, by route and direction", messages.clone());
         registry.register("bytes", "Payload bytes, by route and direction", bytes.clone());
         registry.register(
@@ -231,6 +244,7 @@ impl Default for Metrics {
             connections_active,
             connections,
             refused,
+            auth_refused,
             messages,
             bytes,
             filter_calls,
@@ -275,6 +289,13 @@ impl Metrics {
             messages_out: owned(&self.messages, &flow("out")),
             bytes_in: owned(&self.bytes, &flow("in")),
             bytes_out: owned(&self.bytes, &flow("out")),
+        }
+    }
+
+    pub fn auth(&self, route: &str) -> AuthMetrics {
+        AuthMetrics {
+            route: route.into(),
+            refused: self.auth_refused.clone(),
         }
     }
 
@@ -385,6 +406,24 @@ impl RouteMetrics {
             .get_or_create(&RefusedLabel {
                 route: self.route.clone(),
                 status,
+            })
+            .inc();
+    }
+}
+
+/// One route's authentication refusals.
+#[derive(Clone)]
+pub struct AuthMetrics {
+    route: String,
+    refused: Family<AuthLabel, Counter>,
+}
+
+impl AuthMetrics {
+    pub fn refused(&self, reason: &'static str) {
+        self.refused
+            .get_or_create(&AuthLabel {
+                route: self.route.clone(),
+                reason,
             })
             .inc();
     }

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::auth::Auth;
 use crate::config::{Config, RouteConfig, RoutePath};
 use crate::connectors::Sinks;
 use crate::connectors::sinks::RouteSink;
@@ -32,6 +33,8 @@ pub struct Route {
     /// The sinks filters may `emit` to: both kinds.
     pub sink_names: Arc<[String]>,
     pub metrics: RouteMetrics,
+    /// Who may connect (src/auth/).
+    pub auth: Auth,
 }
 
 impl Route {
@@ -117,6 +120,8 @@ impl Router {
                 emit_only,
                 sink_names: route.sinks.iter().chain(&route.emit_sinks).cloned().collect(),
                 metrics: metrics.route(name),
+                auth: Auth::build(name, &route.auth, metrics)
+                    .map_err(|e| anyhow::anyhow!("routes.{name}.auth.jwt: {e}"))?,
             }));
         }
         let (mut routes, fed): (Vec<_>, Vec<_>) = routes.into_iter().partition(|r| r.path.is_some());

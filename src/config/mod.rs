@@ -4,6 +4,7 @@
 //! connector registry (src/connectors/mod.rs) parses and checks once per load.
 
 mod edge;
+mod auth;
 mod route_path;
 mod secrets;
 
@@ -14,6 +15,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use edge::{ClientIpConfig, EdgeLimits, MIN_HEAD_BYTES, OriginPattern, TrustedProxy};
+pub use auth::{
+    AuthConfig, ClaimRule, ClaimValue, ClientCertMode, ClientCertRule, JwtAlgorithm, JwtConfig, TokenSource,
+};
 pub use route_path::{RoutePath, percent_decode_with};
 
 /// The kind of the upstream WebSocket connector: a route's `ws` sink is its upstream, and a `ws`
@@ -104,6 +108,11 @@ pub struct TlsConfig {
     pub cert: PathBuf,
     /// PEM private key.
     pub key: PathBuf,
+    /// PEM bundle of the CAs whose client certificates are verified (mTLS); none: not asked.
+    pub client_ca: Option<PathBuf>,
+    /// Whether the TLS handshake needs a client certificate (with `client_ca`).
+    #[serde(default)]
+    pub client_cert: ClientCertMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -234,6 +243,9 @@ pub struct RouteConfig {
     /// None: any origin.
     #[serde(default)]
     pub origins: Option<Vec<OriginPattern>>,
+    /// Who may connect: a JWT, a client certificate (src/auth/).
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -428,6 +440,9 @@ impl Config {
                     if route.relay == Relay::Bytes {
                         return Err(err(key("relay"), "a fed route has no client to relay bytes for".into()));
                     }
+                    if route.auth != AuthConfig::default() {
+                        return Err(err(key("auth"), "a fed route has no client to authenticate".into()));
+                    }
                 }
                 _ => return Err(err(key("path"), "expected either a path or a feed".into())),
             }
@@ -446,6 +461,19 @@ impl Config {
                 return Err(err(
                     key("relay"),
                     "\"bytes\" needs a route with no filters and a single ws sink".into(),
+                ));
+            }
+            if let Some(jwt) = &route.auth.jwt {
+                jwt.check()
+                    .map_err(|(k, message)| err(key(&format!("auth.jwt.{k}")), message))?;
+            }
+            if route.auth.client_cert.is_some() && self.server.tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+                return Err(err(key("auth.client_cert"), "needs server.tls.client_ca".into()));
+            }
+            if route.auth.client_cert == Some(ClientCertRule::Sufficient) && route.auth.jwt.is_none() {
+                return Err(err(
+                    key("auth.client_cert"),
+                    "\"sufficient\" lets a client in without a token: it needs auth.jwt".into(),
                 ));
             }
             if route.max_message_size == 0 {
@@ -562,5 +590,33 @@ mod tests {
         assert!(e.starts_with("test.toml: routes.a.filters[0].module:"), "{e}");
         let e = parse_err("[routes.a]\npath = \"/{x}\"\n[routes.b]\npath = \"/{y}\"\n");
         assert!(e.contains("already served by route \"a\""), "{e}");
+    }
+
+    #[test]
+    fn auth_options_are_checked_with_their_key() {
+        let e = parse_err("[routes.a]\npath = \"/a\"\n[routes.a.auth.jwt]\nalgorithms = [\"RS256\"]\n");
+        assert_eq!(
+            e,
+            "test.toml: routes.a.auth.jwt.key_file: expected exactly one of key_file, secret_file, jwks_url"
+        );
+        let e = parse_err("[routes.a]\npath = \"/a\"\nauth = { client_cert = \"required\" }\n");
+        assert_eq!(e, "test.toml: routes.a.auth.client_cert: needs server.tls.client_ca");
+        let tls = "[server]\ntls = { cert = \"c\", key = \"k\", client_ca = \"ca\" }\n";
+        let e = parse_err(&format!(
+            "{tls}[routes.a]\npath = \"/a\"\nauth = {{ client_cert = \"sufficient\" }}\n"
+        ));
+        assert!(e.contains("routes.a.auth.client_cert: \"sufficient\""), "{e}");
+        assert!(
+            Config::parse(
+                &format!("{tls}[routes.a]\npath = \"/a\"\nauth = {{ client_cert = \"required\" }}\n"),
+                "t"
+            )
+            .is_ok()
+        );
+        let e = parse_err(concat!(
+            "[sources.s]\ntype = \"ws\"\nurl = \"ws://x\"\n[routes.a]\nfeed = \"s\"\n",
+            "auth = { client_cert = \"required\" }\n"
+        ));
+        assert_eq!(e, "test.toml: routes.a.auth: a fed route has no client to authenticate");
     }
 }

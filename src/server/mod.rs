@@ -33,6 +33,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::ClientCert;
 use crate::config::{ClientIpConfig, Relay, ServerConfig};
 use crate::connectors::Sources;
 use crate::connectors::ws::ws_config;
@@ -146,11 +147,14 @@ async fn handshake(edge: Arc<Edge>, mut stream: TcpStream, peer: SocketAddr, tls
     };
     match tls {
         Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-            Ok(Ok(stream)) => serve_http(edge, TokioIo::new(stream), connection, deadline).await,
+            Ok(Ok(stream)) => {
+                let cert = tls::client_cert(&stream);
+                serve_http(edge, TokioIo::new(stream), connection, deadline, cert).await
+            }
             Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
             Err(_) => metrics.refused(HANDSHAKE_TIMEOUT),
         },
-        None => serve_http(edge, TokioIo::new(stream), connection, deadline).await,
+        None => serve_http(edge, TokioIo::new(stream), connection, deadline, None).await,
     }
     drop(admitted.handshake);
 }
@@ -159,8 +163,15 @@ async fn handshake(edge: Arc<Edge>, mut stream: TcpStream, peer: SocketAddr, tls
 const HANDSHAKE_TIMEOUT: &str = "handshake_timeout";
 
 /// HTTP until the upgrade: one request (every answer but a 101 closes the connection, see
-/// `respond`), whose head must arrive by `deadline` and be at most `max_head_bytes`.
-async fn serve_http<I>(edge: Arc<Edge>, io: I, connection: Connection, deadline: Instant)
+/// `respond`), whose head must arrive by `deadline` and be at most `max_head_bytes`; `cert` is
+/// the connection's verified client certificate (mTLS), handed to the request in its extensions.
+async fn serve_http<I>(
+    edge: Arc<Edge>,
+    io: I,
+    connection: Connection,
+    deadline: Instant,
+    cert: Option<Arc<ClientCert>>,
+)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -169,8 +180,11 @@ where
     let connection = Arc::new(connection);
     let requested = Arc::new(AtomicBool::new(false));
     let seen = requested.clone();
-    let service = service_fn(move |request| {
+    let service = service_fn(move |mut request: Request<Incoming>| {
         seen.store(true, Ordering::Relaxed);
+        if let Some(cert) = &cert {
+            request.extensions_mut().insert(cert.clone());
+        }
         let (edge, connection) = (edge.clone(), connection.clone());
         async move { Ok::<_, Infallible>(upgrade(edge, request, &connection).await) }
     });
@@ -249,6 +263,13 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, connection: &C
             return respond(refusal.status(), format!("{refusal}\n"));
         }
     };
+    let identity = match route.auth.admit(&mut request).await {
+        Ok(identity) => identity,
+        Err(refusal) => {
+            route.metrics.refused(refusal.status());
+            return refusal.into_response();
+        }
+    };
     if route.passes_through {
         let (_, upstream) = route.upstream().expect("a pass-through route has a ws sink");
         let relayed = match route.settings.relay {
@@ -280,6 +301,7 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, connection: &C
         max_message_size: route.settings.max_message_size,
         ..ConnState::default()
     };
+    Arc::make_mut(&mut conn.meta).extend(identity.meta);
     let (verdict, effects) = route.chain.open(&mut conn);
     if let Err((status, body)) = verdict {
         route.metrics.refused(status);
@@ -304,6 +326,7 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, connection: &C
         conn,
         effects,
         upstream,
+        expires: identity.expires,
     };
     let sources = edge.sources.clone();
     let shutdown = edge.shutdown.clone();
@@ -319,11 +342,12 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, connection: &C
         }
     });
 
-    switching_protocols(&key)
+    switching_protocols(&key, identity.protocol)
 }
 
-/// The 101 that accepts a client's upgrade: no sub-protocol, no extension.
-fn switching_protocols(key: &HeaderValue) -> Response<Body> {
+/// The 101 that accepts a client's upgrade: no extension, and no sub-protocol but the one
+/// offered beside a token entry (src/auth/token.rs).
+fn switching_protocols(key: &HeaderValue, protocol: Option<HeaderValue>) -> Response<Body> {
     let mut response = respond(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -333,5 +357,8 @@ fn switching_protocols(key: &HeaderValue) -> Response<Body> {
         header::SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&accept).expect("base64 is a valid header"),
     );
+    if let Some(protocol) = protocol {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+    }
     response
 }

@@ -65,6 +65,8 @@ pub struct Opening {
     pub effects: Vec<ChainEffect>,
     /// The upstream connection, when the route has a `ws` sink: its name and stream.
     pub upstream: Option<(Arc<str>, Box<UpstreamStream>)>,
+    /// When the client's token expires: the connection is closed then (1008).
+    pub expires: Option<Instant>,
 }
 
 struct Session {
@@ -129,6 +131,11 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
     let idle_limit = (settings.idle_timeout_ms > 0).then(|| Duration::from_millis(settings.idle_timeout_ms));
     let idle = tokio::time::sleep(idle_limit.unwrap_or(Duration::MAX / 4));
     tokio::pin!(idle);
+    let expiry = match opening.expires {
+        Some(at) => tokio::time::sleep_until(at),
+        None => tokio::time::sleep(Duration::MAX / 4),
+    };
+    tokio::pin!(expiry);
 
     'serving: while session.closing.is_none() {
         tokio::select! {
@@ -161,6 +168,10 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
                 session.outbox.push(Message::Ping(Bytes::new()));
             }
             _ = &mut idle, if idle_limit.is_some() => session.close(1001, "idle timeout"),
+            _ = &mut expiry, if opening.expires.is_some() => {
+                route.auth.expired_while_connected();
+                session.close(1008, "token expired");
+            }
             read = async { upstream.as_mut().unwrap().1.next().await }, if upstream.is_some() => {
                 Box::pin(session.upstream_read(upstream.as_ref().map(|u| u.0.clone()), &mut upstream_seq, read)).await;
             }

@@ -10,7 +10,11 @@ use bytes::Bytes;
 pub type Meta = Arc<BTreeMap<String, Bytes>>;
 
 const RESERVED_KEYS: [&str; 4] = ["route", "path", "peer", "query"];
-const RESERVED_PREFIXES: [&str; 6] = ["conn.", "path.", "query.", "header.", "msg.", "source."];
+/// `claim.*` (a verified token's claims) and `tls.*` (a verified client certificate) are set by
+/// authentication: a filter that could change them could forge an identity.
+const RESERVED_PREFIXES: [&str; 8] = [
+    "conn.", "path.", "query.", "header.", "msg.", "source.", "claim.", "tls.",
+];
 
 /// Keys the host sets, which filters may read but not change.
 pub fn is_reserved(key: &str) -> bool {
@@ -24,6 +28,7 @@ mod tests {
     #[test]
     fn host_keys_are_reserved() {
         assert!(is_reserved("header.x") && is_reserved("route") && is_reserved("msg.id"));
+        assert!(is_reserved("claim.sub") && is_reserved("tls.subject"));
         assert!(!is_reserved("hydra-ack") && !is_reserved("routes"));
     }
 }

@@ -29,6 +29,7 @@ use super::url::redact;
 use super::{SinkKind, SourceKind, parse};
 pub use outlet::{FeedMessage, Outlet};
 pub use source::Runner;
+pub use tls::client_config;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

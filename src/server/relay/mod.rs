@@ -263,7 +263,7 @@ pub async fn frames(
         },
     );
 
-    Ok(super::switching_protocols(client_key))
+    Ok(super::switching_protocols(client_key, None))
 }
 
 #[cfg(test)]
