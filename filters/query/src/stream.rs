@@ -348,7 +348,10 @@ pub fn message(
 fn subscribe(config: &Config, cache: &mut HashMap<String, Rc<Compiled>>, conn: &Conn, subscribe: &Subscribe) -> String {
     let compiled = match subscribe.compile() {
         Ok(compiled) => Rc::new(compiled),
-        Err(reason) => return subscribe.failure(&reason),
+        Err(reason) => {
+            count("subscriptions_refused", 1.0);
+            return subscribe.failure(&reason);
+        }
     };
     let mut list = quids(conn);
     let quid = compiled.quid.clone();
