@@ -169,10 +169,11 @@ pub fn keep(groups: &[(Metric, Vec<String>)], retention: &Retention, now: i64) -
             retention.max_bytes
         ));
     }
-    make_room(size, retention);
+    // The metrics' own records past `count` first, then, if still needed, anyone's oldest.
     for (metric, bits) in groups {
         trim(metric, bits.len() as u64, retention);
     }
+    make_room(size, retention);
     for entry in &entries {
         with_room(|| store::set(&entry.ord, entry.ord_value.as_bytes())).map_err(refused)?;
     }
