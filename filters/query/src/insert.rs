@@ -171,7 +171,7 @@ mod tests {
         );
         assert!(parse(r#"{"db":"d.b","namespace":"ns","metric":"m","bit":{"value":1}}"#, 0, 10).is_err());
         assert!(parse("nope", 0, 10).err().unwrap().starts_with("not JSON"));
-        let eleven = format!("[{}]", vec![one; 11].join(","));
+        let eleven = format!("[{}]", [one; 11].join(","));
         assert_eq!(parse(&eleven, 0, 11).unwrap().len(), 11);
         assert_eq!(
             parse(&eleven, 0, 10).err().unwrap(),
