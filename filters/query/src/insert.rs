@@ -111,7 +111,8 @@ fn insert_all(config: &Config, conn: &Conn, inserts: &[Insert], now: i64) -> Res
             ..Record::default()
         };
         if let Err(e) = conn.emit_with(sink, lines.join("\n").as_bytes(), record) {
-            // Sent records are not taken back (they go when the call returns), the kept ones are.
+            // The window keeps none of the message. Emits cannot be taken back: in a message
+            // mixing metrics, those emitted before this one still go when the call returns.
             retention::forget(&groups, &firsts);
             return Err(format!("the records of {key} could not be sent to {sink}: {e}"));
         }
