@@ -136,6 +136,9 @@ FG_IMPORT(store_set) int32_t fg_store_set(const char *key, int32_t klen, const v
 /* Copies up to cap bytes of the list of keys starting with prefix (for each, sorted: u32 LE
  * length, then the name); returns the list's whole length. */
 FG_IMPORT(store_keys) int32_t fg_store_keys(const char *prefix, int32_t plen, void *dst, int32_t cap);
+/* Copies up to cap bytes of the smallest key starting with prefix; returns its whole length,
+ * FG_NOT_FOUND if there is none. */
+FG_IMPORT(store_first) int32_t fg_store_first(const char *prefix, int32_t plen, void *dst, int32_t cap);
 /* Adds delta to the decimal counter at key (absent is 0), atomically; returns the new value,
  * FG_BAD_ARGUMENT if the value is not a decimal integer or the sum would be negative. */
 FG_IMPORT(store_add) int64_t fg_store_add(const char *key, int32_t klen, int64_t delta);

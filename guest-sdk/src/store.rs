@@ -46,6 +46,16 @@ pub fn keys(prefix: &str) -> Vec<String> {
     names(&list.unwrap_or_default())
 }
 
+/// The smallest key that starts with `prefix` (the first of [`keys`]), without listing them
+/// all: with keys that sort oldest first, the oldest.
+pub fn first(prefix: &str) -> Option<String> {
+    // SAFETY: prefix is ours; the helper passes a buffer it owns and its length.
+    let key = sized(64, |dst, cap| unsafe {
+        sys::store_first(prefix.as_ptr(), len(prefix.as_bytes()), dst, cap)
+    })?;
+    String::from_utf8(key).ok()
+}
+
 /// Adds `delta` to the decimal counter at `key` (absent counts as 0) and returns the new value,
 /// atomically: two instances adding at once both count. Counters stay at or above 0:
 /// [`Error::BadArgument`] when the sum would be negative or the value there is not a decimal

@@ -94,6 +94,9 @@ imports! {
     /// Copies up to `cap` bytes of the list of the store's keys starting with a prefix (each a
     /// u32 LE length, then the name); returns the list's whole length.
     fn store_keys(prefix: *const u8, plen: i32, dst: *mut u8, cap: i32) -> i32;
+    /// Copies up to `cap` bytes of the smallest key starting with a prefix; returns its whole
+    /// length, -1 if there is none.
+    fn store_first(prefix: *const u8, plen: i32, dst: *mut u8, cap: i32) -> i32;
     /// Adds `delta` to a decimal counter of the store, at once for every instance; returns the
     /// new value.
     fn store_add(key: *const u8, klen: i32, delta: i64) -> i64;

@@ -349,6 +349,9 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     define_lookup(linker, "store_keys", |state, prefix| {
         Some(encode_names(state.store.keys(prefix).iter().map(String::as_str)))
     })?;
+    define_lookup(linker, "store_first", |state, prefix| {
+        state.store.first(prefix).map(String::into_bytes)
+    })?;
 
     linker.func_wrap(
         M,

@@ -76,6 +76,14 @@ impl Store {
             .collect()
     }
 
+    /// The smallest key starting with `prefix`: what a filter evicts first when its keys sort
+    /// oldest first (`store_first`), found without listing them all.
+    pub fn first(&self, prefix: &str) -> Option<String> {
+        let entries = self.entries.lock().unwrap();
+        let (key, _) = entries.map.range(prefix.to_string()..).next()?;
+        key.starts_with(prefix).then(|| key.clone())
+    }
+
     /// Adds `delta` to the decimal counter at `key` (absent is 0), atomically; the new value.
     pub fn add(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
         let mut entries = self.entries.lock().unwrap();
@@ -107,6 +115,10 @@ mod tests {
         store.set("a.1", Some("one".into())).unwrap();
         store.set("b", Some("x".into())).unwrap();
         assert_eq!(store.keys("a."), ["a.1", "a.2"]);
+        assert_eq!(store.first("a.").as_deref(), Some("a.1"));
+        assert_eq!(store.first("b").as_deref(), Some("b"));
+        assert_eq!(store.first("a.3"), None);
+        assert_eq!(store.first("c"), None);
         assert_eq!(store.get("a.2").as_deref(), Some(&b"two"[..]));
         store.set("a.2", None).unwrap();
         assert_eq!(store.keys(""), ["a.1", "b"]);

@@ -377,7 +377,7 @@ fn groups(select: &Select, hits: &[&Bit]) -> Vec<Bit> {
         match &select.group_by {
             None => Some(Val::Int(0)),
             Some(GroupBy::Dimension(d)) => bit.field(d),
-            Some(GroupBy::Interval(ms)) => Some(Val::Int(bit.timestamp.div_euclid(*ms) * ms)),
+            Some(GroupBy::Interval(ms)) => Some(Val::Int(bit.timestamp.div_euclid(*ms).saturating_mul(*ms))),
         }
     };
     let mut keyed: Vec<(Val, &Bit)> = hits.iter().filter_map(|b| key(b).map(|k| (k, *b))).collect();
@@ -412,7 +412,8 @@ fn groups(select: &Select, hits: &[&Bit]) -> Vec<Bit> {
                 };
                 bit.timestamp = lower;
                 bit.dimensions.insert("lowerBound".into(), Val::Int(lower));
-                bit.dimensions.insert("upperBound".into(), Val::Int(lower + ms));
+                bit.dimensions
+                    .insert("upperBound".into(), Val::Int(lower.saturating_add(*ms)));
             }
             None => {}
         }

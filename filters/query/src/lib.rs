@@ -2,8 +2,9 @@
 //! (`/ws-insert`) in front of the bus (docs/filters/query.md). One module, two modes:
 //!
 //! - `insert`: each message is one NSDb insert body `{db, namespace, metric, bit}` or an array
-//!   of them; every record is kept in the retained window (the module's shared store,
-//!   `retention.rs`) and emitted to the route's sink (the bus), and the message is answered once.
+//!   of them (at most `max_records`); its records are kept in the retained window (the module's
+//!   shared store, `retention.rs`), all or none, then emitted to the route's sink (the bus), and
+//!   the message is answered once.
 //! - `stream`: at the upgrade, `refresh_period` and `retention_size` are checked and the
 //!   connection subscribes to the bus topic; subscribe messages are parsed (`sql.rs`), answered
 //!   with the window's matching records, and every record the bus delivers is matched against
@@ -54,6 +55,9 @@ struct Config {
     /// stream: records that may wait for a slow client, per query, without `retention_size`.
     #[serde(default = "default_retention_size")]
     retention_size: u32,
+    /// insert: the most records one insert message may hold.
+    #[serde(default = "default_max_records")]
+    max_records: usize,
     /// Both modes: what each metric keeps (give both routes the same).
     #[serde(default)]
     retention: Retention,
@@ -80,6 +84,9 @@ fn default_period() -> u32 {
 }
 fn default_retention_size() -> u32 {
     100
+}
+fn default_max_records() -> usize {
+    1000
 }
 
 #[derive(Default)]
@@ -130,8 +137,14 @@ impl Filter for Query {
         if let Some(map) = &config.map {
             map.check()?;
         }
-        if config.retention.count == 0 || config.retention_size == 0 {
-            return Err("query config: retention.count and retention_size must be at least 1".into());
+        if config.retention.count == 0 || config.retention_size == 0 || config.max_records == 0 {
+            return Err("query config: retention.count, retention_size and max_records must be at least 1".into());
+        }
+        if !(1024..=retention::MAX_BYTES_CAP).contains(&config.retention.max_bytes) {
+            return Err(format!(
+                "query config: retention.max_bytes must be from 1024 to {} (the store holds 64 MiB)",
+                retention::MAX_BYTES_CAP
+            ));
         }
         self.config = Some(config);
         Ok(())

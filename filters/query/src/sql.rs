@@ -1,6 +1,14 @@
 //! NSDb's SELECT grammar (the subset docs/filters/query.md lists), parsed with nom into a
 //! [`Select`]. Keywords are case-insensitive; names and quoted strings keep their case. A parse
 //! error names the position (in characters from 0) and what was expected there.
+//!
+//! A query is bounded before it can cost much ([`Limit`]): its length, how deep parentheses and
+//! `not`s nest, how many conditions and fields it has, the length of each name and value, and
+//! the `group by interval`. The parser recurses once per nesting level and the trees it builds
+//! are at most `MAX_CONDITIONS` deep, so neither parsing nor evaluating (both recursive) can run
+//! out of the guest's stack; a query past a limit gets a reason, like any other bad query.
+
+use std::cell::Cell;
 
 use nom::branch::alt;
 use nom::bytes::complete::{tag, tag_no_case, take_while, take_while1};
@@ -89,24 +97,91 @@ pub enum Term {
     Now(i64),
 }
 
-/// A parse error: how much input was left where it happened, and what was expected there.
+/// The longest query string, in bytes.
+pub const MAX_QUERY_BYTES: usize = 8192;
+/// How deep parentheses and `not`s may nest in a condition.
+pub const MAX_DEPTH: usize = 32;
+/// Conditions (comparisons, `like`, `in`, `is null`) in a query, `filters` included.
+pub const MAX_CONDITIONS: usize = 256;
+/// Fields and aggregations after `select`.
+pub const MAX_FIELDS: usize = 64;
+/// The longest name (a metric, a dimension, a field), in bytes.
+pub const MAX_NAME: usize = 256;
+/// The longest value or `like` pattern, in bytes.
+pub const MAX_TEXT: usize = 1024;
+/// The longest `group by interval`: ten years, in milliseconds.
+pub const MAX_INTERVAL_MS: i64 = 3650 * 86_400_000;
+
+/// A bound a query passed; its text is the reason a subscriber is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Depth,
+    Conditions,
+    Fields,
+    Name,
+    Text,
+    Interval,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::Depth => write!(f, "parentheses and nots nest more than {MAX_DEPTH} deep"),
+            Limit::Conditions => write!(f, "more than {MAX_CONDITIONS} conditions"),
+            Limit::Fields => write!(f, "more than {MAX_FIELDS} fields"),
+            Limit::Name => write!(f, "a name longer than {MAX_NAME} bytes"),
+            Limit::Text => write!(f, "a value longer than {MAX_TEXT} bytes"),
+            Limit::Interval => write!(
+                f,
+                "group by interval must be from 1 ms to {} days",
+                MAX_INTERVAL_MS / 86_400_000
+            ),
+        }
+    }
+}
+
+/// A parse error: how much input was left where it happened, and what was expected there, or
+/// the limit the query passed there.
 #[derive(Debug, PartialEq)]
 pub struct Error<'a> {
     rest: &'a str,
     expected: &'static str,
+    limit: Option<Limit>,
+}
+
+impl<'a> Error<'a> {
+    /// A failure no other branch may explain better: a limit passed at `rest`.
+    fn limit(rest: &'a str, limit: Limit) -> nom::Err<Self> {
+        nom::Err::Failure(Error {
+            rest,
+            expected: "",
+            limit: Some(limit),
+        })
+    }
 }
 
 impl<'a> ParseError<&'a str> for Error<'a> {
     fn from_error_kind(rest: &'a str, _: ErrorKind) -> Self {
-        Error { rest, expected: "" }
+        Error {
+            rest,
+            expected: "",
+            limit: None,
+        }
     }
 
     fn append(_: &'a str, _: ErrorKind, other: Self) -> Self {
         other
     }
 
-    /// The branch that got further explains the failure best; at a tie, one that says what it expected.
+    /// A passed limit explains the failure; else the branch that got further does; at a tie,
+    /// one that says what it expected.
     fn or(self, other: Self) -> Self {
+        if self.limit.is_some() {
+            return self;
+        }
+        if other.limit.is_some() {
+            return other;
+        }
         match other.rest.len().cmp(&self.rest.len()) {
             std::cmp::Ordering::Less => other,
             std::cmp::Ordering::Greater => self,
@@ -118,10 +193,11 @@ impl<'a> ParseError<&'a str> for Error<'a> {
 
 impl<'a> ContextError<&'a str> for Error<'a> {
     fn add_context(input: &'a str, expected: &'static str, other: Self) -> Self {
-        if other.expected.is_empty() || other.rest.len() == input.len() {
+        if other.limit.is_none() && (other.expected.is_empty() || other.rest.len() == input.len()) {
             Error {
                 rest: other.rest,
                 expected,
+                limit: None,
             }
         } else {
             other
@@ -133,9 +209,13 @@ type Res<'a, T> = IResult<&'a str, T, Error<'a>>;
 
 /// Parses a statement; `Err` is the reason a subscriber is told.
 pub fn parse(text: &str) -> Result<Select, String> {
+    if text.len() > MAX_QUERY_BYTES {
+        return Err(format!("the query is longer than {MAX_QUERY_BYTES} bytes"));
+    }
+    let conditions = Cell::new(0);
     let mut statement = all_consuming(delimited(
         multispace0,
-        select,
+        |input| select(input, &conditions),
         (multispace0, opt(char(';')), multispace0),
     ));
     match statement.parse(text) {
@@ -150,6 +230,9 @@ pub fn parse(text: &str) -> Result<Select, String> {
             }
             let rest = e.rest.trim_start();
             let at = text[..text.len() - rest.len()].chars().count();
+            if let Some(limit) = e.limit {
+                return Err(format!("{limit} (at position {at})"));
+            }
             let found = match rest.chars().take(12).collect::<String>() {
                 s if s.is_empty() => "the end of the query".to_string(),
                 s => format!("'{s}'"),
@@ -186,24 +269,28 @@ fn sym<'a>(symbol: &'static str) -> impl Parser<&'a str, Output = &'a str, Error
     preceded(multispace0, tag(symbol))
 }
 
-fn name(input: &str) -> Res<'_, String> {
-    context(
-        "a name",
-        preceded(
-            multispace0,
-            map(
-                recognize((
-                    take_while1(|c: char| c.is_ascii_alphabetic() || c == '_'),
-                    take_while(word_char),
-                )),
-                str::to_string,
-            ),
-        ),
-    )
-    .parse(input)
+/// `text` as an owned string, or a failure at `at` when it is longer than `max` bytes.
+fn bounded<'a>(at: &'a str, text: &str, max: usize, limit: Limit) -> Result<String, nom::Err<Error<'a>>> {
+    if text.len() > max {
+        return Err(Error::limit(at, limit));
+    }
+    Ok(text.to_string())
 }
 
-fn select(input: &str) -> Res<'_, Select> {
+fn name(input: &str) -> Res<'_, String> {
+    let (start, _) = multispace0(input)?;
+    let (rest, found) = context(
+        "a name",
+        recognize((
+            take_while1(|c: char| c.is_ascii_alphabetic() || c == '_'),
+            take_while(word_char),
+        )),
+    )
+    .parse(start)?;
+    Ok((rest, bounded(start, found, MAX_NAME, Limit::Name)?))
+}
+
+fn select<'a>(input: &'a str, conditions: &Cell<usize>) -> Res<'a, Select> {
     let (input, _) = context("select", keyword("select")).parse(input)?;
     let (input, distinct) = map(opt(kw("distinct")), |d| d.is_some()).parse(input)?;
     let (input, fields) = context(
@@ -211,9 +298,12 @@ fn select(input: &str) -> Res<'_, Select> {
         cut(alt((value(Vec::new(), sym("*")), separated_list1(sym(","), field)))),
     )
     .parse(input)?;
+    if fields.len() > MAX_FIELDS {
+        return Err(Error::limit(input, Limit::Fields));
+    }
     let (input, _) = context("from", cut(kw("from"))).parse(input)?;
     let (input, metric) = context("a metric name", cut(name)).parse(input)?;
-    let (input, condition) = opt(preceded(kw("where"), cut(expr))).parse(input)?;
+    let (input, condition) = opt(preceded(kw("where"), cut(|i| expr(i, 0, conditions)))).parse(input)?;
     let (input, group_by) = opt(preceded((kw("group"), cut(kw("by"))), cut(group_by))).parse(input)?;
     let (input, order_by) = opt(preceded(
         (kw("order"), cut(kw("by"))),
@@ -281,19 +371,22 @@ fn field(input: &str) -> Res<'_, Field> {
 }
 
 fn group_by(input: &str) -> Res<'_, GroupBy> {
-    alt((
-        preceded(
-            kw("interval"),
-            cut(map(
-                (opt(preceded(multispace0, digit1)), preceded(multispace0, unit)),
-                |(n, unit): (Option<&str>, i64)| {
-                    GroupBy::Interval(n.and_then(|n| n.parse::<i64>().ok()).unwrap_or(1) * unit)
-                },
-            )),
-        ),
-        map(name, GroupBy::Dimension),
-    ))
-    .parse(input)
+    alt((preceded(kw("interval"), cut(interval)), map(name, GroupBy::Dimension))).parse(input)
+}
+
+/// `[N] UNIT`, from 1 ms to `MAX_INTERVAL_MS` (0 would divide by zero, and a bucket's bounds
+/// must not overflow).
+fn interval(input: &str) -> Res<'_, GroupBy> {
+    let (start, _) = multispace0(input)?;
+    let (rest, (n, unit)) = (opt(digit1), preceded(multispace0, unit)).parse(start)?;
+    let ms = match n {
+        None => Some(unit),
+        Some(n) => n.parse::<i64>().ok().and_then(|n| n.checked_mul(unit)),
+    };
+    match ms {
+        Some(ms) if (1..=MAX_INTERVAL_MS).contains(&ms) => Ok((rest, GroupBy::Interval(ms))),
+        _ => Err(Error::limit(start, Limit::Interval)),
+    }
 }
 
 /// A time unit, in milliseconds.
@@ -329,31 +422,46 @@ fn unit(input: &str) -> Res<'_, i64> {
     .parse(input)
 }
 
-fn expr(input: &str) -> Res<'_, Expr> {
-    let (input, first) = conjunction(input)?;
-    let (input, rest) = many0(preceded(kw("or"), cut(conjunction))).parse(input)?;
+fn expr<'a>(input: &'a str, depth: usize, conditions: &Cell<usize>) -> Res<'a, Expr> {
+    let (input, first) = conjunction(input, depth, conditions)?;
+    let (input, rest) = many0(preceded(kw("or"), cut(|i| conjunction(i, depth, conditions)))).parse(input)?;
     Ok((
         input,
         rest.into_iter().fold(first, |a, b| Expr::Or(Box::new(a), Box::new(b))),
     ))
 }
 
-fn conjunction(input: &str) -> Res<'_, Expr> {
-    let (input, first) = negation(input)?;
-    let (input, rest) = many0(preceded(kw("and"), cut(negation))).parse(input)?;
+fn conjunction<'a>(input: &'a str, depth: usize, conditions: &Cell<usize>) -> Res<'a, Expr> {
+    let (input, first) = negation(input, depth, conditions)?;
+    let (input, rest) = many0(preceded(kw("and"), cut(|i| negation(i, depth, conditions)))).parse(input)?;
     Ok((
         input,
         rest.into_iter().fold(first, |a, b| Expr::And(Box::new(a), Box::new(b))),
     ))
 }
 
-fn negation(input: &str) -> Res<'_, Expr> {
-    alt((
-        map(preceded(kw("not"), cut(negation)), |e| Expr::Not(Box::new(e))),
-        delimited(sym("("), cut(expr), context("')'", cut(sym(")")))),
-        context("a condition", predicate),
-    ))
-    .parse(input)
+/// `not X`, `(X)` or a condition; each `not` and `(` is a level deeper.
+fn negation<'a>(input: &'a str, depth: usize, conditions: &Cell<usize>) -> Res<'a, Expr> {
+    let deeper = |input: &'a str| -> Res<'a, &'a str> {
+        let (rest, found) = alt((kw("not"), sym("("))).parse(input)?;
+        if depth >= MAX_DEPTH {
+            return Err(Error::limit(input.trim_start(), Limit::Depth));
+        }
+        Ok((rest, found))
+    };
+    let (rest, opened) = opt(deeper).parse(input)?;
+    match opened {
+        Some("(") => terminated(cut(|i| expr(i, depth + 1, conditions)), context("')'", cut(sym(")")))).parse(rest),
+        Some(_) => map(cut(|i| negation(i, depth + 1, conditions)), |e| Expr::Not(Box::new(e))).parse(rest),
+        None => {
+            let (rest, found) = context("a condition", predicate).parse(input)?;
+            conditions.set(conditions.get() + 1);
+            if conditions.get() > MAX_CONDITIONS {
+                return Err(Error::limit(input.trim_start(), Limit::Conditions));
+            }
+            Ok((rest, found))
+        }
+    }
 }
 
 fn predicate(input: &str) -> Res<'_, Expr> {
@@ -400,23 +508,23 @@ fn bare_char(c: char) -> bool {
 }
 
 fn quoted(input: &str) -> Res<'_, String> {
-    map(
-        delimited(
-            char('\''),
-            take_while(|c| c != '\''),
-            context("a closing quote", cut(char('\''))),
-        ),
-        str::to_string,
+    let (rest, text) = delimited(
+        char('\''),
+        take_while(|c| c != '\''),
+        context("a closing quote", cut(char('\''))),
     )
-    .parse(input)
+    .parse(input)?;
+    Ok((rest, bounded(input, text, MAX_TEXT, Limit::Text)?))
+}
+
+/// A bare word: letters, digits and `_-$.:~!?`.
+fn bare(input: &str) -> Res<'_, String> {
+    let (rest, text) = take_while1(bare_char).parse(input)?;
+    Ok((rest, bounded(input, text, MAX_TEXT, Limit::Text)?))
 }
 
 fn pattern(input: &str) -> Res<'_, String> {
-    context(
-        "a pattern",
-        preceded(multispace0, alt((quoted, map(take_while1(bare_char), str::to_string)))),
-    )
-    .parse(input)
+    context("a pattern", preceded(multispace0, alt((quoted, bare)))).parse(input)
 }
 
 fn number(input: &str) -> Res<'_, Term> {
@@ -454,12 +562,7 @@ fn term(input: &str) -> Res<'_, Term> {
         "a value (a number, a word, a 'quoted string' or now)",
         preceded(
             multispace0,
-            alt((
-                now,
-                number,
-                map(quoted, Term::Text),
-                map(take_while1(bare_char), |s: &str| Term::Text(s.to_string())),
-            )),
+            alt((now, number, map(quoted, Term::Text), map(bare, Term::Text))),
         ),
     )
     .parse(input)
@@ -550,6 +653,90 @@ mod tests {
         assert_eq!(s.order_by, Some(("city".into(), false)));
         // `order` is not `or`, `limits` is not `limit`.
         assert!(parse("select * from m where a = 1 order by a").is_ok());
+    }
+
+    /// A condition `depth` levels deep: parentheses and nots alternating.
+    fn nested(depth: usize) -> String {
+        let open: String = (0..depth).map(|i| if i % 2 == 0 { "(" } else { "not " }).collect();
+        let close = ")".repeat(depth.div_ceil(2));
+        format!("select * from m where {open}a = 1{close}")
+    }
+
+    #[test]
+    fn limits_are_reasons_not_traps() {
+        assert!(parse(&nested(MAX_DEPTH)).is_ok());
+        assert_eq!(
+            parse(&nested(MAX_DEPTH + 1)).unwrap_err(),
+            "parentheses and nots nest more than 32 deep (at position 102)"
+        );
+        let parens = format!("select * from m where {}a = 1{}", "(".repeat(1000), ")".repeat(1000));
+        assert_eq!(
+            parse(&parens).unwrap_err(),
+            "parentheses and nots nest more than 32 deep (at position 54)"
+        );
+        let nots = format!("select * from m where {}a = 1", "not ".repeat(10_000));
+        assert_eq!(parse(&nots).unwrap_err(), "the query is longer than 8192 bytes");
+        let nots = format!("select * from m where {}a = 1", "not ".repeat(1_000));
+        assert_eq!(
+            parse(&nots).unwrap_err(),
+            "parentheses and nots nest more than 32 deep (at position 150)"
+        );
+        let many = |n: usize| format!("select * from m where {}", vec!["a=1"; n].join(" or "));
+        let tree = parse(&many(MAX_CONDITIONS)).unwrap().condition.unwrap();
+        assert!(matches!(tree, Expr::Or(..)));
+        assert_eq!(
+            parse(&many(MAX_CONDITIONS + 1)).unwrap_err(),
+            "more than 256 conditions (at position 1814)"
+        );
+        let fields = |n: usize| format!("select {} from m", vec!["a"; n].join(","));
+        assert!(parse(&fields(MAX_FIELDS)).is_ok());
+        assert_eq!(
+            parse(&fields(MAX_FIELDS + 1)).unwrap_err(),
+            "more than 64 fields (at position 137)"
+        );
+        let name = "n".repeat(MAX_NAME + 1);
+        assert_eq!(
+            parse(&format!("select * from m where {name} = 1")).unwrap_err(),
+            "a name longer than 256 bytes (at position 22)"
+        );
+        let text = "t".repeat(MAX_TEXT + 1);
+        for query in [
+            format!("select * from m where a = '{text}'"),
+            format!("select * from m where a like {text}"),
+        ] {
+            assert!(
+                parse(&query).unwrap_err().starts_with("a value longer than 1024 bytes"),
+                "{query}"
+            );
+        }
+        assert!(parse(&format!("select * from m where a = {}", &text[1..])).is_ok());
+    }
+
+    #[test]
+    fn group_by_interval_is_from_a_millisecond_to_ten_years() {
+        let interval = |spec: &str| parse(&format!("select count(*) from m group by interval {spec}"));
+        assert_eq!(interval("1 ms").unwrap().group_by, Some(GroupBy::Interval(1)));
+        assert_eq!(
+            interval("3650 d").unwrap().group_by,
+            Some(GroupBy::Interval(MAX_INTERVAL_MS))
+        );
+        for bad in [
+            "0 s",
+            "0 ms",
+            "3651 d",
+            "99999999999999999999 s",
+            "9223372036854775807 d",
+        ] {
+            assert_eq!(
+                interval(bad).unwrap_err(),
+                "group by interval must be from 1 ms to 3650 days (at position 41)",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            interval("-5 s").unwrap_err(),
+            "parse error at position 41: expected a time unit (d, h, min, s, ms), found '-5 s'"
+        );
     }
 
     #[test]

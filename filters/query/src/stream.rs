@@ -35,6 +35,8 @@ const MAX_QUERIES: usize = 1000;
 /// Parsed queries an instance keeps before it starts over.
 const CACHE: usize = 4096;
 const INVALID: &str = "invalid message sent";
+/// `filters` entries in one subscribe message (each is a condition, AND-ed onto the query's).
+const MAX_FILTERS: usize = 64;
 
 /// A subscribe message, as NSDb's RegisterQuery.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,8 +133,32 @@ impl Subscribe {
         self.filters.iter().flatten().all(|f| filter_expr(f).is_some())
     }
 
+    /// What the query does not bound: the names, and the filters' number and sizes.
+    fn check_limits(&self) -> Result<(), String> {
+        if [&self.db, &self.namespace, &self.metric]
+            .iter()
+            .any(|n| n.len() > sql::MAX_NAME)
+        {
+            return Err(format!("db, namespace or metric longer than {} bytes", sql::MAX_NAME));
+        }
+        let filters = self.filters.as_deref().unwrap_or_default();
+        if filters.len() > MAX_FILTERS {
+            return Err(format!("more than {MAX_FILTERS} filters"));
+        }
+        for filter in filters {
+            if filter["dimension"].as_str().is_some_and(|d| d.len() > sql::MAX_NAME) {
+                return Err(format!("a filter's dimension: {}", sql::Limit::Name));
+            }
+            if filter["value"].as_str().is_some_and(|v| v.len() > sql::MAX_TEXT) {
+                return Err(format!("a filter's value: {}", sql::Limit::Text));
+            }
+        }
+        Ok(())
+    }
+
     /// Parses and checks the query; `Err` is the failure's reason.
     fn compile(&self) -> Result<Compiled, String> {
+        self.check_limits()?;
         let mut select = sql::parse(&self.query_string)?;
         eval::check(&select)?;
         if select.metric != self.metric {
@@ -322,7 +348,10 @@ pub fn message(
 fn subscribe(config: &Config, cache: &mut HashMap<String, Rc<Compiled>>, conn: &Conn, subscribe: &Subscribe) -> String {
     let compiled = match subscribe.compile() {
         Ok(compiled) => Rc::new(compiled),
-        Err(reason) => return subscribe.failure(&reason),
+        Err(reason) => {
+            count("subscriptions_refused", 1.0);
+            return subscribe.failure(&reason);
+        }
     };
     let mut list = quids(conn);
     let quid = compiled.quid.clone();
@@ -609,6 +638,7 @@ pub fn timer(config: &Config, cache: &mut HashMap<String, Rc<Compiled>>, conn: &
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn subscription(query: &str, extra: &str) -> Subscribe {
         serde_json::from_str(&format!(
@@ -680,6 +710,35 @@ mod tests {
             .well_formed()
         );
         assert!(!subscription("select * from m", r#","filters":[{"dimension":"b","operator":"="}]"#).well_formed());
+    }
+
+    #[test]
+    fn names_and_filters_are_bounded() {
+        let filters = |n: usize, dimension: &str, value: &str| {
+            let one = json!({"dimension": dimension, "value": value, "operator": "="});
+            format!(r#","filters":{}"#, Value::Array(vec![one; n]))
+        };
+        let reason = |extra: &str| subscription("select * from m", extra).compile().unwrap_err();
+        assert!(
+            subscription("select * from m", &filters(MAX_FILTERS, "d", "v"))
+                .compile()
+                .is_ok()
+        );
+        assert_eq!(reason(&filters(MAX_FILTERS + 1, "d", "v")), "more than 64 filters");
+        assert_eq!(
+            reason(&filters(1, &"d".repeat(257), "v")),
+            "a filter's dimension: a name longer than 256 bytes"
+        );
+        assert_eq!(
+            reason(&filters(1, "d", &"v".repeat(1025))),
+            "a filter's value: a value longer than 1024 bytes"
+        );
+        let mut long = subscription("select * from m", "");
+        long.db = "d".repeat(257);
+        assert_eq!(
+            long.compile().unwrap_err(),
+            "db, namespace or metric longer than 256 bytes"
+        );
     }
 
     #[test]
