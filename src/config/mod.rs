@@ -3,8 +3,8 @@
 //! knows connectors by their kind's name only: their own options stay a table here, which the
 //! connector registry (src/connectors/mod.rs) parses and checks once per load.
 
-mod edge;
 mod auth;
+mod edge;
 mod route_path;
 mod secrets;
 
@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use edge::{ClientIpConfig, EdgeLimits, MIN_HEAD_BYTES, OriginPattern, TrustedProxy};
 pub use auth::{
     AuthConfig, ClaimRule, ClaimValue, ClientCertMode, ClientCertRule, JwtAlgorithm, JwtConfig, TokenSource,
 };
+pub use edge::{ClientIpConfig, EdgeLimits, MIN_HEAD_BYTES, OriginPattern, TrustedProxy};
 pub use route_path::{RoutePath, percent_decode_with};
 
 /// The kind of the upstream WebSocket connector: a route's `ws` sink is its upstream, and a `ws`

@@ -165,13 +165,7 @@ const HANDSHAKE_TIMEOUT: &str = "handshake_timeout";
 /// HTTP until the upgrade: one request (every answer but a 101 closes the connection, see
 /// `respond`), whose head must arrive by `deadline` and be at most `max_head_bytes`; `cert` is
 /// the connection's verified client certificate (mTLS), handed to the request in its extensions.
-async fn serve_http<I>(
-    edge: Arc<Edge>,
-    io: I,
-    connection: Connection,
-    deadline: Instant,
-    cert: Option<Arc<ClientCert>>,
-)
+async fn serve_http<I>(edge: Arc<Edge>, io: I, connection: Connection, deadline: Instant, cert: Option<Arc<ClientCert>>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
