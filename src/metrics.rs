@@ -106,6 +106,8 @@ pub struct Metrics {
     feed_events: Family<SourceLabel, Counter>,
     feed_paused: Family<FeedLabel, Counter<f64, AtomicU64>>,
     filters: Mutex<HashMap<String, Arc<FilterMetrics>>>,
+    /// Config file changes not applied: invalid, empty, or a part that could not be built.
+    pub config_reloads_refused: Counter,
 }
 
 /// Filter call times from 1 microsecond to about a second.
@@ -200,6 +202,12 @@ impl Default for Metrics {
             "Time a ws source stopped reading because a fed route's queue was full",
             feed_paused.clone(),
         );
+        let config_reloads_refused = Counter::default();
+        registry.register(
+            "config_reloads_refused",
+            "Config file changes not applied: invalid, empty, or a part that could not be built",
+            config_reloads_refused.clone(),
+        );
         Metrics {
             registry,
             connections_active,
@@ -221,6 +229,7 @@ impl Default for Metrics {
             feed_events,
             feed_paused,
             filters: Mutex::default(),
+            config_reloads_refused,
         }
     }
 }

@@ -196,3 +196,55 @@ async fn a_reload_that_fails_at_its_last_step_changes_nothing() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_config_file_caught_empty_or_half_written_is_not_applied() {
+    let route =
+        |name: &str, path: &str| format!("[routes.{name}]\npath = \"{path}\"\nfilters = [{{ module = \"echo\" }}]\n");
+    let first = format!("{}\n{}{}", head(""), route("a", "/a"), route("b", "/b"));
+    let proxy = Proxy::start(&first, &["echo"], &[]);
+    let file = proxy.dir.path().join("framegate.toml");
+    let refused = "framegate_config_reloads_refused_total";
+
+    // Written in place, as `>` in a shell or a careless tool does: first emptied...
+    std::fs::write(&file, "").unwrap();
+    eventually("the empty config is refused", || async {
+        proxy.metric(refused).await == 1.0
+    })
+    .await;
+    assert!(
+        proxy
+            .logs()
+            .contains("refusing an empty config (no routes); keeping the current one"),
+        "{}",
+        proxy.logs()
+    );
+    for path in ["/a", "/b"] {
+        assert_eq!(upgrade_status(proxy.ws, path).await.0, 101, "{path} still served");
+    }
+
+    // ...then half written, cut in the middle.
+    let second = format!(
+        "{}\n{}{}{}",
+        head(""),
+        route("a", "/a"),
+        route("b", "/b"),
+        route("c", "/c")
+    );
+    std::fs::write(&file, &second[..second.len() / 2]).unwrap();
+    eventually("the half-written config is refused", || async {
+        proxy.metric(refused).await == 2.0
+    })
+    .await;
+    for path in ["/a", "/b"] {
+        assert_eq!(upgrade_status(proxy.ws, path).await.0, 101, "{path} still served");
+    }
+
+    // Whole again: applied.
+    std::fs::write(&file, &second).unwrap();
+    eventually("route c is served", || async {
+        upgrade_status(proxy.ws, "/c").await.0 == 101
+    })
+    .await;
+    assert_eq!(proxy.metric(refused).await, 2.0);
+}
