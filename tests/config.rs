@@ -9,9 +9,17 @@ use common::*;
 
 /// Runs `framegate check framegate.toml` in a folder with the bundled echo filter: (ok, output).
 fn check(config: &str) -> (bool, String) {
+    check_with(config, &["echo"])
+}
+
+/// Runs `framegate check framegate.toml` in a folder with these bundled filters: (ok, output).
+fn check_with(config: &str, filters: &[&str]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("filters")).unwrap();
-    std::fs::copy(built_filters().join("echo.wasm"), dir.path().join("filters/echo.wasm")).unwrap();
+    for name in filters {
+        let file = format!("{name}.wasm");
+        std::fs::copy(built_filters().join(&file), dir.path().join("filters").join(&file)).unwrap();
+    }
     std::fs::write(dir.path().join("framegate.toml"), config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_framegate"))
         .args(["check", "framegate.toml"])
@@ -247,4 +255,27 @@ async fn a_config_file_caught_empty_or_half_written_is_not_applied() {
     })
     .await;
     assert_eq!(proxy.metric(refused).await, 2.0);
+}
+
+#[test]
+fn check_refuses_a_hydra_ingestor_whose_sink_is_not_on_its_route() {
+    let config = |ingestor_sink: &str| {
+        format!(
+            "{}\n[sinks.out]\ntype = \"file\"\npath = \"out.jsonl\"\n[sinks.elsewhere]\ntype = \"stdout\"\n\
+             [routes.h]\npath = \"/h\"\nsinks = [\"out\"]\n\
+             filters = [{{ module = \"hydra\", config = {{ ingestors = {{ k = {{ sink = \"{ingestor_sink}\" }} }} }} }}]\n",
+            head("")
+        )
+    };
+    let (ok, output) = check_with(&config("out"), &["hydra"]);
+    assert!(ok, "{output}");
+    // Defined in [sinks] but not on the route, or nowhere: every payload would get 500.
+    for missing in ["elsewhere", "nope"] {
+        let (ok, output) = check_with(&config(missing), &["hydra"]);
+        assert!(!ok, "{output}");
+        let expected = format!(
+            "routes.h: filter module filters/hydra.wasm: fg_init with config {{\"ingestors\":{{\"k\":{{\"sink\":\"{missing}\"}}}}}}: fg_init refused the config (returned 1) hydra config: ingestors.k.sink: no sink \"{missing}\" on this route (its sinks: out)"
+        );
+        assert!(output.contains(&expected), "expected {expected:?} in:\n{output}");
+    }
 }

@@ -343,6 +343,14 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         state.meta_value(key).map(<[u8]>::to_vec)
     })?;
     define_lookup(linker, "meta_keys", |state, prefix| Some(state.meta_keys(prefix)))?;
+    define_lookup(linker, "sink_names", |state, prefix| {
+        let mut names: Vec<&str> = (state.conn.sinks.iter())
+            .map(String::as_str)
+            .filter(|name| name.starts_with(prefix))
+            .collect();
+        names.sort_unstable();
+        Some(encode_names(names))
+    })?;
     define_lookup(linker, "store_get", |state, key| {
         state.store.get(key).map(|v| v.to_vec())
     })?;

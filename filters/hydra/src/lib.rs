@@ -77,6 +77,34 @@ impl Ingestor {
     }
 }
 
+impl Config {
+    /// Why the config cannot serve a route with these sinks: an ingestor names a sink the
+    /// route does not have (every payload would get 500 at run time).
+    fn missing_sink(&self, sinks: &[String]) -> Result<(), String> {
+        for (name, ingestor) in &self.ingestors {
+            let named = (ingestor.sink.iter().map(|sink| ("sink".to_string(), sink))).chain(
+                ingestor
+                    .sink_by
+                    .iter()
+                    .map(|(by, sink)| (format!("sink_by.{by}"), sink)),
+            );
+            for (key, sink) in named {
+                if !sinks.contains(sink) {
+                    return Err(format!(
+                        "hydra config: ingestors.{name}.{key}: no sink {sink:?} on this route (its sinks: {})",
+                        if sinks.is_empty() {
+                            "none".to_string()
+                        } else {
+                            sinks.join(", ")
+                        }
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn default_timeout() -> u32 {
     3000
 }
@@ -557,6 +585,7 @@ impl Filter for Hydra {
                 ));
             }
         }
+        config.missing_sink(&framegate_guest::sink_names())?;
         self.config = Some(config);
         Ok(())
     }
@@ -673,6 +702,25 @@ mod tests {
                 .all(|id| id.len() == 8 && id.bytes().all(|b| b.is_ascii_alphanumeric()))
         );
         assert_ne!(request_id(7, 1), request_id(8, 1));
+    }
+
+    #[test]
+    fn every_ingestor_names_a_sink_of_the_route() {
+        let config: Config = serde_json::from_str(
+            r#"{"ingestors": {"file": {"sink": "out"}, "rabbit": {"sink_by": {"hydra-rabbit-queue": "q"}}}}"#,
+        )
+        .unwrap();
+        let sinks = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(config.missing_sink(&sinks(&["q", "out", "other"])), Ok(()));
+        assert_eq!(
+            config.missing_sink(&sinks(&["q"])).unwrap_err(),
+            r#"hydra config: ingestors.file.sink: no sink "out" on this route (its sinks: q)"#
+        );
+        assert_eq!(
+            config.missing_sink(&sinks(&["out"])).unwrap_err(),
+            r#"hydra config: ingestors.rabbit.sink_by.hydra-rabbit-queue: no sink "q" on this route (its sinks: out)"#
+        );
+        assert!(config.missing_sink(&[]).unwrap_err().ends_with("(its sinks: none)"));
     }
 
     #[test]
