@@ -96,6 +96,7 @@ pub struct Metrics {
     filter_failures: Family<FailureLabel, Counter>,
     filter_reloads: Family<FilterLabel, Counter>,
     filter_reload_failures: Family<FilterLabel, Counter>,
+    filter_meta_refused: Family<FilterLabel, Counter>,
     custom_counters: Family<CustomLabel, Counter<f64, AtomicU64>>,
     custom_gauges: Family<CustomLabel, Gauge<f64, AtomicU64>>,
     sink_records: Family<SinkLabel, Counter>,
@@ -127,6 +128,7 @@ impl Default for Metrics {
         let filter_failures = Family::default();
         let filter_reloads = Family::default();
         let filter_reload_failures = Family::default();
+        let filter_meta_refused = Family::default();
         let custom_counters = Family::default();
         let custom_gauges = Family::default();
         let sink_records = Family::default();
@@ -160,6 +162,11 @@ impl Default for Metrics {
             "filter_reload_failures",
             "Filter files refused on reload",
             filter_reload_failures.clone(),
+        );
+        registry.register(
+            "filter_meta_refused",
+            "Metadata a filter set past its route's max_meta_keys or max_meta_bytes, refused",
+            filter_meta_refused.clone(),
         );
         registry.register(
             "filter_custom",
@@ -219,6 +226,7 @@ impl Default for Metrics {
             filter_failures,
             filter_reloads,
             filter_reload_failures,
+            filter_meta_refused,
             custom_counters,
             custom_gauges,
             sink_records,
@@ -271,6 +279,7 @@ impl Metrics {
                     call_seconds: owned(&self.filter_calls, &label),
                     reloads: owned(&self.filter_reloads, &label),
                     reload_failures: owned(&self.filter_reload_failures, &label),
+                    meta_refused: owned(&self.filter_meta_refused, &label),
                     failures: self.filter_failures.clone(),
                     custom_counters: self.custom_counters.clone(),
                     custom_gauges: self.custom_gauges.clone(),
@@ -374,6 +383,7 @@ pub struct FilterMetrics {
     pub call_seconds: Histogram,
     pub reloads: Counter,
     pub reload_failures: Counter,
+    pub meta_refused: Counter,
     failures: Family<FailureLabel, Counter>,
     custom_counters: Family<CustomLabel, Counter<f64, AtomicU64>>,
     custom_gauges: Family<CustomLabel, Gauge<f64, AtomicU64>>,

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::types::MetaLimit;
+
 pub use route_path::{RoutePath, percent_decode_with};
 
 /// The kind of the upstream WebSocket connector: a route's `ws` sink is its upstream, and a `ws`
@@ -213,6 +215,28 @@ pub struct RouteConfig {
     /// `ws` sink: no filters, no frame parsed).
     #[serde(default)]
     pub relay: Relay,
+    /// Metadata keys filters may set on a connection (beside the host's).
+    #[serde(default = "default_meta_keys")]
+    pub max_meta_keys: usize,
+    /// Bytes (names and values) of the metadata filters may set on a connection.
+    #[serde(default = "default_meta_bytes")]
+    pub max_meta_bytes: usize,
+}
+
+impl RouteConfig {
+    pub fn meta_limit(&self) -> MetaLimit {
+        MetaLimit {
+            keys: self.max_meta_keys,
+            bytes: self.max_meta_bytes,
+        }
+    }
+}
+
+fn default_meta_keys() -> usize {
+    MetaLimit::default().keys
+}
+fn default_meta_bytes() -> usize {
+    MetaLimit::default().bytes
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]

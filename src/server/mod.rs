@@ -224,6 +224,7 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, peer: SocketAd
         sinks: route.sink_names.clone(),
         sources: edge.sources.names(),
         max_message_size: route.settings.max_message_size,
+        meta_limit: route.settings.meta_limit(),
         ..ConnState::default()
     };
     let (verdict, effects) = route.chain.open(&mut conn);

@@ -6,7 +6,7 @@ mod meta;
 mod record;
 
 pub use delivery::{Delivered, Settle};
-pub use meta::{Meta, is_reserved};
+pub use meta::{Meta, MetaLimit, is_reserved};
 pub use record::{DeliveryError, Outcome, Record, Reply, SinkResult};
 
 /// WebSocket data opcodes, as the ABI numbers them.

@@ -113,6 +113,9 @@ fn default_max_payload() -> usize {
     512 << 10
 }
 
+/// Why a request fails when the connection's metadata cannot hold its bookkeeping.
+const METADATA_FULL: &str = "Too much in flight: this connection's metadata is full.";
+
 /// Names the filter reads itself; every other `hydra-*` name travels to the sinks as a header.
 const CONSUMED: [&str; 6] = [
     "hydra-ack",
@@ -350,15 +353,32 @@ impl Hydra {
             .filter(|n| *n != name)
             .map(str::to_string)
             .collect();
+        let previous = conn.meta(name);
         let stored = if value.is_empty() {
             conn.delete_meta(name)
         } else {
             order.push(name.to_string());
             conn.set_meta(name, value.as_bytes())
         };
-        stored
-            .and_then(|()| conn.set_meta(ORDER, order.join("\n").as_bytes()))
-            .map_err(|e| format!("BAD REQUEST[{name}={value}] could not be stored: {e}"))
+        let listed = stored.and_then(|()| conn.set_meta(ORDER, order.join("\n").as_bytes()));
+        match listed {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // The value went in but the list of names did not: as if nothing happened.
+                let _ = match previous {
+                    Some(previous) => conn.set_meta(name, &previous),
+                    None => conn.delete_meta(name),
+                };
+                Err(match e {
+                    // The value is not echoed: it may be what is too large.
+                    Error::Limit => format!(
+                        "BAD REQUEST[{name}] could not be stored: this connection's metadata is full \
+                         (the route's max_meta_keys or max_meta_bytes)."
+                    ),
+                    other => format!("BAD REQUEST[{name}={value}] could not be stored: {other}"),
+                })
+            }
+        }
     }
 
     fn command(&self, conn: &Conn, text: &str) -> String {
@@ -411,8 +431,11 @@ impl Hydra {
             return Some(command_reply(self.config().replies, 400, BAD_MESSAGE));
         };
         let seq = conn.meta_str(SEQ).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) + 1;
-        let _ = conn.set_meta(SEQ, seq.to_string().as_bytes());
         let id = given.map_or_else(|| request_id(conn.id(), seq), str::to_string);
+        if conn.set_meta(SEQ, seq.to_string().as_bytes()).is_err() {
+            let why = Some((503, METADATA_FULL));
+            return Some(ingest_reply(self.config().replies, &id, why, &BTreeMap::new(), false));
+        }
         let meta = |name: &str| conn.meta_str(name).map(|v| v.to_ascii_lowercase());
         let detailed = meta("hydra-response-format").as_deref() == Some("detailed");
         let start = framegate_guest::now_ms();
@@ -529,7 +552,7 @@ impl Hydra {
                 return Some(ingest_reply(self.config().replies, &id, None, &outcomes, detailed));
             }
         };
-        let _ = conn.set_meta(&format!("hydra.timer.{timer}"), seq.to_string().as_bytes());
+        let timer_key = format!("hydra.timer.{timer}");
         let pending = Pending {
             id,
             start,
@@ -538,7 +561,19 @@ impl Hydra {
             waiting,
             done: outcomes,
         };
-        save(conn, seq, &pending);
+        let kept = conn
+            .set_meta(&timer_key, seq.to_string().as_bytes())
+            .and_then(|()| save(conn, seq, &pending));
+        if kept.is_err() {
+            // Nothing would answer the request when its results come: it fails now instead.
+            let _ = conn.cancel_timer(timer);
+            let _ = conn.delete_meta(&timer_key);
+            let mut outcomes = pending.done;
+            for name in pending.waiting {
+                outcomes.insert(name, Outcome(503, METADATA_FULL.into(), 0));
+            }
+            return Some(ingest_reply(config.replies, &pending.id, None, &outcomes, detailed));
+        }
         None
     }
 
@@ -556,9 +591,9 @@ impl Hydra {
     }
 }
 
-fn save(conn: &Conn, seq: u64, pending: &Pending) {
+fn save(conn: &Conn, seq: u64, pending: &Pending) -> Result<(), Error> {
     let state = serde_json::to_vec(pending).expect("plain data serializes");
-    let _ = conn.set_meta(&format!("hydra.req.{seq}"), &state);
+    conn.set_meta(&format!("hydra.req.{seq}"), &state)
 }
 
 fn load(conn: &Conn, seq: u64) -> Option<Pending> {
@@ -666,7 +701,8 @@ impl Filter for Hydra {
             let _ = conn.cancel_timer(pending.timer);
             self.finish(conn, seq, &pending);
         } else {
-            save(conn, seq, &pending);
+            // Not kept (the connection's metadata is full): the timeout answers the request.
+            let _ = save(conn, seq, &pending);
         }
     }
 
