@@ -36,6 +36,12 @@ struct FlowLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLabel {
+    route: String,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusedLabel {
     route: String,
     status: u16,
@@ -109,6 +115,7 @@ pub struct Metrics {
     filters: Mutex<HashMap<String, Arc<FilterMetrics>>>,
     /// Config file changes not applied: invalid, empty, or a part that could not be built.
     pub config_reloads_refused: Counter,
+    rate_limited: Family<RateLabel, Counter>,
 }
 
 /// Filter call times from 1 microsecond to about a second.
@@ -209,6 +216,12 @@ impl Default for Metrics {
             "Time a ws source stopped reading because a fed route's queue was full",
             feed_paused.clone(),
         );
+        let rate_limited = Family::default();
+        registry.register(
+            "rate_limited",
+            "Client messages past a route's rate_limit: connections paused (slow) or closed (close)",
+            rate_limited.clone(),
+        );
         let config_reloads_refused = Counter::default();
         registry.register(
             "config_reloads_refused",
@@ -238,6 +251,7 @@ impl Default for Metrics {
             feed_paused,
             filters: Mutex::default(),
             config_reloads_refused,
+            rate_limited,
         }
     }
 }
@@ -256,6 +270,10 @@ impl Metrics {
             route: route.into(),
             dir,
         };
+        let rate = |action| RateLabel {
+            route: route.into(),
+            action,
+        };
         RouteMetrics {
             route: route.into(),
             active: owned(&self.connections_active, &label),
@@ -265,6 +283,8 @@ impl Metrics {
             messages_out: owned(&self.messages, &flow("out")),
             bytes_in: owned(&self.bytes, &flow("in")),
             bytes_out: owned(&self.bytes, &flow("out")),
+            rate_slowed: owned(&self.rate_limited, &rate("slow")),
+            rate_closed: owned(&self.rate_limited, &rate("close")),
         }
     }
 
@@ -364,6 +384,10 @@ pub struct RouteMetrics {
     pub messages_out: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
+    /// Messages after which a connection stopped being read, to keep its rate limit.
+    pub rate_slowed: Counter,
+    /// Connections closed for passing their rate limit.
+    pub rate_closed: Counter,
 }
 
 impl RouteMetrics {

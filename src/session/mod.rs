@@ -3,6 +3,7 @@
 //! timers), keepalive, idle timeout, and closing with the right code. It never knows which
 //! broker is behind a sink.
 
+mod rate;
 pub mod request;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ use crate::filter::abi::{ConnState, Effect};
 use crate::filter::{ChainEffect, HookCall, Verdict};
 use crate::route::Route;
 use crate::types::{Delivered, DeliveryError, Opcode, Record, Reply, Settle, SinkResult};
+use rate::{Charge, RateLimit};
 
 /// Messages handled (read and answered) between two flushes, at most.
 const BATCH: usize = 64;
@@ -38,6 +40,8 @@ const INBOUND_QUEUE: usize = 256;
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// The close code of a connection that broke without one.
 const ABNORMAL: u16 = 1006;
+/// The close code of a connection closed for breaking a limit.
+const POLICY_VIOLATION: u16 = 1008;
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -93,6 +97,9 @@ struct Session {
     closing: Option<(u16, String)>,
     /// The code of the client's close frame, once it came.
     peer_close: Option<u16>,
+    /// The route's rate limit on what the client sends, and until when the client is not read.
+    rate: Option<RateLimit>,
+    paused_until: Option<Instant>,
 }
 
 /// Runs a connection to its end. The work on each event is boxed: the future of an idle
@@ -116,6 +123,8 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         timer_keys: HashMap::new(),
         closing: None,
         peer_close: None,
+        rate: (route.settings.rate_limit.as_ref()).map(|limit| RateLimit::new(limit, Instant::now())),
+        paused_until: None,
     };
     route.metrics.opened.inc();
     route.metrics.active.inc();
@@ -148,7 +157,13 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
                 let (close, effects) = route.chain.notify(&mut session.conn, filter, HookCall::Timer(timer));
                 Box::pin(session.after_hook(close, effects)).await;
             }
-            read = ws.next() => {
+            () = tokio::time::sleep_until(session.paused_until.unwrap_or_else(Instant::now)), if session.paused_until.is_some() => {
+                session.paused_until = None;
+                if let Some(limit) = idle_limit {
+                    idle.as_mut().reset(Instant::now() + limit); // a paused client may have sent plenty
+                }
+            }
+            read = ws.next(), if session.paused_until.is_none() => {
                 if let Some(limit) = idle_limit {
                     idle.as_mut().reset(Instant::now() + limit);
                 }
@@ -168,7 +183,9 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         // Whatever else is ready is handled before writing: one flush answers all of it.
         let mut handled = 0;
         while session.closing.is_none() && handled < BATCH {
-            if let Some(read) = ws.next().now_or_never() {
+            if session.paused_until.is_none()
+                && let Some(read) = ws.next().now_or_never()
+            {
                 let meta = ws.message_meta();
                 if !Box::pin(session.on_read(read, meta)).await {
                     break 'serving;
@@ -302,6 +319,20 @@ impl Session {
 
     async fn client_message(&mut self, opcode: Opcode, payload: Bytes) {
         let metrics = &self.route.metrics;
+        if let Some(rate) = &mut self.rate {
+            let now = Instant::now();
+            match rate.charge(payload.len(), now) {
+                Charge::Within => {}
+                Charge::Pause(wait) => {
+                    metrics.rate_slowed.inc();
+                    self.paused_until = Some(now + wait);
+                }
+                Charge::Close(reason) => {
+                    metrics.rate_closed.inc();
+                    return self.close(POLICY_VIOLATION, reason);
+                }
+            }
+        }
         metrics.messages_in.inc();
         metrics.bytes_in.inc_by(payload.len() as u64);
         let route = self.route.clone();
