@@ -188,7 +188,7 @@ impl Default for Metrics {
         registry.register("sink_records", "Records by sink and outcome", sink_records.clone());
         registry.register(
             "bus_dropped",
-            "Bus messages a slow subscriber missed",
+            "Bus subscribers dropped, their connections closed (1008 too slow): a backlog past max_backlog_bytes",
             bus_dropped.clone(),
         );
         registry.register(

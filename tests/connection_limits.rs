@@ -1,5 +1,6 @@
 //! What one connection may take once it is in: its rate of messages and bytes (slowed or
-//! closed, per route), while other connections keep their pace.
+//! closed, per route), and the memory of messages waiting for it (a bus subscriber that does
+//! not read is closed), while other connections keep their pace and get every message.
 
 mod common;
 
@@ -115,4 +116,78 @@ async fn a_connection_past_its_byte_rate_is_closed_with_1008_when_so_configured(
     assert_eq!(closed, 1.0);
     send_text(&mut bystander, "still here").await;
     assert_eq!(next_text(&mut bystander).await, "still here");
+}
+
+#[tokio::test]
+async fn a_bus_subscriber_that_never_reads_is_closed_and_holds_little_while_others_get_everything() {
+    let config = format!(
+        r#"{head}
+[sinks.news]
+type = "bus"
+topic = "news"
+
+[routes.publish]
+path = "/publish"
+sinks = ["news"]
+max_message_size = 2097152
+
+[routes.news]
+path = "/news"
+filters = [{{ module = "subscribe", config = {{ spec = "news" }} }}]
+max_message_size = 2097152
+"#,
+        head = head("")
+    );
+    let proxy = Proxy::start(&config, &["subscribe"], &[]);
+    let mut publisher = proxy.connect("/publish").await;
+    let mut reader = proxy.connect("/news").await;
+    let mut slow = proxy.connect("/news").await; // never read until the end
+    // Both subscriptions are live once a message reaches the reader.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        publisher.send(Message::text("hello")).await.unwrap();
+        let read = tokio::time::timeout(Duration::from_millis(200), reader.next()).await;
+        if matches!(read, Ok(Some(Ok(Message::Text(_))))) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the subscribers never got in");
+    }
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), reader.next()).await {}
+    let before = proxy.rss_kib();
+
+    // 64 MiB in 1 MiB messages, each one published once the reader has the one before.
+    const MESSAGES: usize = 64;
+    for i in 0..MESSAGES {
+        let mut payload = vec![b'x'; 1 << 20];
+        payload[..8].copy_from_slice(format!("{i:08}").as_bytes());
+        publisher.send(Message::binary(payload.clone())).await.unwrap();
+        match next_message(&mut reader).await {
+            Message::Binary(got) => assert!(got == payload, "message {i} intact"),
+            other => panic!("message {i}: {other:?}"),
+        }
+    }
+    let grown_mib = proxy.rss_kib().saturating_sub(before) / 1024;
+    assert!(grown_mib < 24, "the proxy grew by {grown_mib} MiB for 64 MiB published");
+    assert_eq!(proxy.metric("framegate_bus_dropped_total{topic=\"news\"}").await, 1.0);
+
+    // The slow one finds what the sockets held, then the end (a close frame when it fitted).
+    let mut got = 0;
+    let ending = loop {
+        match tokio::time::timeout(PATIENCE, slow.next())
+            .await
+            .expect("the slow one is closed")
+        {
+            Some(Ok(Message::Binary(_) | Message::Text(_))) => got += 1,
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert!(got < MESSAGES, "{got} messages reached the slow one");
+    if let Some(close) = ending {
+        assert_eq!(close, (1008, "too slow".to_string()));
+    }
+    // The reader is untouched.
+    publisher.send(Message::text("after")).await.unwrap();
+    assert_eq!(next_text(&mut reader).await, "after");
 }

@@ -222,6 +222,9 @@ pub struct RouteConfig {
     /// Bytes (names and values) of the metadata filters may set on a connection.
     #[serde(default = "default_meta_bytes")]
     pub max_meta_bytes: usize,
+    /// Bytes of messages from subscriptions that may wait for one connection.
+    #[serde(default = "default_backlog")]
+    pub max_backlog_bytes: usize,
     /// What one connection may send: messages and bytes per second.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
@@ -259,6 +262,9 @@ impl RouteConfig {
     }
 }
 
+fn default_backlog() -> usize {
+    4 << 20
+}
 fn default_meta_keys() -> usize {
     MetaLimit::default().keys
 }

@@ -29,19 +29,24 @@ use crate::connectors::ws::UpstreamStream;
 use crate::filter::abi::{ConnState, Effect};
 use crate::filter::{ChainEffect, HookCall, Verdict};
 use crate::route::Route;
-use crate::types::{Delivered, DeliveryError, Opcode, Record, Reply, Settle, SinkResult};
+use crate::types::{Backlog, Delivered, DeliveryError, Opcode, Record, Reply, Settle, SinkResult};
 use rate::{Charge, RateLimit};
 
 /// Messages handled (read and answered) between two flushes, at most.
 const BATCH: usize = 64;
 /// Deliveries from subscriptions and the upstream waiting for the chain.
 const INBOUND_QUEUE: usize = 256;
+/// Bytes waiting for the client past which a flush comes before handling more: with large
+/// messages, the outbox holds a few, not `BATCH`.
+const FLUSH_BYTES: usize = 1 << 20;
 /// How long a closing connection waits for the client's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// The close code of a connection that broke without one.
 const ABNORMAL: u16 = 1006;
 /// The close code of a connection closed for breaking a limit.
 const POLICY_VIOLATION: u16 = 1008;
+/// The reason of a connection closed because it did not take its messages fast enough.
+const TOO_SLOW: &str = "too slow";
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -83,6 +88,9 @@ struct Session {
     upstream_outbox: Vec<Message>,
     /// Deliveries from subscriptions; made at the first subscription (idle connections are many).
     inbound: Option<(mpsc::Sender<Delivered>, mpsc::Receiver<Delivered>)>,
+    /// The room deliveries may take while they wait for the session (`max_backlog_bytes`);
+    /// made with `inbound`.
+    backlog: Option<Backlog>,
     /// A filter holds deliveries (`hold`): they wait in the sources, which read their brokers no
     /// further, until it resumes them.
     held: bool,
@@ -116,6 +124,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         has_upstream: upstream.is_some(),
         upstream_outbox: Vec::new(),
         inbound: None,
+        backlog: None,
         held: false,
         results: None,
         subscriptions: HashMap::new(),
@@ -143,6 +152,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => session.close(1001, "server shutting down"),
+            () = overflowed(session.backlog.clone()) => session.close(POLICY_VIOLATION, TOO_SLOW),
             Some(result) = async { session.results.as_mut().unwrap().1.recv().await }, if session.results.is_some() => {
                 Box::pin(session.on_result(result)).await;
             }
@@ -182,7 +192,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         }
         // Whatever else is ready is handled before writing: one flush answers all of it.
         let mut handled = 0;
-        while session.closing.is_none() && handled < BATCH {
+        while session.closing.is_none() && handled < BATCH && session.outbox_bytes() < FLUSH_BYTES {
             if session.paused_until.is_none()
                 && let Some(read) = ws.next().now_or_never()
             {
@@ -206,11 +216,15 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
             }
             handled += 1;
         }
-        if Box::pin(session.flush(&mut ws, upstream.as_mut().map(|u| &mut u.1)))
-            .await
-            .is_err()
-        {
-            break 'serving;
+        // A client that does not read holds the flush up: an overflowing backlog cuts it short.
+        let backlog = session.backlog.clone();
+        tokio::select! {
+            flushed = Box::pin(session.flush(&mut ws, upstream.as_mut().map(|u| &mut u.1))) => {
+                if flushed.is_err() {
+                    break 'serving;
+                }
+            }
+            () = overflowed(backlog) => session.close(POLICY_VIOLATION, TOO_SLOW),
         }
     }
 
@@ -222,10 +236,9 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
                 reason: reason.into(),
             };
             session.outbox.push(Message::Close(Some(frame)));
-            if Box::pin(session.flush(&mut ws, upstream.as_mut().map(|u| &mut u.1)))
-                .await
-                .is_ok()
-            {
+            // Bounded: a client that reads nothing cannot hold its session (and memory) for ever.
+            let flush = Box::pin(session.flush(&mut ws, upstream.as_mut().map(|u| &mut u.1)));
+            if let Ok(Ok(())) = tokio::time::timeout(CLOSE_WAIT, flush).await {
                 // Wait (briefly) for the client's answer so the close handshake completes.
                 let _ = tokio::time::timeout(CLOSE_WAIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
             }
@@ -239,6 +252,14 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         let _ = SinkExt::close(&mut upstream).await;
     }
     route.metrics.active.dec();
+}
+
+/// Resolves when the connection's backlog overflowed; never without one.
+async fn overflowed(backlog: Option<Backlog>) {
+    match backlog {
+        Some(backlog) => backlog.overflowed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The close a read error calls for; `None` when the connection is simply gone.
@@ -265,6 +286,11 @@ fn to_message(opcode: Opcode, payload: Bytes) -> Message {
 impl Session {
     fn results_sender(&mut self) -> mpsc::UnboundedSender<SinkResult> {
         self.results.get_or_insert_with(mpsc::unbounded_channel).0.clone()
+    }
+
+    /// The bytes of the messages waiting for the next flush.
+    fn outbox_bytes(&self) -> usize {
+        self.outbox.iter().map(Message::len).sum()
     }
 
     fn close(&mut self, code: u16, reason: &str) {
@@ -393,6 +419,7 @@ impl Session {
             opcode,
             payload,
             attrs: Vec::new(),
+            held: None,
         };
         self.towards_client(delivered).await;
     }
@@ -494,6 +521,8 @@ impl Session {
                         .get_or_insert_with(|| mpsc::channel(INBOUND_QUEUE))
                         .0
                         .clone();
+                    let max_backlog = self.route.settings.max_backlog_bytes;
+                    let backlog = self.backlog.get_or_insert_with(|| Backlog::new(max_backlog)).clone();
                     // A subscription that cannot start, or ends for good, tells the filter
                     // through its result hook, with the id as ticket.
                     let failed = Reply {
@@ -502,7 +531,7 @@ impl Session {
                         filter,
                         context: Bytes::new(),
                     };
-                    let subscription = self.sources.subscribe(&source, &spec, id, inbound, failed);
+                    let subscription = self.sources.subscribe(&source, &spec, id, inbound, backlog, failed);
                     self.subscriptions.insert(id, (subscription, filter));
                 }
                 Effect::Ack { sub, id } => {
