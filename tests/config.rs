@@ -217,7 +217,7 @@ async fn a_config_file_caught_empty_or_half_written_is_not_applied() {
     // Written in place, as `>` in a shell or a careless tool does: first emptied...
     std::fs::write(&file, "").unwrap();
     eventually("the empty config is refused", || async {
-        proxy.metric(refused).await == 1.0
+        proxy.metric(refused).await >= 1.0
     })
     .await;
     assert!(
@@ -231,7 +231,7 @@ async fn a_config_file_caught_empty_or_half_written_is_not_applied() {
         assert_eq!(upgrade_status(proxy.ws, path).await.0, 101, "{path} still served");
     }
 
-    // ...then half written, cut in the middle.
+    // ...then half written, cut in the middle of a line.
     let second = format!(
         "{}\n{}{}{}",
         head(""),
@@ -239,9 +239,11 @@ async fn a_config_file_caught_empty_or_half_written_is_not_applied() {
         route("b", "/b"),
         route("c", "/c")
     );
-    std::fs::write(&file, &second[..second.len() / 2]).unwrap();
+    let half = &second[..second.len() / 2];
+    assert!(!half.ends_with('\n'));
+    std::fs::write(&file, half).unwrap();
     eventually("the half-written config is refused", || async {
-        proxy.metric(refused).await == 2.0
+        proxy.logs().contains("(syntax): TOML parse error")
     })
     .await;
     for path in ["/a", "/b"] {
@@ -254,7 +256,7 @@ async fn a_config_file_caught_empty_or_half_written_is_not_applied() {
         upgrade_status(proxy.ws, "/c").await.0 == 101
     })
     .await;
-    assert_eq!(proxy.metric(refused).await, 2.0);
+    assert!(proxy.metric(refused).await >= 2.0);
 }
 
 #[test]
