@@ -270,6 +270,7 @@ impl Feeds {
                     sinks: feed_route.sink_names.clone(),
                     sources: sources.names(),
                     max_message_size: usize::MAX,
+                    meta_limit: feed_route.settings.meta_limit(),
                     ..ConnState::default()
                 };
                 let meta = Arc::make_mut(&mut conn.meta);

@@ -36,6 +36,12 @@ struct FlowLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLabel {
+    route: String,
+    action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusedLabel {
     route: String,
     status: u16,
@@ -108,6 +114,7 @@ pub struct Metrics {
     filter_failures: Family<FailureLabel, Counter>,
     filter_reloads: Family<FilterLabel, Counter>,
     filter_reload_failures: Family<FilterLabel, Counter>,
+    filter_meta_refused: Family<FilterLabel, Counter>,
     custom_counters: Family<CustomLabel, Counter<f64, AtomicU64>>,
     custom_gauges: Family<CustomLabel, Gauge<f64, AtomicU64>>,
     sink_records: Family<SinkLabel, Counter>,
@@ -119,6 +126,9 @@ pub struct Metrics {
     feed_paused: Family<FeedLabel, Counter<f64, AtomicU64>>,
     filters: Mutex<HashMap<String, Arc<FilterMetrics>>>,
     edge: EdgeMetrics,
+    /// Config file changes not applied: invalid, empty, or a part that could not be built.
+    pub config_reloads_refused: Counter,
+    rate_limited: Family<RateLabel, Counter>,
 }
 
 /// Filter call times from 1 microsecond to about a second.
@@ -139,6 +149,7 @@ impl Default for Metrics {
         let filter_failures = Family::default();
         let filter_reloads = Family::default();
         let filter_reload_failures = Family::default();
+        let filter_meta_refused = Family::default();
         let custom_counters = Family::default();
         let custom_gauges = Family::default();
         let sink_records = Family::default();
@@ -179,6 +190,11 @@ impl Default for Metrics {
             filter_reload_failures.clone(),
         );
         registry.register(
+            "filter_meta_refused",
+            "Metadata a filter set past its route's max_meta_keys or max_meta_bytes, refused",
+            filter_meta_refused.clone(),
+        );
+        registry.register(
             "filter_custom",
             "Counters filters keep with `metric`",
             custom_counters.clone(),
@@ -191,7 +207,7 @@ impl Default for Metrics {
         registry.register("sink_records", "Records by sink and outcome", sink_records.clone());
         registry.register(
             "bus_dropped",
-            "Bus messages a slow subscriber missed",
+            "Bus subscribers dropped, their connections closed (1008 too slow): a backlog past max_backlog_bytes",
             bus_dropped.clone(),
         );
         registry.register(
@@ -239,6 +255,18 @@ impl Default for Metrics {
             "Failed accepts (out of file descriptors or buffers), each followed by a pause",
             edge.accept_errors.clone(),
         );
+        let rate_limited = Family::default();
+        registry.register(
+            "rate_limited",
+            "Client messages past a route's rate_limit: connections paused (slow) or closed (close)",
+            rate_limited.clone(),
+        );
+        let config_reloads_refused = Counter::default();
+        registry.register(
+            "config_reloads_refused",
+            "Config file changes not applied: invalid, empty, or a part that could not be built",
+            config_reloads_refused.clone(),
+        );
         Metrics {
             registry,
             connections_active,
@@ -251,6 +279,7 @@ impl Default for Metrics {
             filter_failures,
             filter_reloads,
             filter_reload_failures,
+            filter_meta_refused,
             custom_counters,
             custom_gauges,
             sink_records,
@@ -262,6 +291,8 @@ impl Default for Metrics {
             feed_paused,
             filters: Mutex::default(),
             edge,
+            config_reloads_refused,
+            rate_limited,
         }
     }
 }
@@ -280,6 +311,10 @@ impl Metrics {
             route: route.into(),
             dir,
         };
+        let rate = |action| RateLabel {
+            route: route.into(),
+            action,
+        };
         RouteMetrics {
             route: route.into(),
             active: owned(&self.connections_active, &label),
@@ -289,6 +324,8 @@ impl Metrics {
             messages_out: owned(&self.messages, &flow("out")),
             bytes_in: owned(&self.bytes, &flow("in")),
             bytes_out: owned(&self.bytes, &flow("out")),
+            rate_slowed: owned(&self.rate_limited, &rate("slow")),
+            rate_closed: owned(&self.rate_limited, &rate("close")),
         }
     }
 
@@ -310,6 +347,7 @@ impl Metrics {
                     call_seconds: owned(&self.filter_calls, &label),
                     reloads: owned(&self.filter_reloads, &label),
                     reload_failures: owned(&self.filter_reload_failures, &label),
+                    meta_refused: owned(&self.filter_meta_refused, &label),
                     failures: self.filter_failures.clone(),
                     custom_counters: self.custom_counters.clone(),
                     custom_gauges: self.custom_gauges.clone(),
@@ -398,6 +436,10 @@ pub struct RouteMetrics {
     pub messages_out: Counter,
     pub bytes_in: Counter,
     pub bytes_out: Counter,
+    /// Messages after which a connection stopped being read, to keep its rate limit.
+    pub rate_slowed: Counter,
+    /// Connections closed for passing their rate limit.
+    pub rate_closed: Counter,
 }
 
 impl RouteMetrics {
@@ -435,6 +477,7 @@ pub struct FilterMetrics {
     pub call_seconds: Histogram,
     pub reloads: Counter,
     pub reload_failures: Counter,
+    pub meta_refused: Counter,
     failures: Family<FailureLabel, Counter>,
     custom_counters: Family<CustomLabel, Counter<f64, AtomicU64>>,
     custom_gauges: Family<CustomLabel, Gauge<f64, AtomicU64>>,

@@ -10,7 +10,7 @@ use crate::config::{Config, RouteConfig, RoutePath};
 use crate::connectors::Sinks;
 use crate::connectors::sinks::RouteSink;
 use crate::connectors::ws::Upstream;
-use crate::filter::{Chain, FilterHost};
+use crate::filter::{Chain, FilterHost, InitWith};
 use crate::metrics::{Metrics, RouteMetrics};
 
 /// `{name}` captures of a matched path: (name, value).
@@ -97,7 +97,9 @@ impl Router {
                 routes.push(old.clone());
                 continue;
             }
-            let chain = Chain::build(host, &route.filters).map_err(|e| anyhow::anyhow!("routes.{name}: {e}"))?;
+            let sink_names = sink_names(route);
+            let chain =
+                Chain::build(host, &route.filters, &sink_names).map_err(|e| anyhow::anyhow!("routes.{name}: {e}"))?;
             routes.push(Arc::new(Route {
                 name: name.as_str().into(),
                 path: route
@@ -118,7 +120,7 @@ impl Router {
                     .collect(),
                 sinks: route_sinks,
                 emit_only,
-                sink_names: route.sinks.iter().chain(&route.emit_sinks).cloned().collect(),
+                sink_names,
                 metrics: metrics.route(name),
                 auth: Auth::build(name, &route.auth, metrics)
                     .map_err(|e| anyhow::anyhow!("routes.{name}.auth.jwt: {e}"))?,
@@ -137,16 +139,28 @@ impl Router {
         })
     }
 
-    /// The configs each filter module serves with, for checking new module versions.
-    pub fn filter_configs(config: &Config) -> HashMap<String, Vec<String>> {
-        let mut configs: HashMap<String, Vec<String>> = HashMap::new();
-        for filter in config.routes.values().flat_map(|r| &r.filters) {
-            let list = configs.entry(filter.module.clone()).or_default();
-            let json = filter.config_json();
-            if !list.contains(&json) {
-                list.push(json);
+    /// The configs each filter module serves with (and the sinks of the routes that give
+    /// them), for checking new module versions.
+    pub fn filter_configs(config: &Config) -> HashMap<String, Vec<InitWith>> {
+        let mut configs: HashMap<String, Vec<InitWith>> = HashMap::new();
+        for route in config.routes.values() {
+            let sinks = sink_names(route);
+            for filter in &route.filters {
+                let list = configs.entry(filter.module.clone()).or_default();
+                let init = InitWith {
+                    config: filter.config_json(),
+                    sinks: sinks.clone(),
+                };
+                if !list.contains(&init) {
+                    list.push(init);
+                }
             }
         }
         configs
     }
+}
+
+/// The sinks a route's filters may `emit` to: its `sinks`, then its `emit_sinks`.
+fn sink_names(route: &RouteConfig) -> Arc<[String]> {
+    route.sinks.iter().chain(&route.emit_sinks).cloned().collect()
 }

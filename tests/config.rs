@@ -9,9 +9,17 @@ use common::*;
 
 /// Runs `framegate check framegate.toml` in a folder with the bundled echo filter: (ok, output).
 fn check(config: &str) -> (bool, String) {
+    check_with(config, &["echo"])
+}
+
+/// Runs `framegate check framegate.toml` in a folder with these bundled filters: (ok, output).
+fn check_with(config: &str, filters: &[&str]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("filters")).unwrap();
-    std::fs::copy(built_filters().join("echo.wasm"), dir.path().join("filters/echo.wasm")).unwrap();
+    for name in filters {
+        let file = format!("{name}.wasm");
+        std::fs::copy(built_filters().join(&file), dir.path().join("filters").join(&file)).unwrap();
+    }
     std::fs::write(dir.path().join("framegate.toml"), config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_framegate"))
         .args(["check", "framegate.toml"])
@@ -189,4 +197,81 @@ async fn a_reload_that_fails_at_its_last_step_changes_nothing() {
         std::fs::read_to_string(proxy.dir.path().join("second.jsonl")).is_ok_and(|t| t.contains("changed"))
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_config_file_caught_empty_or_half_written_is_not_applied() {
+    let route =
+        |name: &str, path: &str| format!("[routes.{name}]\npath = \"{path}\"\nfilters = [{{ module = \"echo\" }}]\n");
+    let first = format!("{}\n{}{}", head(""), route("a", "/a"), route("b", "/b"));
+    let proxy = Proxy::start(&first, &["echo"], &[]);
+    let file = proxy.dir.path().join("framegate.toml");
+    let refused = "framegate_config_reloads_refused_total";
+
+    // Written in place, as `>` in a shell or a careless tool does: first emptied...
+    std::fs::write(&file, "").unwrap();
+    eventually("the empty config is refused", || async {
+        proxy.metric(refused).await >= 1.0
+    })
+    .await;
+    assert!(
+        proxy
+            .logs()
+            .contains("refusing an empty config (no routes); keeping the current one"),
+        "{}",
+        proxy.logs()
+    );
+    for path in ["/a", "/b"] {
+        assert_eq!(upgrade_status(proxy.ws, path).await.0, 101, "{path} still served");
+    }
+
+    // ...then half written, cut in the middle of a line.
+    let second = format!(
+        "{}\n{}{}{}",
+        head(""),
+        route("a", "/a"),
+        route("b", "/b"),
+        route("c", "/c")
+    );
+    let half = &second[..second.len() / 2];
+    assert!(!half.ends_with('\n'));
+    std::fs::write(&file, half).unwrap();
+    eventually("the half-written config is refused", || async {
+        proxy.logs().contains("(syntax): TOML parse error")
+    })
+    .await;
+    for path in ["/a", "/b"] {
+        assert_eq!(upgrade_status(proxy.ws, path).await.0, 101, "{path} still served");
+    }
+
+    // Whole again: applied.
+    std::fs::write(&file, &second).unwrap();
+    eventually("route c is served", || async {
+        upgrade_status(proxy.ws, "/c").await.0 == 101
+    })
+    .await;
+    assert!(proxy.metric(refused).await >= 2.0);
+}
+
+#[test]
+fn check_refuses_a_hydra_ingestor_whose_sink_is_not_on_its_route() {
+    let config = |ingestor_sink: &str| {
+        format!(
+            "{}\n[sinks.out]\ntype = \"file\"\npath = \"out.jsonl\"\n[sinks.elsewhere]\ntype = \"stdout\"\n\
+             [routes.h]\npath = \"/h\"\nsinks = [\"out\"]\n\
+             filters = [{{ module = \"hydra\", config = {{ ingestors = {{ k = {{ sink = \"{ingestor_sink}\" }} }} }} }}]\n",
+            head("")
+        )
+    };
+    let (ok, output) = check_with(&config("out"), &["hydra"]);
+    assert!(ok, "{output}");
+    // Defined in [sinks] but not on the route, or nowhere: every payload would get 500.
+    for missing in ["elsewhere", "nope"] {
+        let (ok, output) = check_with(&config(missing), &["hydra"]);
+        assert!(!ok, "{output}");
+        let expected = format!(
+            "routes.h: filter module filters/hydra.wasm: fg_init with config {{\"ingestors\":{{\"k\":{{\"sink\":\"{missing}\"}}}}}}: fg_init refused the config (returned 1) hydra config: ingestors.k.sink: no sink \"{missing}\" on this route (its sinks: out)"
+        );
+        assert!(output.contains(&expected), "expected {expected:?} in:\n{output}");
+    }
 }

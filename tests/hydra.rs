@@ -1063,3 +1063,81 @@ async fn explicit_acks_fail_while_kafka_is_paused_and_resume() {
         assert_eq!(payloads.iter().filter(|p| *p == ok).count(), 1, "{ok} in {payloads:?}");
     }
 }
+
+#[tokio::test]
+async fn metadata_past_the_routes_limit_is_refused_in_hydras_own_shape() {
+    // /ws-ingest with the default limits (256 KiB), /small with 6 keys and 2 KiB.
+    let filter = filter("file_ingestor = { sink = \"hydra_file\" }", "");
+    let config = format!(
+        "{}\n[sinks.hydra_file]\ntype = \"file\"\npath = \"hydra.jsonl\"\n\n\
+         [routes.hydra]\npath = \"/ws-ingest\"\nsinks = [\"hydra_file\"]\n{filter}\n\n\
+         [routes.small]\npath = \"/small\"\nsinks = [\"hydra_file\"]\nmax_meta_keys = 6\nmax_meta_bytes = 2048\n{filter}\n",
+        head("")
+    );
+    let proxy = start(&config);
+    let full = r#"{"status":400,"message":"BAD REQUEST[NAME] could not be stored: this connection's metadata is full (the route's max_meta_keys or max_meta_bytes)."}"#;
+    let refused = |name: &str| full.replace("NAME", name);
+
+    // The issue's attack, scaled down: 100 KB values pile up to the default limit, no further.
+    let mut ws = proxy.connect("/ws-ingest").await;
+    let big = "v".repeat(100_000);
+    for i in 0..2 {
+        let answer = ask(&mut ws, &format!("-c SET hydra-big{i}={big}")).await;
+        assert!(answer.starts_with(r#"{"status":200,"message":"OK[HYDRA-BIG"#), "{i}");
+    }
+    for i in 2..30 {
+        assert_eq!(
+            ask(&mut ws, &format!("-c SET hydra-big{i}={big}")).await,
+            refused(&format!("hydra-big{i}"))
+        );
+    }
+    // Still usable: a smaller value replaces a big one, and payloads go through.
+    assert_eq!(
+        ask(&mut ws, "-c SET hydra-big0=small").await,
+        r#"{"status":200,"message":"OK[HYDRA-BIG0=small]"}"#
+    );
+    assert_eq!(split_id(&ask(&mut ws, SAMPLE).await).1, ok_reply(&["file_ingestor"]));
+
+    // The key count: the filter's own bookkeeping (the list of names, the request counter)
+    // counts too.
+    let mut small = proxy.connect("/small").await;
+    let mut set = 0;
+    for i in 0..10 {
+        let answer = ask(&mut small, &format!("-c SET hydra-k{i}=v")).await;
+        if answer == refused(&format!("hydra-k{i}")) {
+            break;
+        }
+        assert_eq!(answer, format!(r#"{{"status":200,"message":"OK[HYDRA-K{i}=v]"}}"#));
+        set += 1;
+    }
+    assert_eq!(set, 5, "hydra.order and five names make six keys");
+    assert_eq!(
+        ask(&mut small, "-c SET").await,
+        r#"{"status":200,"message":"HYDRA-K0 -> v;HYDRA-K1 -> v;HYDRA-K2 -> v;HYDRA-K3 -> v;HYDRA-K4 -> v"}"#,
+        "the refused name is not listed"
+    );
+    // With no room left for its request counter, a payload is answered, not dropped.
+    let answer = ask(&mut small, SAMPLE).await;
+    assert!(
+        answer.contains(r#""status":{"code":503,"message":"Too much in flight: this connection's metadata is full."}"#),
+        "{answer}"
+    );
+    assert_eq!(
+        ask(&mut small, "-c SET hydra-k0=").await,
+        r#"{"status":200,"message":"OK[HYDRA-K0=]"}"#
+    );
+    assert_eq!(split_id(&ask(&mut small, SAMPLE).await).1, ok_reply(&["file_ingestor"]));
+
+    let metric = "framegate_filter_meta_refused_total{filter=\"hydra\"}";
+    assert!(proxy.metric(metric).await >= 30.0, "counted");
+    // The records carry what was kept: the small value and one of 100 KB, nothing refused.
+    eventually("both records are written", || async { file_records(&proxy).len() == 2 }).await;
+    let headers = file_records(&proxy)[0]["headers"].clone();
+    assert_eq!(headers["hydra-big0"], "small");
+    assert_eq!(headers["hydra-big1"].as_str().map(str::len), Some(100_000));
+    assert!(
+        headers.get("hydra-big2").is_none(),
+        "{}",
+        headers.as_object().unwrap().len()
+    );
+}

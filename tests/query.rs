@@ -22,7 +22,8 @@ fn start(extra: &str) -> Proxy {
     let config = format!(
         "{head}\n[sinks.nsdb]\ntype = \"bus\"\ntopic = \"nsdb\"\n\n\
          [routes.stream]\npath = \"/ws-stream\"\n\
-         filters = [{{ module = \"query\", timeout_ms = 500, config = {{ mode = \"stream\"{extra} }} }}]\n\n\
+         filters = [{{ module = \"query\", timeout_ms = 500, config = {{ mode = \"stream\"{extra} }} }}]\n\
+         max_meta_keys = 16384\nmax_meta_bytes = 67108864\n\n\
          [routes.insert]\npath = \"/ws-insert\"\nsinks = [\"nsdb\"]\n\
          filters = [{{ module = \"query\", timeout_ms = 500, config = {{ mode = \"insert\", sink = \"nsdb\"{extra} }} }}]\n",
         head = head("")

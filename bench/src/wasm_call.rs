@@ -40,7 +40,7 @@ pub fn measure() -> anyhow::Result<Vec<CallCost>> {
             timeout_ms: 1_000,
             memory_limit_mb: 64,
         };
-        let chain = Chain::build(&host, &[filter])?;
+        let chain = Chain::build(&host, &[filter], &Arc::default())?;
         let mut conn = ConnState {
             id: 1,
             max_message_size: 1 << 20,

@@ -93,6 +93,9 @@ FG_IMPORT(meta_get) int32_t fg_meta_get(const char *key, int32_t klen, void *dst
 /* Copies up to cap bytes of the list of metadata keys starting with prefix (for each, sorted:
  * u32 LE length, then the name); returns the list's whole length. */
 FG_IMPORT(meta_keys) int32_t fg_meta_keys(const char *prefix, int32_t plen, void *dst, int32_t cap);
+/* The route's sinks starting with prefix (what fg_emit takes), sorted, encoded as fg_meta_keys
+ * encodes keys; returns the list's whole length. Also in fg_init. */
+FG_IMPORT(sink_names) int32_t fg_sink_names(const char *prefix, int32_t plen, void *dst, int32_t cap);
 /* Sets connection metadata; vlen -1 deletes the key. Host keys are read-only. */
 FG_IMPORT(meta_set) int32_t fg_meta_set(const char *key, int32_t klen, const void *val, int32_t vlen);
 /* Queues a message straight to the client, past the other filters (not in fg_on_close). */

@@ -380,6 +380,20 @@ impl Conn {
     }
 }
 
+/// The names of the route's sinks (what [`Conn::emit`] takes), sorted. Also in
+/// [`Filter::init`](crate::Filter::init), to refuse a config that names a sink the route does
+/// not have; empty there when the host checks a config outside any route.
+///
+/// ```no_run
+/// let sinks = framegate_guest::sink_names();
+/// if !sinks.iter().any(|s| s == "out") { /* refuse the config */ }
+/// ```
+pub fn sink_names() -> Vec<String> {
+    // SAFETY: an empty prefix; the helper passes a buffer it owns and its length.
+    let list = sized(64, |dst, cap| unsafe { sys::sink_names([].as_ptr(), 0, dst, cap) });
+    names(&list.unwrap_or_default())
+}
+
 /// Milliseconds since the Unix epoch.
 ///
 /// ```no_run

@@ -39,7 +39,7 @@ mod message;
 pub mod store;
 pub mod sys;
 
-pub use conn::{Conn, Level, Record, SinkResult, count, encode_headers, gauge, log, now_ms};
+pub use conn::{Conn, Level, Record, SinkResult, count, encode_headers, gauge, log, now_ms, sink_names};
 pub use message::{Direction, Message, Opcode};
 
 use std::fmt;

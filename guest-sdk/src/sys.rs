@@ -53,6 +53,9 @@ imports! {
     /// Copies up to `cap` bytes of the list of metadata keys starting with a prefix (each a u32
     /// LE length, then the name); returns the list's whole length.
     fn meta_keys(prefix: *const u8, plen: i32, dst: *mut u8, cap: i32) -> i32;
+    /// Copies up to `cap` bytes of the list of the route's sinks starting with a prefix (as
+    /// `meta_keys` encodes it); returns the list's whole length. Also in `fg_init`.
+    fn sink_names(prefix: *const u8, plen: i32, dst: *mut u8, cap: i32) -> i32;
     /// Sets connection metadata; `vlen` -1 deletes the key.
     fn meta_set(key: *const u8, klen: i32, val: *const u8, vlen: i32) -> i32;
     /// Queues a message to the client.

@@ -10,14 +10,17 @@ mod secrets;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::types::MetaLimit;
 pub use auth::{
     AuthConfig, ClaimRule, ClaimValue, ClientCertMode, ClientCertRule, JwtAlgorithm, JwtConfig, TokenSource,
 };
 pub use edge::{ClientIpConfig, EdgeLimits, MIN_HEAD_BYTES, OriginPattern, TrustedProxy};
+
 pub use route_path::{RoutePath, percent_decode_with};
 
 /// The kind of the upstream WebSocket connector: a route's `ws` sink is its upstream, and a `ws`
@@ -246,6 +249,60 @@ pub struct RouteConfig {
     /// Who may connect: a JWT, a client certificate (src/auth/).
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Metadata keys filters may set on a connection (beside the host's).
+    #[serde(default = "default_meta_keys")]
+    pub max_meta_keys: usize,
+    /// Bytes (names and values) of the metadata filters may set on a connection.
+    #[serde(default = "default_meta_bytes")]
+    pub max_meta_bytes: usize,
+    /// Bytes of messages from subscriptions that may wait for one connection.
+    #[serde(default = "default_backlog")]
+    pub max_backlog_bytes: usize,
+    /// What one connection may send: messages and bytes per second.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+/// A connection's token buckets: a rate and a burst (the bucket's size, the rate when absent),
+/// for messages and for payload bytes, and what happens past them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub messages_per_s: Option<NonZeroU64>,
+    pub messages_burst: Option<NonZeroU64>,
+    pub bytes_per_s: Option<NonZeroU64>,
+    pub bytes_burst: Option<NonZeroU64>,
+    #[serde(default)]
+    pub action: RateAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RateAction {
+    /// Stop reading the connection until the buckets refill: TCP slows the client.
+    #[default]
+    Slow,
+    /// Close the connection with 1008.
+    Close,
+}
+
+impl RouteConfig {
+    pub fn meta_limit(&self) -> MetaLimit {
+        MetaLimit {
+            keys: self.max_meta_keys,
+            bytes: self.max_meta_bytes,
+        }
+    }
+}
+
+fn default_backlog() -> usize {
+    4 << 20
+}
+fn default_meta_keys() -> usize {
+    MetaLimit::default().keys
+}
+fn default_meta_bytes() -> usize {
+    MetaLimit::default().bytes
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -479,6 +536,27 @@ impl Config {
             if route.max_message_size == 0 {
                 return Err(err(key("max_message_size"), "expected at least 1".into()));
             }
+            if let Some(rate) = &route.rate_limit {
+                let unpaired = [
+                    (
+                        "messages_burst",
+                        rate.messages_burst.is_some() && rate.messages_per_s.is_none(),
+                    ),
+                    ("bytes_burst", rate.bytes_burst.is_some() && rate.bytes_per_s.is_none()),
+                ];
+                if let Some((burst, _)) = unpaired.iter().find(|(_, unpaired)| *unpaired) {
+                    return Err(err(
+                        key(&format!("rate_limit.{burst}")),
+                        "a burst needs its rate".into(),
+                    ));
+                }
+                if rate.messages_per_s.is_none() && rate.bytes_per_s.is_none() {
+                    return Err(err(
+                        key("rate_limit"),
+                        "expected messages_per_s, bytes_per_s or both".into(),
+                    ));
+                }
+            }
             for (i, filter) in route.filters.iter().enumerate() {
                 let key = |k: &str| format!("routes.{name}.filters[{i}].{k}");
                 if !is_module_name(&filter.module) {
@@ -556,6 +634,23 @@ mod tests {
 
     fn parse_err(text: &str) -> String {
         Config::parse(text, "test.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_rate_limit_needs_a_rate_above_zero() {
+        let route = |limit: &str| format!("[routes.r]\npath = \"/r\"\nrate_limit = {limit}\n");
+        assert_eq!(
+            parse_err(&route("{}")),
+            "test.toml: routes.r.rate_limit: expected messages_per_s, bytes_per_s or both"
+        );
+        assert_eq!(
+            parse_err(&route("{ bytes_per_s = 10, messages_burst = 5 }")),
+            "test.toml: routes.r.rate_limit.messages_burst: a burst needs its rate"
+        );
+        assert!(parse_err(&route("{ messages_per_s = 0 }")).contains("nonzero"));
+        assert!(parse_err(&route("{ messages_per_s = 1, action = \"drop\" }")).contains("unknown variant"));
+        let config = Config::parse(&route("{ messages_per_s = 5 }"), "test.toml").unwrap();
+        assert_eq!(config.routes["r"].rate_limit.unwrap().action, RateAction::Slow);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The in-process bus as a connector. The `bus` sink publishes records on a topic; the outcome's
 //! detail is the number of subscribers that got the record. The `bus` source (built in, named
-//! `bus`) is a topic: the spec is the topic name, delivery is at most once (see the bus), ack
-//! and nack are only counted, and the id is the message's position.
+//! `bus`) is a topic: the spec is the topic name, delivery is at most once (see the bus: a
+//! subscriber whose connection's backlog is full is dropped and the connection closed), ack and
+//! nack are only counted, and the id is the message's position.
 
 use std::sync::Arc;
 
@@ -60,7 +61,7 @@ pub async fn run(
     if topic.is_empty() {
         return Err("a bus subscription needs a topic name".into());
     }
-    let mut messages = bus.subscribe(&topic);
+    let mut messages = bus.subscribe(&topic, feed.backlog().clone());
     loop {
         tokio::select! {
             verdict = verdicts.recv() => match verdict {
@@ -68,8 +69,9 @@ pub async fn run(
                 None => return Ok(()),
             },
             message = messages.next() => {
-                let Some(message) = message else { return Ok(()) };
-                if !feed.deliver(message.seq.to_string(), message.opcode, message.payload, Vec::new()).await {
+                // None: dropped for a full backlog; the connection is closing.
+                let Some((message, held)) = message else { return Ok(()) };
+                if !feed.deliver_held(message.seq.to_string(), message.opcode, message.payload, Vec::new(), held).await {
                     return Ok(());
                 }
             }

@@ -978,7 +978,7 @@ mod tests {
         let (config, catalog) = parse(BUS_SINK);
         let ctx = context();
         let mut sinks = Sinks::build(&config, &catalog, &Sinks::default(), &ctx).unwrap();
-        let mut subscriber = ctx.bus.subscribe("events");
+        let mut subscriber = ctx.bus.subscribe("events", crate::types::Backlog::new(1 << 20));
         let Some(RouteSink::Queued(handle)) = sinks.get("events") else {
             panic!("a bus sink is queued");
         };
@@ -996,7 +996,8 @@ mod tests {
         let message = tokio::time::timeout(Duration::from_secs(10), subscriber.next())
             .await
             .expect("delivered once started")
-            .unwrap();
+            .unwrap()
+            .0;
         assert_eq!((message.seq, message.opcode), (1, Opcode::Text));
         assert_eq!(message.payload, Bytes::from("hello"));
         let result = results.recv().await.unwrap();

@@ -21,7 +21,7 @@ use crate::bus::Bus;
 use crate::config::{BUS_SOURCE, Config, SourceConfig};
 use crate::health::{Health, PartHealth};
 use crate::metrics::{Metrics, SourceMetrics};
-use crate::types::{Delivered, DeliveryError, Opcode, Reply, Settle};
+use crate::types::{Backlog, Delivered, DeliveryError, Held, Opcode, Reply, Settle};
 
 /// A source connector's parsed options: each `subscribe` starts a flow with them.
 pub trait SourceConnector: Send + Sync + 'static {
@@ -41,6 +41,8 @@ pub struct Feed {
     pub sub: u64,
     pub source: Arc<str>,
     out: mpsc::Sender<Delivered>,
+    /// The connection's backlog: a message waits for room in it before it is handed over.
+    backlog: Backlog,
     pub health: PartHealth,
     metrics: SourceMetrics,
 }
@@ -49,6 +51,19 @@ impl Feed {
     /// Hands a message to the connection, waiting while its queue is full (the broker is read
     /// no faster than the client takes messages). False once the connection is gone.
     pub async fn deliver(&self, id: String, opcode: Opcode, payload: Bytes, attrs: Vec<(String, Bytes)>) -> bool {
+        let held = self.backlog.hold(payload.len()).await;
+        self.deliver_held(id, opcode, payload, attrs, held).await
+    }
+
+    /// Hands over a message that already holds its room in the connection's backlog.
+    pub async fn deliver_held(
+        &self,
+        id: String,
+        opcode: Opcode,
+        payload: Bytes,
+        attrs: Vec<(String, Bytes)>,
+        held: Held,
+    ) -> bool {
         let delivered = Delivered {
             sub: Some(self.sub),
             source: self.source.clone(),
@@ -56,12 +71,17 @@ impl Feed {
             opcode,
             payload,
             attrs,
+            held: Some(held),
         };
         let sent = self.out.send(delivered).await.is_ok();
         if sent {
             self.metrics.delivered.inc();
         }
         sent
+    }
+
+    pub fn backlog(&self) -> &Backlog {
+        &self.backlog
     }
 
     /// Counts a verdict the connector carried out.
@@ -172,6 +192,7 @@ impl Sources {
         spec: &str,
         sub: u64,
         out: mpsc::Sender<Delivered>,
+        backlog: Backlog,
         failed: Reply,
     ) -> Subscription {
         let (settle, verdicts) = mpsc::unbounded_channel();
@@ -184,6 +205,7 @@ impl Sources {
             sub,
             source: source.into(),
             out,
+            backlog,
             health,
             metrics: self.metrics.source(source),
         };
@@ -280,7 +302,7 @@ mod tests {
         let Parts { bus, metrics, sources } = parts();
         let (out, mut delivered) = mpsc::channel(16);
         let (reply, mut failures) = failed(7);
-        let subscription = sources.subscribe(BUS_SOURCE, "news", 7, out, reply);
+        let subscription = sources.subscribe(BUS_SOURCE, "news", 7, out, Backlog::new(1 << 20), reply);
         let_run().await;
 
         assert_eq!(
@@ -325,7 +347,7 @@ mod tests {
         let Parts { bus, metrics, sources } = parts();
         let (out, mut delivered) = mpsc::channel(1);
         let (reply, _failures) = failed(1);
-        let _subscription = sources.subscribe(BUS_SOURCE, "t", 1, out, reply);
+        let _subscription = sources.subscribe(BUS_SOURCE, "t", 1, out, Backlog::new(1 << 20), reply);
         let_run().await;
 
         const SENT: usize = 100;
@@ -352,7 +374,7 @@ mod tests {
         let Parts { bus, sources, .. } = parts();
         let (out, delivered) = mpsc::channel(1);
         let (reply, mut failures) = failed(1);
-        let _subscription = sources.subscribe(BUS_SOURCE, "t", 1, out, reply);
+        let _subscription = sources.subscribe(BUS_SOURCE, "t", 1, out, Backlog::new(1 << 20), reply);
         let_run().await;
         drop(delivered);
         assert_eq!(bus.publish("t", Opcode::Text, "x".into()), 1);
@@ -365,7 +387,7 @@ mod tests {
         let Parts { sources, .. } = parts();
         let (out, mut delivered) = mpsc::channel(1);
         let (reply, mut failures) = failed(42);
-        let _subscription = sources.subscribe(source, spec, 42, out, reply);
+        let _subscription = sources.subscribe(source, spec, 42, out, Backlog::new(1 << 20), reply);
         let failure = within(failures.recv()).await.expect("a failure");
         assert!(within(failures.recv()).await.is_none(), "only one");
         assert!(within(delivered.recv()).await.is_none(), "nothing delivered");
@@ -461,7 +483,7 @@ mod tests {
         assert_eq!(&*sources.names(), ["bus".to_string(), "probe".to_string()]);
         let (out, _delivered) = mpsc::channel(1);
         let (reply, mut failures) = failed(9);
-        let subscription = sources.subscribe("probe", "{\"topic\": \"t\"}", 9, out, reply);
+        let subscription = sources.subscribe("probe", "{\"topic\": \"t\"}", 9, out, Backlog::new(1 << 20), reply);
         match within(events.recv()).await.unwrap() {
             Event::Started { spec, sub, source } => {
                 assert_eq!(
@@ -500,7 +522,7 @@ mod tests {
         let (Parts { sources, .. }, mut events) = with_probe(true);
         let (out, _delivered) = mpsc::channel(1);
         let (reply, mut failures) = failed(9);
-        let subscription = sources.subscribe("probe", "t", 9, out, reply);
+        let subscription = sources.subscribe("probe", "t", 9, out, Backlog::new(1 << 20), reply);
         assert!(matches!(within(events.recv()).await, Some(Event::Started { .. })));
 
         // A live subscription is never stopped, however long it runs.
@@ -560,6 +582,7 @@ mod tests {
             sub: 3,
             source: "probe".into(),
             out,
+            backlog: Backlog::new(1 << 20),
             health: Arc::new(Health::default()).part("sources.probe".into(), &metrics),
             metrics: metrics.source("probe"),
         };

@@ -9,7 +9,7 @@ use wasmtime::{Caller, Linker, Memory, StoreLimits};
 
 use super::store::{Store, StoreError};
 use crate::metrics::FilterMetrics;
-use crate::types::{Meta, Opcode, is_reserved};
+use crate::types::{Meta, MetaLimit, Opcode, is_reserved};
 
 pub const BUF_PAYLOAD: i32 = 0;
 pub const BUF_CONFIG: i32 = 1;
@@ -48,6 +48,8 @@ pub struct ConnState {
     /// Names the route's filters may `subscribe` to.
     pub sources: Arc<[String]>,
     pub max_message_size: usize,
+    /// What filters may set on the connection's metadata.
+    pub meta_limit: MetaLimit,
     /// Tickets, subscription and timer ids come from one counter, so none is ever reused.
     pub next_id: u64,
     /// Subscriptions and timers currently held.
@@ -343,6 +345,14 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         state.meta_value(key).map(<[u8]>::to_vec)
     })?;
     define_lookup(linker, "meta_keys", |state, prefix| Some(state.meta_keys(prefix)))?;
+    define_lookup(linker, "sink_names", |state, prefix| {
+        let mut names: Vec<&str> = (state.conn.sinks.iter())
+            .map(String::as_str)
+            .filter(|name| name.starts_with(prefix))
+            .collect();
+        names.sort_unstable();
+        Some(encode_names(names))
+    })?;
     define_lookup(linker, "store_get", |state, key| {
         state.store.get(key).map(|v| v.to_vec())
     })?;
@@ -364,6 +374,15 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
                 return Ok(ERR_NOT_ALLOWED);
             }
             let value = (vlen >= 0).then(|| copy_in(&caller, val, vlen)).transpose()?;
+            let state = caller.data();
+            if let Some(value) = &value
+                && !state.conn.meta_limit.allows(&state.conn.meta, &key, value.len())
+            {
+                if let Some(metrics) = &state.metrics {
+                    metrics.meta_refused.inc();
+                }
+                return Ok(ERR_LIMIT);
+            }
             let meta = Arc::make_mut(&mut caller.data_mut().conn.meta);
             match value {
                 Some(v) => meta.insert(key, v.into()),

@@ -35,10 +35,11 @@ pub struct Chain {
 }
 
 impl Chain {
-    pub fn build(host: &Arc<FilterHost>, filters: &[FilterRef]) -> Result<Chain, LoadError> {
+    /// The chain of `filters`, on a route whose filters may `emit` to `sinks`.
+    pub fn build(host: &Arc<FilterHost>, filters: &[FilterRef], sinks: &Arc<[String]>) -> Result<Chain, LoadError> {
         let slots = filters
             .iter()
-            .map(|f| FilterSlot::new(host, f))
+            .map(|f| FilterSlot::new(host, f, sinks))
             .collect::<Result<_, _>>()?;
         Ok(Chain { slots })
     }

@@ -28,6 +28,15 @@ pub use slot::{FilterFailure, HookCall};
 /// How often the epoch advances: the unit of every call deadline.
 const EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// What `fg_init` runs with for a filter of a route: the filter's config and the route's sinks
+/// (what `emit` takes and the `sink_names` import lists), so that a filter can refuse, at load,
+/// a config naming a sink the route does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitWith {
+    pub config: String,
+    pub sinks: Arc<[String]>,
+}
+
 /// Why a module could not be loaded or swapped in.
 #[derive(Debug, thiserror::Error)]
 #[error("filter module {file}: {reason}")]
@@ -76,7 +85,7 @@ pub struct FilterHost {
     status: Mutex<BTreeMap<String, ModuleStatus>>,
     /// The filter configs (JSON) each module runs with in the current routes; a new version
     /// must accept all of them before it is swapped in.
-    configs: Mutex<HashMap<String, Vec<String>>>,
+    configs: Mutex<HashMap<String, Vec<InitWith>>>,
     next_version: AtomicU64,
     /// Each module's shared store, by module name: it outlives versions (hot swap keeps it).
     stores: Mutex<HashMap<String, Arc<store::Store>>>,
@@ -138,17 +147,17 @@ impl FilterHost {
 
     /// Records the configs each module serves in the routes about to go live; modules no
     /// route uses any more stay loaded (a later config may use them again) but are not checked.
-    pub fn set_configs(&self, configs: HashMap<String, Vec<String>>) {
+    pub fn set_configs(&self, configs: HashMap<String, Vec<InitWith>>) {
         *self.configs.lock().unwrap() = configs;
     }
 
     /// The current version of a module, loading it first if needed, and checked with `config`.
-    pub fn module(&self, name: &str, config: &str) -> Result<Arc<ArcSwap<ModuleVersion>>, LoadError> {
+    pub fn module(&self, name: &str, init: &InitWith) -> Result<Arc<ArcSwap<ModuleVersion>>, LoadError> {
         if let Some(current) = self.modules.read().unwrap().get(name) {
-            self.check_init(name, &current.load(), config)?;
+            self.check_init(name, &current.load(), init)?;
             return Ok(current.clone());
         }
-        let version = self.compile(name, &[config.to_string()])?;
+        let version = self.compile(name, std::slice::from_ref(init))?;
         let mut modules = self.modules.write().unwrap();
         let slot = modules
             .entry(name.to_string())
@@ -165,7 +174,10 @@ impl FilterHost {
         };
         let configs = self.configs.lock().unwrap().get(name).cloned().unwrap_or_default();
         let configs = if configs.is_empty() {
-            vec!["{}".to_string()]
+            vec![InitWith {
+                config: "{}".to_string(),
+                sinks: Arc::default(),
+            }]
         } else {
             configs
         };
@@ -210,7 +222,7 @@ impl FilterHost {
     }
 
     /// Reads, compiles and checks a module file against every config it must accept.
-    fn compile(&self, name: &str, configs: &[String]) -> Result<ModuleVersion, LoadError> {
+    fn compile(&self, name: &str, configs: &[InitWith]) -> Result<ModuleVersion, LoadError> {
         let path = self.module_file(name);
         let fail = |reason: String| LoadError {
             file: path.display().to_string(),
@@ -249,14 +261,15 @@ impl FilterHost {
         Ok(version)
     }
 
-    /// Runs `fg_init` with `config` in a scratch instance.
-    fn check_init(&self, name: &str, version: &ModuleVersion, config: &str) -> Result<(), LoadError> {
+    /// Runs `fg_init` with `init` in a scratch instance.
+    fn check_init(&self, name: &str, version: &ModuleVersion, init: &InitWith) -> Result<(), LoadError> {
         let limits = slot::Limits::default();
-        slot::instantiate(self, version, config.as_bytes().to_vec().into(), &limits, name.into())
+        let config = init.config.as_bytes().to_vec().into();
+        slot::instantiate(self, version, config, init.sinks.clone(), &limits, name.into())
             .map(drop)
             .map_err(|reason| LoadError {
                 file: self.module_file(name).display().to_string(),
-                reason: format!("fg_init with config {config}: {reason}"),
+                reason: format!("fg_init with config {}: {reason}", init.config),
             })
     }
 }

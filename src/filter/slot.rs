@@ -10,7 +10,7 @@ use bytes::Bytes;
 use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc, WasmParams, WasmResults};
 
 use super::abi::{CallState, ConnState, Effect, Hook};
-use super::{FilterHost, ModuleVersion};
+use super::{FilterHost, InitWith, ModuleVersion};
 use crate::config::{FilterRef, OnError};
 use crate::metrics::FilterMetrics;
 use crate::types::{Opcode, Outcome};
@@ -84,11 +84,12 @@ pub(super) struct Warm {
     hooks: Hooks,
 }
 
-/// Makes an instance of `version` and runs its `fg_init` with `config`.
+/// Makes an instance of `version` and runs its `fg_init` with `config`, the route's `sinks` in view.
 pub(super) fn instantiate(
     host: &FilterHost,
     version: &ModuleVersion,
     config: Bytes,
+    sinks: Arc<[String]>,
     limits: &Limits,
     filter: Arc<str>,
 ) -> Result<Warm, String> {
@@ -101,6 +102,10 @@ pub(super) fn instantiate(
             .instances(1)
             .build(),
         config,
+        conn: ConnState {
+            sinks,
+            ..ConnState::default()
+        },
         filter,
         metrics,
         ..CallState::default()
@@ -174,21 +179,32 @@ pub struct FilterSlot {
     host: Arc<FilterHost>,
     module: Arc<ArcSwap<ModuleVersion>>,
     config: Bytes,
+    /// The route's sinks, which `fg_init` sees.
+    sinks: Arc<[String]>,
     limits: Limits,
     metrics: Arc<FilterMetrics>,
     pool: Mutex<Vec<Warm>>,
 }
 
 impl FilterSlot {
-    pub fn new(host: &Arc<FilterHost>, filter: &FilterRef) -> Result<FilterSlot, super::LoadError> {
+    pub fn new(
+        host: &Arc<FilterHost>,
+        filter: &FilterRef,
+        sinks: &Arc<[String]>,
+    ) -> Result<FilterSlot, super::LoadError> {
         let config = filter.config_json();
-        let module = host.module(&filter.module, &config)?;
+        let init = InitWith {
+            config: config.clone(),
+            sinks: sinks.clone(),
+        };
+        let module = host.module(&filter.module, &init)?;
         Ok(FilterSlot {
             name: filter.module.as_str().into(),
             on_error: filter.on_error,
             host: host.clone(),
             module,
             config: config.into(),
+            sinks: sinks.clone(),
             limits: Limits {
                 timeout_ms: filter.timeout_ms,
                 memory_bytes: (filter.memory_limit_mb as usize) << 20,
@@ -213,6 +229,7 @@ impl FilterSlot {
             &self.host,
             current,
             self.config.clone(),
+            self.sinks.clone(),
             &self.limits,
             self.name.clone(),
         )

@@ -35,6 +35,17 @@ pub struct Proxy {
     sink_context: SinkContext,
 }
 
+/// A reloaded file with no routes is far more often a file caught empty or half-written than an
+/// operator's wish: it is refused (a proxy without routes can still be started).
+fn refuse_empty(config: Config) -> anyhow::Result<Config> {
+    anyhow::ensure!(
+        !config.routes.is_empty(),
+        "{}: refusing an empty config (no routes); keeping the current one",
+        config.origin
+    );
+    Ok(config)
+}
+
 /// The addresses the proxy listens on, once bound.
 pub struct Bound {
     pub ws: std::net::SocketAddr,
@@ -117,10 +128,14 @@ impl Proxy {
         };
         match Config::load(path)
             .map_err(anyhow::Error::from)
+            .and_then(refuse_empty)
             .and_then(|c| self.apply(c))
         {
             Ok(()) => tracing::info!("config reloaded from {}", path.display()),
-            Err(e) => tracing::error!("config reload refused, the running config stays: {e:#}"),
+            Err(e) => {
+                self.edge.metrics.config_reloads_refused.inc();
+                tracing::error!("config reload refused, the running config stays: {e:#}");
+            }
         }
     }
 

@@ -14,6 +14,9 @@ use super::Proxy;
 
 /// Quiet time after the last event before acting on a change.
 const SETTLE: Duration = Duration::from_millis(150);
+/// How long a config file that keeps changing is waited for before it is read anyway (and then
+/// most likely refused): a writer that never stops must not hold reloads up for ever.
+const SETTLE_AT_MOST: Duration = Duration::from_secs(10);
 
 enum Change {
     Module(String),
@@ -29,6 +32,7 @@ pub fn start(proxy: Arc<Proxy>) -> anyhow::Result<notify::RecommendedWatcher> {
     let dir = std::path::absolute(&dir)?;
     let watched_dir = dir.clone();
     let config_for_events = config_file.clone();
+    let config_to_settle = config_file.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if event.kind.is_access() {
@@ -60,6 +64,9 @@ pub fn start(proxy: Arc<Proxy>) -> anyhow::Result<notify::RecommendedWatcher> {
             while let Ok(Some(next)) = tokio::time::timeout(SETTLE, changes.recv()).await {
                 note(next);
             }
+            if config && let Some(file) = &config_to_settle {
+                settle(file).await;
+            }
             let proxy = proxy.clone();
             // Compiling takes milliseconds to seconds: not on the workers serving connections.
             let _ = tokio::task::spawn_blocking(move || {
@@ -74,6 +81,21 @@ pub fn start(proxy: Arc<Proxy>) -> anyhow::Result<notify::RecommendedWatcher> {
         }
     });
     Ok(watcher)
+}
+
+/// Waits until `file` reads the same twice, `SETTLE` apart: a writer that truncates the file
+/// and then writes it in pieces (no rename) is not read halfway.
+async fn settle(file: &Path) {
+    let give_up = tokio::time::Instant::now() + SETTLE_AT_MOST;
+    let mut last = tokio::fs::read(file).await.ok();
+    while tokio::time::Instant::now() < give_up {
+        tokio::time::sleep(SETTLE).await;
+        let now = tokio::fs::read(file).await.ok();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
 }
 
 fn classify(path: &Path, dir: &Path, config: Option<&Path>) -> Option<Change> {

@@ -293,6 +293,7 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, connection: &C
         sinks: route.sink_names.clone(),
         sources: edge.sources.names(),
         max_message_size: route.settings.max_message_size,
+        meta_limit: route.settings.meta_limit(),
         ..ConnState::default()
     };
     Arc::make_mut(&mut conn.meta).extend(identity.meta);

@@ -3,6 +3,7 @@
 //! timers), keepalive, idle timeout, and closing with the right code. It never knows which
 //! broker is behind a sink.
 
+mod rate;
 pub mod request;
 
 use std::collections::HashMap;
@@ -28,16 +29,24 @@ use crate::connectors::ws::UpstreamStream;
 use crate::filter::abi::{ConnState, Effect};
 use crate::filter::{ChainEffect, HookCall, Verdict};
 use crate::route::Route;
-use crate::types::{Delivered, DeliveryError, Opcode, Record, Reply, Settle, SinkResult};
+use crate::types::{Backlog, Delivered, DeliveryError, Opcode, Record, Reply, Settle, SinkResult};
+use rate::{Charge, RateLimit};
 
 /// Messages handled (read and answered) between two flushes, at most.
 const BATCH: usize = 64;
 /// Deliveries from subscriptions and the upstream waiting for the chain.
 const INBOUND_QUEUE: usize = 256;
+/// Bytes waiting for the client past which a flush comes before handling more: with large
+/// messages, the outbox holds a few, not `BATCH`.
+const FLUSH_BYTES: usize = 1 << 20;
 /// How long a closing connection waits for the client's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 /// The close code of a connection that broke without one.
 const ABNORMAL: u16 = 1006;
+/// The close code of a connection closed for breaking a limit.
+const POLICY_VIOLATION: u16 = 1008;
+/// The reason of a connection closed because it did not take its messages fast enough.
+const TOO_SLOW: &str = "too slow";
 
 static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
@@ -81,6 +90,9 @@ struct Session {
     upstream_outbox: Vec<Message>,
     /// Deliveries from subscriptions; made at the first subscription (idle connections are many).
     inbound: Option<(mpsc::Sender<Delivered>, mpsc::Receiver<Delivered>)>,
+    /// The room deliveries may take while they wait for the session (`max_backlog_bytes`);
+    /// made with `inbound`.
+    backlog: Option<Backlog>,
     /// A filter holds deliveries (`hold`): they wait in the sources, which read their brokers no
     /// further, until it resumes them.
     held: bool,
@@ -95,6 +107,9 @@ struct Session {
     closing: Option<(u16, String)>,
     /// The code of the client's close frame, once it came.
     peer_close: Option<u16>,
+    /// The route's rate limit on what the client sends, and until when the client is not read.
+    rate: Option<RateLimit>,
+    paused_until: Option<Instant>,
 }
 
 /// Runs a connection to its end. The work on each event is boxed: the future of an idle
@@ -111,6 +126,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         has_upstream: upstream.is_some(),
         upstream_outbox: Vec::new(),
         inbound: None,
+        backlog: None,
         held: false,
         results: None,
         subscriptions: HashMap::new(),
@@ -118,6 +134,8 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         timer_keys: HashMap::new(),
         closing: None,
         peer_close: None,
+        rate: (route.settings.rate_limit.as_ref()).map(|limit| RateLimit::new(limit, Instant::now())),
+        paused_until: None,
     };
     route.metrics.opened.inc();
     route.metrics.active.inc();
@@ -141,6 +159,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => session.close(1001, "server shutting down"),
+            () = overflowed(session.backlog.clone()) => session.close(POLICY_VIOLATION, TOO_SLOW),
             Some(result) = async { session.results.as_mut().unwrap().1.recv().await }, if session.results.is_some() => {
                 Box::pin(session.on_result(result)).await;
             }
@@ -155,7 +174,13 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
                 let (close, effects) = route.chain.notify(&mut session.conn, filter, HookCall::Timer(timer));
                 Box::pin(session.after_hook(close, effects)).await;
             }
-            read = ws.next() => {
+            () = tokio::time::sleep_until(session.paused_until.unwrap_or_else(Instant::now)), if session.paused_until.is_some() => {
+                session.paused_until = None;
+                if let Some(limit) = idle_limit {
+                    idle.as_mut().reset(Instant::now() + limit); // a paused client may have sent plenty
+                }
+            }
+            read = ws.next(), if session.paused_until.is_none() => {
                 if let Some(limit) = idle_limit {
                     idle.as_mut().reset(Instant::now() + limit);
                 }
@@ -178,8 +203,10 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         }
         // Whatever else is ready is handled before writing: one flush answers all of it.
         let mut handled = 0;
-        while session.closing.is_none() && handled < BATCH {
-            if let Some(read) = ws.next().now_or_never() {
+        while session.closing.is_none() && handled < BATCH && session.outbox_bytes() < FLUSH_BYTES {
+            if session.paused_until.is_none()
+                && let Some(read) = ws.next().now_or_never()
+            {
                 let meta = ws.message_meta();
                 if !Box::pin(session.on_read(read, meta)).await {
                     break 'serving;
@@ -200,11 +227,15 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
             }
             handled += 1;
         }
-        if Box::pin(session.flush(&mut ws, upstream.as_mut().map(|u| &mut u.1)))
-            .await
-            .is_err()
-        {
-            break 'serving;
+        // A client that does not read holds the flush up: an overflowing backlog cuts it short.
+        let backlog = session.backlog.clone();
+        tokio::select! {
+            flushed = Box::pin(session.flush(&mut ws, upstream.as_mut().map(|u| &mut u.1))) => {
+                if flushed.is_err() {
+                    break 'serving;
+                }
+            }
+            () = overflowed(backlog) => session.close(POLICY_VIOLATION, TOO_SLOW),
         }
     }
 
@@ -216,10 +247,9 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
                 reason: reason.into(),
             };
             session.outbox.push(Message::Close(Some(frame)));
-            if Box::pin(session.flush(&mut ws, upstream.as_mut().map(|u| &mut u.1)))
-                .await
-                .is_ok()
-            {
+            // Bounded: a client that reads nothing cannot hold its session (and memory) for ever.
+            let flush = Box::pin(session.flush(&mut ws, upstream.as_mut().map(|u| &mut u.1)));
+            if let Ok(Ok(())) = tokio::time::timeout(CLOSE_WAIT, flush).await {
                 // Wait (briefly) for the client's answer so the close handshake completes.
                 let _ = tokio::time::timeout(CLOSE_WAIT, async { while let Some(Ok(_)) = ws.next().await {} }).await;
             }
@@ -233,6 +263,14 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         let _ = SinkExt::close(&mut upstream).await;
     }
     route.metrics.active.dec();
+}
+
+/// Resolves when the connection's backlog overflowed; never without one.
+async fn overflowed(backlog: Option<Backlog>) {
+    match backlog {
+        Some(backlog) => backlog.overflowed().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The close a read error calls for; `None` when the connection is simply gone.
@@ -259,6 +297,11 @@ fn to_message(opcode: Opcode, payload: Bytes) -> Message {
 impl Session {
     fn results_sender(&mut self) -> mpsc::UnboundedSender<SinkResult> {
         self.results.get_or_insert_with(mpsc::unbounded_channel).0.clone()
+    }
+
+    /// The bytes of the messages waiting for the next flush.
+    fn outbox_bytes(&self) -> usize {
+        self.outbox.iter().map(Message::len).sum()
     }
 
     fn close(&mut self, code: u16, reason: &str) {
@@ -313,6 +356,20 @@ impl Session {
 
     async fn client_message(&mut self, opcode: Opcode, payload: Bytes) {
         let metrics = &self.route.metrics;
+        if let Some(rate) = &mut self.rate {
+            let now = Instant::now();
+            match rate.charge(payload.len(), now) {
+                Charge::Within => {}
+                Charge::Pause(wait) => {
+                    metrics.rate_slowed.inc();
+                    self.paused_until = Some(now + wait);
+                }
+                Charge::Close(reason) => {
+                    metrics.rate_closed.inc();
+                    return self.close(POLICY_VIOLATION, reason);
+                }
+            }
+        }
         metrics.messages_in.inc();
         metrics.bytes_in.inc_by(payload.len() as u64);
         let route = self.route.clone();
@@ -373,6 +430,7 @@ impl Session {
             opcode,
             payload,
             attrs: Vec::new(),
+            held: None,
         };
         self.towards_client(delivered).await;
     }
@@ -474,6 +532,8 @@ impl Session {
                         .get_or_insert_with(|| mpsc::channel(INBOUND_QUEUE))
                         .0
                         .clone();
+                    let max_backlog = self.route.settings.max_backlog_bytes;
+                    let backlog = self.backlog.get_or_insert_with(|| Backlog::new(max_backlog)).clone();
                     // A subscription that cannot start, or ends for good, tells the filter
                     // through its result hook, with the id as ticket.
                     let failed = Reply {
@@ -482,7 +542,7 @@ impl Session {
                         filter,
                         context: Bytes::new(),
                     };
-                    let subscription = self.sources.subscribe(&source, &spec, id, inbound, failed);
+                    let subscription = self.sources.subscribe(&source, &spec, id, inbound, backlog, failed);
                     self.subscriptions.insert(id, (subscription, filter));
                 }
                 Effect::Ack { sub, id } => {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::Opcode;
+use super::{Held, Opcode};
 
 /// A message on its way to a connection, from a subscription or an upstream.
 #[derive(Debug)]
@@ -19,6 +19,8 @@ pub struct Delivered {
     /// What the broker tells of the message, shown to filters as `msg.NAME`: `key`, `topic`,
     /// `publish_time` (ms), `redelivery_count`, `header.NAME` and the connector's own.
     pub attrs: Vec<(String, Bytes)>,
+    /// Its room in the connection's backlog, until the session has taken it.
+    pub held: Option<Held>,
 }
 
 /// A filter's verdict on a delivered message, by its id.

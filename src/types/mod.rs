@@ -1,12 +1,14 @@
 //! The plain types every part shares: a message's opcode, connection metadata, records and their
 //! outcomes, deliveries towards connections. This layer imports nothing else of framegate.
 
+mod backlog;
 mod delivery;
 mod meta;
 mod record;
 
+pub use backlog::{Backlog, Held};
 pub use delivery::{Delivered, Settle};
-pub use meta::{Meta, is_reserved};
+pub use meta::{Meta, MetaLimit, is_reserved};
 pub use record::{DeliveryError, Outcome, Record, Reply, SinkResult};
 
 /// WebSocket data opcodes, as the ABI numbers them.

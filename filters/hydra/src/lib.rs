@@ -77,6 +77,34 @@ impl Ingestor {
     }
 }
 
+impl Config {
+    /// Why the config cannot serve a route with these sinks: an ingestor names a sink the
+    /// route does not have (every payload would get 500 at run time).
+    fn missing_sink(&self, sinks: &[String]) -> Result<(), String> {
+        for (name, ingestor) in &self.ingestors {
+            let named = (ingestor.sink.iter().map(|sink| ("sink".to_string(), sink))).chain(
+                ingestor
+                    .sink_by
+                    .iter()
+                    .map(|(by, sink)| (format!("sink_by.{by}"), sink)),
+            );
+            for (key, sink) in named {
+                if !sinks.contains(sink) {
+                    return Err(format!(
+                        "hydra config: ingestors.{name}.{key}: no sink {sink:?} on this route (its sinks: {})",
+                        if sinks.is_empty() {
+                            "none".to_string()
+                        } else {
+                            sinks.join(", ")
+                        }
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn default_timeout() -> u32 {
     3000
 }
@@ -84,6 +112,9 @@ fn default_timeout() -> u32 {
 fn default_max_payload() -> usize {
     512 << 10
 }
+
+/// Why a request fails when the connection's metadata cannot hold its bookkeeping.
+const METADATA_FULL: &str = "Too much in flight: this connection's metadata is full.";
 
 /// Names the filter reads itself; every other `hydra-*` name travels to the sinks as a header.
 const CONSUMED: [&str; 6] = [
@@ -322,15 +353,32 @@ impl Hydra {
             .filter(|n| *n != name)
             .map(str::to_string)
             .collect();
+        let previous = conn.meta(name);
         let stored = if value.is_empty() {
             conn.delete_meta(name)
         } else {
             order.push(name.to_string());
             conn.set_meta(name, value.as_bytes())
         };
-        stored
-            .and_then(|()| conn.set_meta(ORDER, order.join("\n").as_bytes()))
-            .map_err(|e| format!("BAD REQUEST[{name}={value}] could not be stored: {e}"))
+        let listed = stored.and_then(|()| conn.set_meta(ORDER, order.join("\n").as_bytes()));
+        match listed {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // The value went in but the list of names did not: as if nothing happened.
+                let _ = match previous {
+                    Some(previous) => conn.set_meta(name, &previous),
+                    None => conn.delete_meta(name),
+                };
+                Err(match e {
+                    // The value is not echoed: it may be what is too large.
+                    Error::Limit => format!(
+                        "BAD REQUEST[{name}] could not be stored: this connection's metadata is full \
+                         (the route's max_meta_keys or max_meta_bytes)."
+                    ),
+                    other => format!("BAD REQUEST[{name}={value}] could not be stored: {other}"),
+                })
+            }
+        }
     }
 
     fn command(&self, conn: &Conn, text: &str) -> String {
@@ -383,8 +431,11 @@ impl Hydra {
             return Some(command_reply(self.config().replies, 400, BAD_MESSAGE));
         };
         let seq = conn.meta_str(SEQ).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) + 1;
-        let _ = conn.set_meta(SEQ, seq.to_string().as_bytes());
         let id = given.map_or_else(|| request_id(conn.id(), seq), str::to_string);
+        if conn.set_meta(SEQ, seq.to_string().as_bytes()).is_err() {
+            let why = Some((503, METADATA_FULL));
+            return Some(ingest_reply(self.config().replies, &id, why, &BTreeMap::new(), false));
+        }
         let meta = |name: &str| conn.meta_str(name).map(|v| v.to_ascii_lowercase());
         let detailed = meta("hydra-response-format").as_deref() == Some("detailed");
         let start = framegate_guest::now_ms();
@@ -501,7 +552,7 @@ impl Hydra {
                 return Some(ingest_reply(self.config().replies, &id, None, &outcomes, detailed));
             }
         };
-        let _ = conn.set_meta(&format!("hydra.timer.{timer}"), seq.to_string().as_bytes());
+        let timer_key = format!("hydra.timer.{timer}");
         let pending = Pending {
             id,
             start,
@@ -510,7 +561,19 @@ impl Hydra {
             waiting,
             done: outcomes,
         };
-        save(conn, seq, &pending);
+        let kept = conn
+            .set_meta(&timer_key, seq.to_string().as_bytes())
+            .and_then(|()| save(conn, seq, &pending));
+        if kept.is_err() {
+            // Nothing would answer the request when its results come: it fails now instead.
+            let _ = conn.cancel_timer(timer);
+            let _ = conn.delete_meta(&timer_key);
+            let mut outcomes = pending.done;
+            for name in pending.waiting {
+                outcomes.insert(name, Outcome(503, METADATA_FULL.into(), 0));
+            }
+            return Some(ingest_reply(config.replies, &pending.id, None, &outcomes, detailed));
+        }
         None
     }
 
@@ -528,9 +591,9 @@ impl Hydra {
     }
 }
 
-fn save(conn: &Conn, seq: u64, pending: &Pending) {
+fn save(conn: &Conn, seq: u64, pending: &Pending) -> Result<(), Error> {
     let state = serde_json::to_vec(pending).expect("plain data serializes");
-    let _ = conn.set_meta(&format!("hydra.req.{seq}"), &state);
+    conn.set_meta(&format!("hydra.req.{seq}"), &state)
 }
 
 fn load(conn: &Conn, seq: u64) -> Option<Pending> {
@@ -557,6 +620,7 @@ impl Filter for Hydra {
                 ));
             }
         }
+        config.missing_sink(&framegate_guest::sink_names())?;
         self.config = Some(config);
         Ok(())
     }
@@ -637,7 +701,8 @@ impl Filter for Hydra {
             let _ = conn.cancel_timer(pending.timer);
             self.finish(conn, seq, &pending);
         } else {
-            save(conn, seq, &pending);
+            // Not kept (the connection's metadata is full): the timeout answers the request.
+            let _ = save(conn, seq, &pending);
         }
     }
 
@@ -673,6 +738,25 @@ mod tests {
                 .all(|id| id.len() == 8 && id.bytes().all(|b| b.is_ascii_alphanumeric()))
         );
         assert_ne!(request_id(7, 1), request_id(8, 1));
+    }
+
+    #[test]
+    fn every_ingestor_names_a_sink_of_the_route() {
+        let config: Config = serde_json::from_str(
+            r#"{"ingestors": {"file": {"sink": "out"}, "rabbit": {"sink_by": {"hydra-rabbit-queue": "q"}}}}"#,
+        )
+        .unwrap();
+        let sinks = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(config.missing_sink(&sinks(&["q", "out", "other"])), Ok(()));
+        assert_eq!(
+            config.missing_sink(&sinks(&["q"])).unwrap_err(),
+            r#"hydra config: ingestors.file.sink: no sink "out" on this route (its sinks: q)"#
+        );
+        assert_eq!(
+            config.missing_sink(&sinks(&["out"])).unwrap_err(),
+            r#"hydra config: ingestors.rabbit.sink_by.hydra-rabbit-queue: no sink "q" on this route (its sinks: out)"#
+        );
+        assert!(config.missing_sink(&[]).unwrap_err().ends_with("(its sinks: none)"));
     }
 
     #[test]
