@@ -52,25 +52,6 @@ fn feed_claims(change: Value) -> Value {
     claims
 }
 
-/// An upgrade request by hand with extra header lines: (status, head, body).
-async fn upgrade_with(addr: std::net::SocketAddr, path: &str, extra: &str) -> (u16, String, String) {
-    let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
-    );
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = vec![0; 4096];
-    let n = tokio::time::timeout(PATIENCE, stream.read(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
-    let status = answer.split_whitespace().nth(1).unwrap_or("0").parse().unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
-    (status, head.to_lowercase(), body.to_string())
-}
-
 async fn connect_with(request: Request) -> Ws {
     let (ws, _) = tokio::time::timeout(PATIENCE, tokio_tungstenite::connect_async(request))
         .await

@@ -268,9 +268,16 @@ pub async fn http_request(addr: SocketAddr, request: &str) -> (u16, String) {
 
 /// A WebSocket upgrade request by hand, for answers a client library would hide: (status, body).
 pub async fn upgrade_status(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = upgrade_with(addr, path, "").await;
+    (status, body)
+}
+
+/// An upgrade request by hand with `extra` header lines (each ending in `\r\n`): the answer's
+/// status, head (lowercased) and body.
+pub async fn upgrade_with(addr: SocketAddr, path: &str, extra: &str) -> (u16, String, String) {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
     );
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -281,8 +288,8 @@ pub async fn upgrade_status(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap();
     let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
     let status = answer.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0);
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    (status, body)
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    (status, head.to_lowercase(), body.to_string())
 }
 
 /// The next data message, skipping pings and pongs (within PATIENCE in all).
