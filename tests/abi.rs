@@ -316,9 +316,22 @@ async fn the_default_config_publishes_and_subscribes_on_the_bus() {
     let proxy = start_default();
     let mut readers = [proxy.connect("/news").await, proxy.connect("/news").await];
     let mut publisher = proxy.connect("/publish").await;
-    send_text(&mut publisher, "extra!").await;
-    for reader in &mut readers {
-        assert_eq!(next_text(reader).await, "extra!");
+    // A subscription starts just after the upgrade, and the bus keeps nothing for subscribers to
+    // come: the news is published until both readers are surely subscribed.
+    let publishing = async {
+        loop {
+            send_text(&mut publisher, "extra!").await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    let reading = async {
+        for reader in &mut readers {
+            assert_eq!(next_text(reader).await, "extra!");
+        }
+    };
+    tokio::select! {
+        () = publishing => unreachable!("publishing goes on until both have read"),
+        () = reading => {}
     }
     let mut ingest = proxy.connect("/ingest").await;
     send_text(&mut ingest, "{\"n\":1}").await;
