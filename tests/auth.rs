@@ -60,11 +60,6 @@ async fn connect_with(request: Request) -> Ws {
     ws
 }
 
-async fn ask(ws: &mut Ws, command: &str) -> String {
-    send_text(ws, command).await;
-    next_text(ws).await
-}
-
 fn hs_config(extra_routes: &str) -> String {
     format!(
         r#"{head}

@@ -62,11 +62,6 @@ fn file_proxy(extra: &str) -> Proxy {
     start(&config)
 }
 
-async fn ask(ws: &mut Ws, text: &str) -> String {
-    send_text(ws, text).await;
-    next_text(ws).await
-}
-
 /// The request id of an ingest answer, and the answer with the id replaced by `ID`.
 fn split_id(reply: &str) -> (String, String) {
     let start = reply

@@ -9,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::nsdb::{ask, subscription};
 use common::*;
 use serde_json::{Value, json};
 
@@ -32,11 +33,6 @@ fn start(extra: &str) -> Proxy {
     Proxy::start(&config, &["query"], &[])
 }
 
-async fn ask(ws: &mut Ws, message: &Value) -> Value {
-    send_text(ws, &message.to_string()).await;
-    serde_json::from_str(&next_text(ws).await).unwrap()
-}
-
 async fn insert(ws: &mut Ws, metric: &str, bits: &[Value]) {
     let bodies: Vec<Value> = bits
         .iter()
@@ -45,10 +41,6 @@ async fn insert(ws: &mut Ws, metric: &str, bits: &[Value]) {
     let n = bodies.len();
     let reply = ask(ws, &Value::Array(bodies)).await;
     assert_eq!(reply, json!({ "inserted": n }));
-}
-
-fn subscription(metric: &str, query: &str) -> Value {
-    json!({"db": "db", "namespace": "ns", "metric": metric, "queryString": query})
 }
 
 #[tokio::test]

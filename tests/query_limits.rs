@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::nsdb::{ask, subscription};
 use common::*;
 use serde_json::{Value, json};
 
@@ -30,15 +31,6 @@ fn start(timeout_ms: u32, extra: &str) -> Proxy {
     );
     let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
     Proxy::start(&config, &["query"], &[])
-}
-
-async fn ask(ws: &mut Ws, message: &Value) -> Value {
-    send_text(ws, &message.to_string()).await;
-    serde_json::from_str(&next_text(ws).await).unwrap()
-}
-
-fn subscription(metric: &str, query: &str) -> Value {
-    json!({"db": "db", "namespace": "ns", "metric": metric, "queryString": query})
 }
 
 fn bodies(metric: &str, bits: impl IntoIterator<Item = Value>) -> Value {

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test file uses its own part of this
 
 pub mod kafka;
+pub mod nsdb;
 pub mod peers;
 
 use std::io::{BufRead, BufReader};
