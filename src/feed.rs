@@ -269,7 +269,8 @@ impl Feeds {
                     id: session::next_conn_id(),
                     sinks: feed_route.sink_names.clone(),
                     sources: sources.names(),
-                    max_message_size: usize::MAX,
+                    // A filter's send, replace and emit are bounded as on a client's route.
+                    max_message_size: feed_route.settings.max_message_size,
                     meta_limit: feed_route.settings.meta_limit(),
                     ..ConnState::default()
                 };
@@ -277,7 +278,7 @@ impl Feeds {
                 meta.insert("conn.id".into(), Bytes::from(conn.id.to_string()));
                 meta.insert("route".into(), Bytes::from(feed_route.name.to_string()));
                 meta.insert("source.name".into(), Bytes::from(source_name.clone()));
-                let (verdict, effects) = feed_route.chain.open(&mut conn);
+                let (verdict, effects) = feed_route.chain.open(&mut conn).await;
                 if let Err((status, _)) = verdict {
                     tracing::error!(
                         route = &*feed_route.name,

@@ -115,6 +115,8 @@ pub struct Metrics {
     filter_reloads: Family<FilterLabel, Counter>,
     filter_reload_failures: Family<FilterLabel, Counter>,
     filter_meta_refused: Family<FilterLabel, Counter>,
+    filter_breaker_open: Family<FilterLabel, Gauge>,
+    filter_breaker_trips: Family<FilterLabel, Counter>,
     custom_counters: Family<CustomLabel, Counter<f64, AtomicU64>>,
     custom_gauges: Family<CustomLabel, Gauge<f64, AtomicU64>>,
     sink_records: Family<SinkLabel, Counter>,
@@ -150,6 +152,8 @@ impl Default for Metrics {
         let filter_reloads = Family::default();
         let filter_reload_failures = Family::default();
         let filter_meta_refused = Family::default();
+        let filter_breaker_open = Family::default();
+        let filter_breaker_trips = Family::default();
         let custom_counters = Family::default();
         let custom_gauges = Family::default();
         let sink_records = Family::default();
@@ -193,6 +197,16 @@ impl Default for Metrics {
             "filter_meta_refused",
             "Metadata a filter set past its route's max_meta_keys or max_meta_bytes, refused",
             filter_meta_refused.clone(),
+        );
+        registry.register(
+            "filter_breaker_open",
+            "1 from when a filter's circuit breaker opens until a call succeeds again",
+            filter_breaker_open.clone(),
+        );
+        registry.register(
+            "filter_breaker_trips",
+            "Times a filter's circuit breaker opened",
+            filter_breaker_trips.clone(),
         );
         registry.register(
             "filter_custom",
@@ -280,6 +294,8 @@ impl Default for Metrics {
             filter_reloads,
             filter_reload_failures,
             filter_meta_refused,
+            filter_breaker_open,
+            filter_breaker_trips,
             custom_counters,
             custom_gauges,
             sink_records,
@@ -348,6 +364,8 @@ impl Metrics {
                     reloads: owned(&self.filter_reloads, &label),
                     reload_failures: owned(&self.filter_reload_failures, &label),
                     meta_refused: owned(&self.filter_meta_refused, &label),
+                    breaker_open: owned(&self.filter_breaker_open, &label),
+                    breaker_trips: owned(&self.filter_breaker_trips, &label),
                     failures: self.filter_failures.clone(),
                     custom_counters: self.custom_counters.clone(),
                     custom_gauges: self.custom_gauges.clone(),
@@ -478,6 +496,8 @@ pub struct FilterMetrics {
     pub reloads: Counter,
     pub reload_failures: Counter,
     pub meta_refused: Counter,
+    pub breaker_open: Gauge,
+    pub breaker_trips: Counter,
     failures: Family<FailureLabel, Counter>,
     custom_counters: Family<CustomLabel, Counter<f64, AtomicU64>>,
     custom_gauges: Family<CustomLabel, Gauge<f64, AtomicU64>>,

@@ -20,7 +20,7 @@ pub struct CallCost {
 
 const CALLS: u32 = 200_000;
 
-pub fn measure() -> anyhow::Result<Vec<CallCost>> {
+pub async fn measure() -> anyhow::Result<Vec<CallCost>> {
     let config = FiltersConfig {
         dir: crate::parties::repo().join("target/filters"),
         ..FiltersConfig::default()
@@ -49,11 +49,17 @@ pub fn measure() -> anyhow::Result<Vec<CallCost>> {
         for size in [100usize, 4096] {
             let payload = Bytes::from(vec![b'x'; size]);
             for _ in 0..1_000 {
-                chain.message(&mut conn, false, Opcode::Binary, payload.clone(), Vec::new());
+                chain
+                    .message(&mut conn, false, Opcode::Binary, payload.clone(), Vec::new())
+                    .await;
             }
             let started = Instant::now();
             for _ in 0..CALLS {
-                std::hint::black_box(chain.message(&mut conn, false, Opcode::Binary, payload.clone(), Vec::new()));
+                std::hint::black_box(
+                    chain
+                        .message(&mut conn, false, Opcode::Binary, payload.clone(), Vec::new())
+                        .await,
+                );
             }
             let ns = started.elapsed().as_nanos() as f64 / f64::from(CALLS);
             println!("wasm call: {what:<26} {size:>5} B: {ns:>7.0} ns per call");

@@ -31,6 +31,10 @@ pub const UPSTREAM_KIND: &str = "ws";
 pub const BUS_SOURCE: &str = "bus";
 
 /// The configuration `framegate run` uses when no file is given: no broker needed.
+/// The longest deadline a filter call may have: a call holds its connection (never the others)
+/// until it returns.
+pub const MAX_FILTER_TIMEOUT_MS: u64 = 10_000;
+
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
 
 /// A configuration error: where it is and what was expected.
@@ -131,6 +135,11 @@ pub struct FiltersConfig {
     pub max_instances: u32,
     /// The largest `memory_limit_mb` any filter may ask for.
     pub max_memory_mb: u64,
+    /// Failed calls of one module within `breaker_window_ms` that open its circuit breaker:
+    /// its routes then answer per `on_error` without calling it for `breaker_open_ms`. 0: never.
+    pub breaker_failures: u32,
+    pub breaker_window_ms: u64,
+    pub breaker_open_ms: u64,
 }
 
 impl Default for FiltersConfig {
@@ -141,6 +150,9 @@ impl Default for FiltersConfig {
             pool_size: 8,
             max_instances: 1000,
             max_memory_mb: 256,
+            breaker_failures: 20,
+            breaker_window_ms: 10_000,
+            breaker_open_ms: 5_000,
         }
     }
 }
@@ -258,6 +270,10 @@ pub struct RouteConfig {
     /// Bytes of messages from subscriptions that may wait for one connection.
     #[serde(default = "default_backlog")]
     pub max_backlog_bytes: usize,
+    /// Records a connection's filters emitted whose outcome has not come back yet, past which
+    /// the client is not read until outcomes come: backpressure instead of failed answers.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
     /// What one connection may send: messages and bytes per second.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
@@ -293,6 +309,10 @@ impl RouteConfig {
             bytes: self.max_meta_bytes,
         }
     }
+}
+
+fn default_in_flight() -> usize {
+    512
 }
 
 fn default_backlog() -> usize {
@@ -536,6 +556,9 @@ impl Config {
             if route.max_message_size == 0 {
                 return Err(err(key("max_message_size"), "expected at least 1".into()));
             }
+            if route.max_in_flight == 0 {
+                return Err(err(key("max_in_flight"), "expected at least 1".into()));
+            }
             if let Some(rate) = &route.rate_limit {
                 let unpaired = [
                     (
@@ -568,8 +591,11 @@ impl Config {
                         ),
                     ));
                 }
-                if filter.timeout_ms == 0 {
-                    return Err(err(key("timeout_ms"), "expected at least 1".into()));
+                if !(1..=MAX_FILTER_TIMEOUT_MS).contains(&filter.timeout_ms) {
+                    return Err(err(
+                        key("timeout_ms"),
+                        format!("expected 1 to {MAX_FILTER_TIMEOUT_MS} (a filter call holds its connection that long)"),
+                    ));
                 }
                 if filter.memory_limit_mb == 0 || filter.memory_limit_mb > self.filters.max_memory_mb {
                     return Err(err(

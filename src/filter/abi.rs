@@ -125,6 +125,9 @@ pub struct CallState {
     pub store: Arc<Store>,
     /// The last error or warning an `fg_init` logged.
     pub init_complaint: Option<String>,
+    /// The running hook's clock: it yields to other connections at every epoch tick until it
+    /// has run its time (src/filter/slot.rs).
+    pub clock: super::slot::RunClock,
 }
 
 impl CallState {

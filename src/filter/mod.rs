@@ -3,6 +3,7 @@
 //! It knows modules and their configs, never which route or connection a call is for.
 
 pub mod abi;
+mod breaker;
 mod chain;
 mod slot;
 mod store;
@@ -22,6 +23,8 @@ use crate::config::FiltersConfig;
 use crate::metrics::Metrics;
 use abi::CallState;
 
+pub use breaker::BreakerState;
+use breaker::{Breaker, BreakerSettings};
 pub use chain::{Chain, ChainEffect, Verdict};
 pub use slot::{FilterFailure, HookCall};
 
@@ -73,6 +76,10 @@ pub struct ModuleStatus {
     pub loaded_at_ms: Option<u64>,
     pub reloads: u64,
     pub last_reload_error: Option<String>,
+    /// Its circuit breaker: closed, open (its routes answer per `on_error` without calling it)
+    /// or half open (the next call decides), and how many times it opened.
+    pub breaker: Option<BreakerState>,
+    pub breaker_trips: u64,
 }
 
 pub struct FilterHost {
@@ -89,6 +96,10 @@ pub struct FilterHost {
     next_version: AtomicU64,
     /// Each module's shared store, by module name: it outlives versions (hot swap keeps it).
     stores: Mutex<HashMap<String, Arc<store::Store>>>,
+    breaker_settings: BreakerSettings,
+    /// Each module's circuit breaker, by module name: shared by its routes, kept across versions
+    /// (a fixed version swapped in is tried at the end of the open period like any other).
+    breakers: Mutex<HashMap<String, Arc<Breaker>>>,
 }
 
 impl FilterHost {
@@ -126,12 +137,27 @@ impl FilterHost {
             configs: Mutex::default(),
             next_version: AtomicU64::new(1),
             stores: Mutex::default(),
+            breaker_settings: BreakerSettings {
+                failures: config.breaker_failures,
+                window: Duration::from_millis(config.breaker_window_ms),
+                open_for: Duration::from_millis(config.breaker_open_ms),
+            },
+            breakers: Mutex::default(),
         }))
     }
 
     /// The shared store of module `name`, made on first use.
     fn store(&self, name: &str) -> Arc<store::Store> {
         self.stores.lock().unwrap().entry(name.to_string()).or_default().clone()
+    }
+
+    /// The circuit breaker of module `name`, made on first use.
+    fn breaker(&self, name: &str) -> Arc<Breaker> {
+        let mut breakers = self.breakers.lock().unwrap();
+        let breaker = breakers.entry(name.to_string());
+        breaker
+            .or_insert_with(|| Arc::new(Breaker::new(self.breaker_settings)))
+            .clone()
     }
 
     pub fn dir(&self) -> &Path {
@@ -218,7 +244,16 @@ impl FilterHost {
 
     /// Every loaded module, for the admin listener.
     pub fn status(&self) -> Vec<ModuleStatus> {
-        self.status.lock().unwrap().values().cloned().collect()
+        let breakers = self.breakers.lock().unwrap();
+        let now = std::time::Instant::now();
+        let mut status: Vec<ModuleStatus> = self.status.lock().unwrap().values().cloned().collect();
+        for module in &mut status {
+            if let Some(breaker) = breakers.get(&module.name) {
+                module.breaker = Some(breaker.state(now));
+                module.breaker_trips = breaker.trips();
+            }
+        }
+        status
     }
 
     /// Reads, compiles and checks a module file against every config it must accept.

@@ -2,18 +2,23 @@
 //! and a small pool of warm instances. Any instance serves any connection: the connection's
 //! state is lent to the store for the length of one hook call.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc, WasmParams, WasmResults};
+use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadline, WasmParams, WasmResults};
 
 use super::abi::{CallState, ConnState, Effect, Hook};
+use super::breaker::{Breaker, Transition};
 use super::{FilterHost, InitWith, ModuleVersion};
 use crate::config::{FilterRef, OnError};
 use crate::metrics::FilterMetrics;
 use crate::types::{Opcode, Outcome};
+
+/// Epoch ticks (milliseconds) a hook runs between two yields to other connections.
+const YIELD_EVERY_TICKS: u64 = 1;
 
 /// The limits of every call into one filter.
 #[derive(Debug, Clone)]
@@ -112,6 +117,9 @@ pub(super) fn instantiate(
     };
     let mut store = Store::new(&host.engine, state);
     store.limiter(|s| &mut s.limits);
+    store.epoch_deadline_callback(at_epoch_deadline);
+    // `fg_init` runs where it cannot yield (loading a config, taking an instance): its whole
+    // deadline is one epoch deadline.
     store.set_epoch_deadline(limits.timeout_ms);
     let instance = version.pre.instantiate(&mut store).map_err(|e| format!("{e:#}"))?;
     store.data_mut().memory = instance.get_memory(&mut store, "memory");
@@ -142,6 +150,57 @@ pub(super) fn instantiate(
         store,
         hooks,
     })
+}
+
+/// The time a hook call has run: since it started, less the time it waited after yielding (on a
+/// busy worker, other connections' turns are not charged to it). One per instance, reused.
+#[derive(Default)]
+pub struct RunClock {
+    /// When the running hook started; `None` between calls and during `fg_init`.
+    started: Option<Instant>,
+    timeout: Duration,
+    /// Nanoseconds the running hook spent yielded, added by its yields as they end.
+    waited: Arc<AtomicU64>,
+}
+
+impl RunClock {
+    fn start(&mut self, at: Instant, timeout: Duration) {
+        self.started = Some(at);
+        self.timeout = timeout;
+        self.waited.store(0, Ordering::Relaxed);
+    }
+
+    fn stop(&mut self) {
+        self.started = None;
+    }
+
+    /// Whether the running hook has time left (never, outside a hook call).
+    fn has_time_left(&self) -> bool {
+        self.started.is_some_and(|started| {
+            let waited = Duration::from_nanos(self.waited.load(Ordering::Relaxed));
+            started.elapsed().saturating_sub(waited) < self.timeout
+        })
+    }
+}
+
+/// Whether a hook that reached an epoch deadline goes on: a hook call yields to the other
+/// connections of its worker at every tick until it has run its time, so a filter that spins
+/// holds only its own connection; `fg_init` (which cannot yield) and a hook past its time are
+/// cut off.
+fn at_epoch_deadline(store: wasmtime::StoreContextMut<'_, CallState>) -> wasmtime::Result<UpdateDeadline> {
+    let clock = &store.data().clock;
+    if !clock.has_time_left() {
+        return Ok(UpdateDeadline::Interrupt);
+    }
+    let waited = clock.waited.clone();
+    Ok(UpdateDeadline::YieldCustom(
+        YIELD_EVERY_TICKS,
+        Box::pin(async move {
+            let yielded = Instant::now();
+            tokio::task::yield_now().await;
+            waited.fetch_add(yielded.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }),
+    ))
 }
 
 /// An export as a typed function, when the module has it (types were checked at load).
@@ -183,6 +242,8 @@ pub struct FilterSlot {
     sinks: Arc<[String]>,
     limits: Limits,
     metrics: Arc<FilterMetrics>,
+    /// The module's breaker, shared by every route that runs it.
+    breaker: Arc<Breaker>,
     pool: Mutex<Vec<Warm>>,
 }
 
@@ -210,6 +271,7 @@ impl FilterSlot {
                 memory_bytes: (filter.memory_limit_mb as usize) << 20,
             },
             metrics: host.metrics.filter(&filter.module),
+            breaker: host.breaker(&filter.module),
             pool: Mutex::default(),
         })
     }
@@ -243,6 +305,18 @@ impl FilterSlot {
         })
     }
 
+    /// Counts a failed call towards the breaker; opening it is logged and shown.
+    fn breaker_failed(&self) {
+        if self.breaker.failed(Instant::now()) == Some(Transition::Opened) {
+            self.metrics.breaker_open.set(1);
+            self.metrics.breaker_trips.inc();
+            tracing::error!(
+                filter = &*self.name,
+                "circuit breaker open: the filter failed repeatedly; its routes answer per on_error without calling it for a while"
+            );
+        }
+    }
+
     fn give_back(&self, warm: Warm) {
         let mut pool = self.pool.lock().unwrap();
         if pool.len() < self.host.pool_size {
@@ -250,36 +324,55 @@ impl FilterSlot {
         }
     }
 
-    /// Runs one hook with the connection's state lent to the instance.
-    pub fn call(&self, conn: &mut ConnState, call: HookCall) -> Result<CallOutput, FilterFailure> {
-        // One load per call: the version checked here is the one that serves it.
-        let current = self.module.load();
-        let exports = current.exports;
-        let exported = match call {
-            HookCall::Message { .. } => true,
-            HookCall::Open => exports.open,
-            HookCall::Result { .. } => exports.result,
-            HookCall::Timer(_) => exports.timer,
-            HookCall::Close(_) => exports.close,
+    /// Runs one hook with the connection's state lent to the instance. A long call yields to
+    /// the other connections of its worker at every epoch tick, until its `timeout_ms`.
+    pub async fn call(&self, conn: &mut ConnState, call: HookCall) -> Result<CallOutput, FilterFailure> {
+        let started = Instant::now();
+        let warm = {
+            // One load per call: the version checked here is the one that serves it.
+            let current = self.module.load();
+            let exports = current.exports;
+            let exported = match call {
+                HookCall::Message { .. } => true,
+                HookCall::Open => exports.open,
+                HookCall::Result { .. } => exports.result,
+                HookCall::Timer(_) => exports.timer,
+                HookCall::Close(_) => exports.close,
+            };
+            if !exported {
+                return Ok(CallOutput::default());
+            }
+            if !self.breaker.admits(started) {
+                self.metrics.failure("breaker_open");
+                return Err(FilterFailure {
+                    filter: self.name.clone(),
+                    kind: "breaker_open",
+                    message: "not called: its circuit breaker is open after repeated failures".into(),
+                });
+            }
+            self.take(&current)
         };
-        if !exported {
-            return Ok(CallOutput::default());
-        }
-        let mut warm = self.take(&current)?;
+        let mut warm = match warm {
+            Ok(warm) => warm,
+            Err(failure) => {
+                self.breaker_failed();
+                return Err(failure);
+            }
+        };
         // A call that fails leaves no trace: its effects are dropped, and so are these changes.
         let (meta_before, handles_before) = (conn.meta.clone(), conn.handles);
-        let started = Instant::now();
         let state = warm.store.data_mut();
         std::mem::swap(&mut state.conn, conn);
+        (state.clock).start(started, Duration::from_millis(self.limits.timeout_ms));
         let conn_id = state.conn.id as i64;
         let hooks = &warm.hooks;
         let store = &mut warm.store;
-        store.set_epoch_deadline(self.limits.timeout_ms);
+        store.set_epoch_deadline(YIELD_EVERY_TICKS);
         let result = match call {
             HookCall::Open => {
                 store.data_mut().hook = Hook::Open;
                 match &hooks.on_open {
-                    Some(f) => f.call(&mut *store, conn_id),
+                    Some(f) => f.call_async(&mut *store, conn_id).await,
                     None => Ok(0),
                 }
             }
@@ -295,7 +388,10 @@ impl FilterSlot {
                 let len = payload.len() as i32;
                 state.payload = payload;
                 state.message_meta = message_meta;
-                hooks.on_message.call(&mut *store, (conn_id, dir, opcode as i32, len))
+                hooks
+                    .on_message
+                    .call_async(&mut *store, (conn_id, dir, opcode as i32, len))
+                    .await
             }
             HookCall::Result {
                 ticket,
@@ -312,27 +408,31 @@ impl FilterSlot {
                 state.result = Some(detail.into());
                 state.context = Some(context);
                 match &hooks.on_result {
-                    Some(f) => f.call(&mut *store, (conn_id, ticket as i64, status, len)).map(|()| 0),
+                    Some(f) => f
+                        .call_async(&mut *store, (conn_id, ticket as i64, status, len))
+                        .await
+                        .map(|()| 0),
                     None => Ok(0),
                 }
             }
             HookCall::Timer(timer) => {
                 store.data_mut().hook = Hook::Timer;
                 match &hooks.on_timer {
-                    Some(f) => f.call(&mut *store, (conn_id, timer as i64)).map(|()| 0),
+                    Some(f) => f.call_async(&mut *store, (conn_id, timer as i64)).await.map(|()| 0),
                     None => Ok(0),
                 }
             }
             HookCall::Close(code) => {
                 store.data_mut().hook = Hook::Close;
                 match &hooks.on_close {
-                    Some(f) => f.call(&mut *store, (conn_id, code as i32)).map(|()| 0),
+                    Some(f) => f.call_async(&mut *store, (conn_id, code as i32)).await.map(|()| 0),
                     None => Ok(0),
                 }
             }
         };
         self.metrics.call_seconds.observe(started.elapsed().as_secs_f64());
         let state = warm.store.data_mut();
+        state.clock.stop();
         std::mem::swap(&mut state.conn, conn);
         let output = CallOutput {
             code: 0,
@@ -350,6 +450,10 @@ impl FilterSlot {
         match result {
             Ok(code) => {
                 self.give_back(warm);
+                if self.breaker.succeeded(started) == Some(Transition::Closed) {
+                    self.metrics.breaker_open.set(0);
+                    tracing::info!(filter = &*self.name, "circuit breaker closed: the filter answers again");
+                }
                 Ok(CallOutput { code, ..output })
             }
             Err(error) => {
@@ -364,6 +468,7 @@ impl FilterSlot {
                     kind,
                     "filter call cut off: {message}"
                 );
+                self.breaker_failed();
                 Err(FilterFailure {
                     filter: self.name.clone(),
                     kind,

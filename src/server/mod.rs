@@ -297,7 +297,7 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, connection: &C
         ..ConnState::default()
     };
     Arc::make_mut(&mut conn.meta).extend(identity.meta);
-    let (verdict, effects) = route.chain.open(&mut conn);
+    let (verdict, effects) = route.chain.open(&mut conn).await;
     if let Err((status, body)) = verdict {
         route.metrics.refused(status);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);

@@ -98,6 +98,9 @@ struct Session {
     held: bool,
     /// Outcomes of emitted records; made at the first `emit`.
     results: Option<(mpsc::UnboundedSender<SinkResult>, mpsc::UnboundedReceiver<SinkResult>)>,
+    /// Records emitted whose outcome has not come back: at `max_in_flight`, the client is not
+    /// read until some come (a filter never runs out of room for the requests it answers).
+    in_flight: usize,
     /// Subscription id to the subscription and the filter that made it.
     subscriptions: HashMap<u64, (Subscription, usize)>,
     /// Filter timers; made at the first one.
@@ -129,6 +132,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         backlog: None,
         held: false,
         results: None,
+        in_flight: 0,
         subscriptions: HashMap::new(),
         timers: None,
         timer_keys: HashMap::new(),
@@ -140,6 +144,11 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
     route.metrics.opened.inc();
     route.metrics.active.inc();
     Box::pin(session.apply(opening.effects)).await;
+    // What `fg_on_open` sent goes out at once: where the server speaks first, the client must
+    // not wait for a message of its own (or a ping) to be greeted.
+    let gone = Box::pin(session.flush(&mut ws, upstream.as_mut().map(|u| &mut u.1)))
+        .await
+        .is_err();
 
     let settings = &route.settings;
     let mut ping = (settings.ping_interval_ms > 0).then(|| {
@@ -155,12 +164,15 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
     };
     tokio::pin!(expiry);
 
-    'serving: while session.closing.is_none() {
+    'serving: while !gone && session.closing.is_none() {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => session.close(1001, "server shutting down"),
             () = overflowed(session.backlog.clone()) => session.close(POLICY_VIOLATION, TOO_SLOW),
             Some(result) = async { session.results.as_mut().unwrap().1.recv().await }, if session.results.is_some() => {
+                if let Some(limit) = idle_limit.filter(|_| !session.reads_client()) {
+                    idle.as_mut().reset(Instant::now() + limit); // not read meanwhile: not idle
+                }
                 Box::pin(session.on_result(result)).await;
             }
             Some(delivered) = async { session.inbound.as_mut().unwrap().1.recv().await }, if session.inbound.is_some() && !session.held => {
@@ -171,8 +183,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
                 let (timer, filter) = expired.into_inner();
                 session.timer_keys.remove(&timer);
                 session.conn.handles = session.conn.handles.saturating_sub(1);
-                let (close, effects) = route.chain.notify(&mut session.conn, filter, HookCall::Timer(timer));
-                Box::pin(session.after_hook(close, effects)).await;
+                Box::pin(session.on_timer(timer, filter)).await;
             }
             () = tokio::time::sleep_until(session.paused_until.unwrap_or_else(Instant::now)), if session.paused_until.is_some() => {
                 session.paused_until = None;
@@ -180,7 +191,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
                     idle.as_mut().reset(Instant::now() + limit); // a paused client may have sent plenty
                 }
             }
-            read = ws.next(), if session.paused_until.is_none() => {
+            read = ws.next(), if session.reads_client() => {
                 if let Some(limit) = idle_limit {
                     idle.as_mut().reset(Instant::now() + limit);
                 }
@@ -192,7 +203,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
             _ = async { ping.as_mut().unwrap().tick().await }, if ping.is_some() => {
                 session.outbox.push(Message::Ping(Bytes::new()));
             }
-            _ = &mut idle, if idle_limit.is_some() => session.close(1001, "idle timeout"),
+            _ = &mut idle, if idle_limit.is_some() && session.reads_client() => session.close(1001, "idle timeout"),
             _ = &mut expiry, if opening.expires.is_some() => {
                 route.auth.expired_while_connected();
                 session.close(1008, "token expired");
@@ -204,7 +215,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         // Whatever else is ready is handled before writing: one flush answers all of it.
         let mut handled = 0;
         while session.closing.is_none() && handled < BATCH && session.outbox_bytes() < FLUSH_BYTES {
-            if session.paused_until.is_none()
+            if session.reads_client()
                 && let Some(read) = ws.next().now_or_never()
             {
                 let meta = ws.message_meta();
@@ -257,7 +268,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         }
         (None, None) => ABNORMAL,
     };
-    let farewell = route.chain.close(&mut session.conn, code);
+    let farewell = Box::pin(route.chain.close(&mut session.conn, code)).await;
     Box::pin(session.apply(farewell)).await;
     if let Some((_, mut upstream)) = upstream {
         let _ = SinkExt::close(&mut upstream).await;
@@ -297,6 +308,12 @@ fn to_message(opcode: Opcode, payload: Bytes) -> Message {
 impl Session {
     fn results_sender(&mut self) -> mpsc::UnboundedSender<SinkResult> {
         self.results.get_or_insert_with(mpsc::unbounded_channel).0.clone()
+    }
+
+    /// Whether the client is read now: not while its rate limit pauses it, nor while its
+    /// filters wait for `max_in_flight` outcomes.
+    fn reads_client(&self) -> bool {
+        self.paused_until.is_none() && self.in_flight < self.route.settings.max_in_flight
     }
 
     /// The bytes of the messages waiting for the next flush.
@@ -373,7 +390,10 @@ impl Session {
         metrics.messages_in.inc();
         metrics.bytes_in.inc_by(payload.len() as u64);
         let route = self.route.clone();
-        let (verdict, effects) = route.chain.message(&mut self.conn, false, opcode, payload, Vec::new());
+        let (verdict, effects) = route
+            .chain
+            .message(&mut self.conn, false, opcode, payload, Vec::new())
+            .await;
         self.apply(effects).await;
         match verdict {
             Verdict::Deliver { opcode, payload } => {
@@ -402,10 +422,9 @@ impl Session {
                 .map(|(name, value)| (format!("msg.{name}"), value)),
         );
         let route = self.route.clone();
-        let (verdict, effects) =
-            route
-                .chain
-                .message(&mut self.conn, true, delivered.opcode, delivered.payload, message_meta);
+        let (verdict, effects) = (route.chain)
+            .message(&mut self.conn, true, delivered.opcode, delivered.payload, message_meta)
+            .await;
         self.apply(effects).await;
         match verdict {
             Verdict::Deliver { opcode, payload } => self.send_to_client(opcode, payload).await,
@@ -445,6 +464,8 @@ impl Session {
         // A failed subscription is over: it no longer counts against the connection's limit.
         if result.outcome.is_err() && self.subscriptions.remove(&result.ticket).is_some() {
             self.conn.handles = self.conn.handles.saturating_sub(1);
+        } else {
+            self.in_flight = self.in_flight.saturating_sub(1);
         }
         let call = HookCall::Result {
             ticket: result.ticket,
@@ -452,7 +473,13 @@ impl Session {
             context: result.context,
         };
         let route = self.route.clone();
-        let (close, effects) = route.chain.notify(&mut self.conn, result.filter, call);
+        let (close, effects) = route.chain.notify(&mut self.conn, result.filter, call).await;
+        self.after_hook(close, effects).await;
+    }
+
+    async fn on_timer(&mut self, timer: u64, filter: usize) {
+        let route = self.route.clone();
+        let (close, effects) = route.chain.notify(&mut self.conn, filter, HookCall::Timer(timer)).await;
         self.after_hook(close, effects).await;
     }
 
@@ -524,6 +551,7 @@ impl Session {
                         continue; // `emit` only hands out tickets for the route's sinks
                     };
                     let opcode = Opcode::of(&payload);
+                    self.in_flight += 1;
                     self.deliver(&target, opcode, key, payload, headers, Some(reply)).await;
                 }
                 Effect::Subscribe { id, source, spec } => {

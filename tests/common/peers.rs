@@ -157,21 +157,26 @@ pub async fn redis_payloads(port: u16, stream: &str) -> Vec<String> {
         .collect()
 }
 
+/// redis-server that keeps what it confirmed across a kill: an append-only file, written and
+/// synced before each answer (with `everysec`, a killed Redis lost entries it had confirmed).
+pub fn redis_durable() -> Peer {
+    redis_with(free_port(), &["--appendonly", "yes", "--appendfsync", "always"])
+}
+
 /// redis-server on a port chosen beforehand, as for a broker that comes after its clients.
 pub fn redis_at(port: u16) -> Peer {
-    start_on("redis-server", port, |port, dir| {
-        [
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--dir",
-            &dir.display().to_string(),
-        ]
-        .map(String::from)
-        .to_vec()
+    redis_with(port, &[])
+}
+
+/// redis-server on `port`, no snapshots, with `extra` arguments.
+fn redis_with(port: u16, extra: &'static [&'static str]) -> Peer {
+    start_on("redis-server", port, move |port, dir| {
+        let mut args = ["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""]
+            .map(String::from)
+            .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args.extend(["--dir".to_string(), dir.display().to_string()]);
+        args
     })
 }
 

@@ -7,7 +7,8 @@
 //! Every piece of state is connection metadata, so any instance serves any connection and a hot
 //! swap keeps it: the `hydra-*` keys (what the client set; sinks see them), `hydra.order` (the
 //! names in the order set), `hydra.seq` (requests so far), `hydra.req.SEQ` (a request waiting
-//! for its brokers, JSON) and `hydra.timer.ID` (which request a timeout timer is for).
+//! for its brokers, JSON) and `hydra.timer` (the connection's one timer, set for the earliest
+//! deadline of its requests).
 //!
 //! Under `hydra-ack = explicit` (or `replicated`, `persisted`) a request is answered once every
 //! ingestor's sink confirmed or failed (`fg_on_result`), or when `hydra-ingest-timeout` passes
@@ -146,7 +147,9 @@ fn ok(ms: i64) -> Outcome {
 struct Pending {
     id: String,
     start: i64,
-    timer: u64,
+    /// When the request is answered 408 if its brokers have not all answered (ms).
+    #[serde(default)]
+    deadline: i64,
     detailed: bool,
     waiting: Vec<String>,
     done: BTreeMap<String, Outcome>,
@@ -511,7 +514,30 @@ impl Hydra {
             meta("hydra-ack").as_deref(),
             Some("explicit" | "replicated" | "persisted")
         );
-        let mut waiting = Vec::new();
+        if explicit {
+            // Room for the answer is made before anything is emitted: a request that cannot be
+            // followed is refused with nothing sent, never answered failed for records that go.
+            let timeout = conn
+                .meta_str("hydra-ingest-timeout")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(config.ingest_timeout_ms);
+            if let Err(e) = arm(conn, start + i64::from(timeout), start) {
+                let why = format!("No timer for the request: {e}.");
+                return fail_all(&mut outcomes, 503, why);
+            }
+            let pending = Pending {
+                id: id.clone(),
+                start,
+                deadline: start + i64::from(timeout),
+                detailed,
+                waiting: joined.iter().map(|(name, _)| name.clone()).collect(),
+                done: BTreeMap::new(),
+            };
+            if save(conn, seq, &pending).is_err() {
+                return fail_all(&mut outcomes, 503, METADATA_FULL.into());
+            }
+        }
+        let mut refused = Vec::new();
         for (name, sink) in &joined {
             let context = if explicit {
                 format!("{seq} {name}")
@@ -524,7 +550,7 @@ impl Hydra {
                 context: context.as_bytes(),
             };
             match conn.emit_with(sink, payload.as_bytes(), record) {
-                Ok(_) if explicit => waiting.push(name.clone()),
+                Ok(_) if explicit => {}
                 Ok(_) => drop(outcomes.insert(name.clone(), ok(0))),
                 Err(e) => {
                     let outcome = match e {
@@ -532,48 +558,26 @@ impl Hydra {
                         Error::UnknownTarget => Outcome(500, format!("Sink {sink} is not on this route."), 0),
                         other => Outcome(500, format!("Sink {sink} refused the record: {other}."), 0),
                     };
-                    outcomes.insert(name.clone(), outcome);
+                    refused.push((name.clone(), outcome));
                 }
             }
         }
-        if waiting.is_empty() {
+        if !explicit {
+            outcomes.extend(refused);
             return Some(ingest_reply(self.config().replies, &id, None, &outcomes, detailed));
         }
-        let timeout = conn
-            .meta_str("hydra-ingest-timeout")
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(config.ingest_timeout_ms);
-        let timer = match conn.set_timer(timeout) {
-            Ok(timer) => timer,
-            Err(e) => {
-                for name in waiting {
-                    outcomes.insert(name, Outcome(503, format!("No timer for the request: {e}."), 0));
-                }
-                return Some(ingest_reply(self.config().replies, &id, None, &outcomes, detailed));
-            }
-        };
-        let timer_key = format!("hydra.timer.{timer}");
-        let pending = Pending {
-            id,
-            start,
-            timer,
-            detailed,
-            waiting,
-            done: outcomes,
-        };
-        let kept = conn
-            .set_meta(&timer_key, seq.to_string().as_bytes())
-            .and_then(|()| save(conn, seq, &pending));
-        if kept.is_err() {
-            // Nothing would answer the request when its results come: it fails now instead.
-            let _ = conn.cancel_timer(timer);
-            let _ = conn.delete_meta(&timer_key);
-            let mut outcomes = pending.done;
-            for name in pending.waiting {
-                outcomes.insert(name, Outcome(503, METADATA_FULL.into(), 0));
-            }
-            return Some(ingest_reply(config.replies, &pending.id, None, &outcomes, detailed));
+        // Ingestors whose sink refused the record at once are done already.
+        let mut pending = load(conn, seq)?;
+        for (name, outcome) in refused {
+            pending.waiting.retain(|w| *w != name);
+            pending.done.insert(name, outcome);
         }
+        if pending.waiting.is_empty() {
+            let _ = conn.delete_meta(&format!("hydra.req.{seq}"));
+            return Some(ingest_reply(config.replies, &id, None, &pending.done, detailed));
+        }
+        // Not kept: the ingestors refused at once are answered at the deadline, with the others.
+        let _ = save(conn, seq, &pending);
         None
     }
 
@@ -587,8 +591,35 @@ impl Hydra {
             pending.detailed,
         ));
         let _ = conn.delete_meta(&format!("hydra.req.{seq}"));
-        let _ = conn.delete_meta(&format!("hydra.timer.{}", pending.timer));
     }
+}
+
+/// The connection's one timer for its requests' deadlines, kept in metadata: `ID DEADLINE_MS`.
+const TIMER: &str = "hydra.timer";
+
+/// The connection's timer, if one is set: its id and the deadline it fires at.
+fn armed(conn: &Conn) -> Option<(u64, i64)> {
+    let text = conn.meta_str(TIMER)?;
+    let (id, at) = text.split_once(' ')?;
+    Some((id.parse().ok()?, at.parse().ok()?))
+}
+
+/// Makes the connection's one timer fire by `deadline`: however many requests wait, they hold
+/// one timer, set for the earliest of their deadlines.
+fn arm(conn: &Conn, deadline: i64, now: i64) -> Result<(), Error> {
+    let current = armed(conn);
+    if current.is_some_and(|(_, at)| at <= deadline) {
+        return Ok(());
+    }
+    let timer = conn.set_timer((deadline - now).clamp(0, i64::from(u32::MAX)) as u32)?;
+    if let Err(e) = conn.set_meta(TIMER, format!("{timer} {deadline}").as_bytes()) {
+        let _ = conn.cancel_timer(timer);
+        return Err(e);
+    }
+    if let Some((old, _)) = current {
+        let _ = conn.cancel_timer(old);
+    }
+    Ok(())
 }
 
 fn save(conn: &Conn, seq: u64, pending: &Pending) -> Result<(), Error> {
@@ -698,7 +729,6 @@ impl Filter for Hydra {
         pending.waiting.retain(|w| w != name);
         pending.done.insert(name.to_string(), outcome);
         if pending.waiting.is_empty() {
-            let _ = conn.cancel_timer(pending.timer);
             self.finish(conn, seq, &pending);
         } else {
             // Not kept (the connection's metadata is full): the timeout answers the request.
@@ -706,20 +736,38 @@ impl Filter for Hydra {
         }
     }
 
+    /// The connection's timer: every request past its deadline is answered 408 (its records
+    /// may still be stored: 408 says the brokers did not confirm in time), and the timer is set
+    /// again for the earliest deadline left.
     fn on_timer(&mut self, conn: &Conn, timer: u64) {
-        let Some(seq) = conn
-            .meta_str(&format!("hydra.timer.{timer}"))
-            .and_then(|s| s.parse().ok())
-        else {
+        if armed(conn).is_none_or(|(id, _)| id != timer) {
             return;
-        };
-        let Some(mut pending) = load(conn, seq) else { return };
-        let ms = framegate_guest::now_ms() - pending.start;
-        for name in std::mem::take(&mut pending.waiting) {
-            pending.done.insert(name, Outcome(408, "Request Timeout".into(), ms));
         }
-        framegate_guest::log(Level::Debug, &format!("request {} timed out", pending.id));
-        self.finish(conn, seq, &pending);
+        let _ = conn.delete_meta(TIMER);
+        let now = framegate_guest::now_ms();
+        let mut next = None::<i64>;
+        for key in conn.meta_keys("hydra.req.") {
+            let Some(seq) = key["hydra.req.".len()..].parse().ok() else {
+                continue;
+            };
+            let Some(mut pending) = load(conn, seq) else { continue };
+            if pending.deadline > now {
+                next = Some(next.map_or(pending.deadline, |n| n.min(pending.deadline)));
+                continue;
+            }
+            let ms = now - pending.start;
+            for name in std::mem::take(&mut pending.waiting) {
+                pending.done.insert(name, Outcome(408, "Request Timeout".into(), ms));
+            }
+            framegate_guest::log(Level::Debug, &format!("request {} timed out", pending.id));
+            self.finish(conn, seq, &pending);
+        }
+        if let Some(deadline) = next
+            && let Err(e) = arm(conn, deadline, now)
+        {
+            // Their results still answer them; only their deadline is lost.
+            framegate_guest::log(Level::Warn, &format!("no timer for the requests in flight: {e}"));
+        }
     }
 }
 

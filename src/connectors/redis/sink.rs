@@ -1,7 +1,9 @@
 //! The `redis` sink: every record is an entry (XADD) of a Redis stream, optionally capped with
 //! `MAXLEN ~ N`. Fields: `payload`, `key` (if the record has one) and one `h:NAME` per header.
 //! A confirmed record is one Redis answered; its id is the entry id. The stream name is a
-//! template over the record. The connection manager reconnects by itself.
+//! template over the record. The connection manager reconnects by itself. With
+//! `dedupe_window_ms`, each entry is added by a script that first looks for the record's id
+//! (kept that long beside the stream), so a retry after a lost answer is not stored twice.
 
 use std::sync::Arc;
 
@@ -27,7 +29,18 @@ pub struct SinkOptions {
     /// How long a batch may wait for Redis's answer before it fails (and is retried).
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// Remember each record's id this long, and add a record already added (a retry whose
+    /// first answer was lost with the connection) no second time.
+    pub dedupe_window_ms: Option<u64>,
 }
+
+/// Adds the entry unless the record's id (KEYS[2]) was added within the window (ARGV[1] ms);
+/// answers the entry id either way. ARGV[2..] are XADD's arguments after the stream.
+const ADD_ONCE: &str = "local id = redis.call('GET', KEYS[2]) \
+if id then return id end \
+id = redis.call('XADD', KEYS[1], unpack(ARGV, 2)) \
+redis.call('SET', KEYS[2], id, 'PX', ARGV[1]) \
+return id";
 
 fn default_timeout() -> u64 {
     5_000
@@ -59,8 +72,20 @@ impl Redis {
     }
 
     fn command(&self, record: &Record) -> Result<redis::Cmd, DeliveryError> {
-        let mut command = redis::cmd("XADD");
-        command.arg(self.options.stream.render(record)?);
+        let stream = self.options.stream.render(record)?;
+        let mut command = match self.options.dedupe_window_ms {
+            Some(window) => {
+                let mut eval = redis::cmd("EVAL");
+                let seen = format!("framegate:added:{}", record.unique_id());
+                eval.arg(ADD_ONCE).arg(2).arg(stream).arg(seen).arg(window.max(1));
+                eval
+            }
+            None => {
+                let mut xadd = redis::cmd("XADD");
+                xadd.arg(stream);
+                xadd
+            }
+        };
         if let Some(maxlen) = self.options.maxlen {
             command.arg("MAXLEN").arg("~").arg(maxlen);
         }
