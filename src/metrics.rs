@@ -48,6 +48,12 @@ struct RefusedLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseLabel {
+    route: String,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AuthLabel {
     route: String,
     reason: &'static str,
@@ -131,6 +137,7 @@ pub struct Metrics {
     /// Config file changes not applied: invalid, empty, or a part that could not be built.
     pub config_reloads_refused: Counter,
     rate_limited: Family<RateLabel, Counter>,
+    closed: Family<CloseLabel, Counter>,
 }
 
 /// Filter call times from 1 microsecond to about a second.
@@ -281,6 +288,12 @@ impl Default for Metrics {
             "Config file changes not applied: invalid, empty, or a part that could not be built",
             config_reloads_refused.clone(),
         );
+        let closed = Family::default();
+        registry.register(
+            "connections_closed",
+            "Client connections ended, by route and close code (1006: broken without one)",
+            closed.clone(),
+        );
         Metrics {
             registry,
             connections_active,
@@ -309,6 +322,7 @@ impl Default for Metrics {
             edge,
             config_reloads_refused,
             rate_limited,
+            closed,
         }
     }
 }
@@ -342,6 +356,7 @@ impl Metrics {
             bytes_out: owned(&self.bytes, &flow("out")),
             rate_slowed: owned(&self.rate_limited, &rate("slow")),
             rate_closed: owned(&self.rate_limited, &rate("close")),
+            closed: self.closed.clone(),
         }
     }
 
@@ -458,9 +473,20 @@ pub struct RouteMetrics {
     pub rate_slowed: Counter,
     /// Connections closed for passing their rate limit.
     pub rate_closed: Counter,
+    closed: Family<CloseLabel, Counter>,
 }
 
 impl RouteMetrics {
+    /// A connection ended with `code` (the client's close, or the one framegate sent).
+    pub fn closed(&self, code: u16) {
+        self.closed
+            .get_or_create(&CloseLabel {
+                route: self.route.clone(),
+                code,
+            })
+            .inc();
+    }
+
     pub fn refused(&self, status: u16) {
         self.refused
             .get_or_create(&RefusedLabel {

@@ -12,6 +12,7 @@ use crate::connectors::sinks::RouteSink;
 use crate::connectors::ws::Upstream;
 use crate::filter::{Chain, FilterHost, InitWith};
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::tap::{RouteTap, Taps};
 
 /// `{name}` captures of a matched path: (name, value).
 pub type Captures = Vec<(String, String)>;
@@ -35,6 +36,8 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// Who may connect (src/auth/).
     pub auth: Auth,
+    /// The console's live tap of this route's messages.
+    pub tap: Arc<RouteTap>,
 }
 
 impl Route {
@@ -77,6 +80,7 @@ impl Router {
         sinks: &Sinks,
         host: &Arc<FilterHost>,
         metrics: &Metrics,
+        taps: &Taps,
         previous: &Router,
     ) -> anyhow::Result<Router> {
         let mut routes = Vec::new();
@@ -124,11 +128,17 @@ impl Router {
                 metrics: metrics.route(name),
                 auth: Auth::build(name, &route.auth, metrics)
                     .map_err(|e| anyhow::anyhow!("routes.{name}.auth.jwt: {e}"))?,
+                tap: taps.route(name),
             }));
         }
         let (mut routes, fed): (Vec<_>, Vec<_>) = routes.into_iter().partition(|r| r.path.is_some());
         routes.sort_by_key(|r| std::cmp::Reverse(r.path.as_ref().map(RoutePath::specificity)));
         Ok(Router { routes, fed })
+    }
+
+    /// Every route, client-facing (most literal first) then fed.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter().chain(&self.fed)
     }
 
     /// The route serving `path`, with its captures.

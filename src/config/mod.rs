@@ -4,6 +4,7 @@
 //! connector registry (src/connectors/mod.rs) parses and checks once per load.
 
 mod auth;
+mod console;
 mod edge;
 mod route_path;
 mod secrets;
@@ -19,6 +20,7 @@ use crate::types::MetaLimit;
 pub use auth::{
     AuthConfig, ClaimRule, ClaimValue, ClientCertMode, ClientCertRule, JwtAlgorithm, JwtConfig, TokenSource,
 };
+pub use console::ConsoleConfig;
 pub use edge::{ClientIpConfig, EdgeLimits, MIN_HEAD_BYTES, OriginPattern, TrustedProxy};
 
 pub use route_path::{RoutePath, percent_decode_with};
@@ -90,6 +92,8 @@ pub struct ServerConfig {
     pub limits: EdgeLimits,
     /// Whose word on a client's address is taken (X-Forwarded-For, PROXY protocol v2).
     pub client_ip: ClientIpConfig,
+    /// The console on the admin listener and its live tap (src/server/console/).
+    pub console: ConsoleConfig,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +108,7 @@ impl Default for ServerConfig {
             workers: 0,
             limits: EdgeLimits::default(),
             client_ip: ClientIpConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }

@@ -99,6 +99,17 @@ pub struct SinkHandle {
 }
 
 impl SinkHandle {
+    /// The sink's `type`.
+    pub fn kind(&self) -> &str {
+        &self.config.kind
+    }
+
+    /// Records waiting in the queue, and its size.
+    pub fn queued(&self) -> (usize, usize) {
+        let size = self.queue.max_capacity();
+        (size - self.queue.capacity(), size)
+    }
+
     /// Queues a record, waiting for room: a full queue slows the connection feeding it.
     pub async fn submit(&self, record: Record, reply: Option<Reply>) {
         let reply = match (self.config.delivery, reply) {

@@ -104,6 +104,7 @@ impl Proxy {
             &new_sinks,
             &self.edge.host,
             &self.edge.metrics,
+            &self.edge.taps,
             &self.edge.router.load(),
         )?;
         // Built: from here on nothing can fail, and everything changes together.

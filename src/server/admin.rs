@@ -1,12 +1,15 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text) and `/filters`
-//! (the loaded filter modules as JSON); behind a bearer token when one is configured.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text), `/filters` (the
+//! loaded filter modules as JSON) and the console (src/server/console/); behind a bearer token
+//! when one is configured.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -14,6 +17,7 @@ use tokio::net::TcpListener;
 
 use super::Edge;
 use super::accept::Acceptor;
+use super::console;
 
 pub async fn serve(edge: Arc<Edge>, listener: TcpListener, token: Option<String>) {
     let token: Option<Arc<str>> = token.map(Into::into);
@@ -26,10 +30,13 @@ pub async fn serve(edge: Arc<Edge>, listener: TcpListener, token: Option<String>
                 let edge = edge.clone();
                 let allowed = token.as_deref().is_none_or(|token| bears(&request, token));
                 async move {
-                    Ok::<_, Infallible>(if allowed {
-                        answer(&edge, request)
+                    let (path, query) = (request.uri().path(), request.uri().query());
+                    Ok::<_, Infallible>(if !allowed {
+                        unauthorized(path).map(BodyExt::boxed_unsync)
+                    } else if let Some(page) = console::answer(&edge, path, query) {
+                        page
                     } else {
-                        unauthorized()
+                        answer(&edge, request).map(BodyExt::boxed_unsync)
                     })
                 }
             });
@@ -41,25 +48,40 @@ pub async fn serve(edge: Arc<Edge>, listener: TcpListener, token: Option<String>
 }
 
 /// Whether the request carries the admin token, compared in constant time so the answer's timing
-/// says nothing of how much of a guess was right.
+/// says nothing of how much of a guess was right: as a bearer token, or as the password of HTTP
+/// Basic (any user name), which is what a browser on the console can send.
 fn bears(request: &Request<Incoming>, token: &str) -> bool {
-    let Some(given) = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-    else {
+    let Some(authorization) = request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes) else {
+        return false;
+    };
+    let given = if let Some(bearer) = authorization.strip_prefix(b"Bearer ") {
+        bearer.to_vec()
+    } else if let Some(basic) = authorization.strip_prefix(b"Basic ") {
+        let Ok(pair) = BASE64.decode(basic) else {
+            return false;
+        };
+        match pair.iter().position(|&b| b == b':') {
+            Some(colon) => pair[colon + 1..].to_vec(),
+            None => return false,
+        }
+    } else {
         return false;
     };
     given.len() == token.len() && given.iter().zip(token.as_bytes()).fold(0, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
-fn unauthorized() -> Response<Full<Bytes>> {
+/// 401, with the challenge a browser answers with its login prompt on the console's pages.
+fn unauthorized(path: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(b"admin token required\n")));
     *response.status_mut() = StatusCode::UNAUTHORIZED;
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"framegate admin\""),
-    );
+    let challenge = if console::is_console(path) {
+        "Basic realm=\"framegate admin\", charset=\"UTF-8\""
+    } else {
+        "Bearer realm=\"framegate admin\""
+    };
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     response
 }
 

@@ -7,6 +7,7 @@
 mod accept;
 pub mod admin;
 mod client_ip;
+mod console;
 mod guard;
 mod limits;
 mod relay;
@@ -34,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::ClientCert;
-use crate::config::{ClientIpConfig, Relay, ServerConfig};
+use crate::config::{ClientIpConfig, ConsoleConfig, Relay, ServerConfig};
 use crate::connectors::Sources;
 use crate::connectors::ws::ws_config;
 use crate::filter::FilterHost;
@@ -43,6 +44,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::route::Router;
 use crate::session::{self, Opening, next_conn_id, request};
+use crate::tap::Taps;
 use accept::Acceptor;
 use guard::Connection;
 use limits::Limits;
@@ -62,6 +64,10 @@ pub struct Edge {
     pub shutdown: CancellationToken,
     /// Every connection's task, which shutdown waits for.
     pub sessions: TaskTracker,
+    /// The routes' live taps, which the console watches.
+    pub taps: Arc<Taps>,
+    /// The console's settings, read at start.
+    pub console: ConsoleConfig,
     limits: Arc<Limits>,
     client_ip: ClientIpConfig,
     handshake_timeout: Duration,
@@ -85,6 +91,8 @@ impl Edge {
             health,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
+            taps: Arc::new(Taps::new(&server.console)),
+            console: server.console.clone(),
             client_ip: server.client_ip.clone(),
             handshake_timeout: Duration::from_millis(server.limits.handshake_timeout_ms),
             max_head_bytes: server.limits.max_head_bytes,

@@ -29,6 +29,7 @@ use crate::connectors::ws::UpstreamStream;
 use crate::filter::abi::{ConnState, Effect};
 use crate::filter::{ChainEffect, HookCall, Verdict};
 use crate::route::Route;
+use crate::tap::Direction;
 use crate::types::{Backlog, Delivered, DeliveryError, Opcode, Record, Reply, Settle, SinkResult};
 use rate::{Charge, RateLimit};
 
@@ -273,6 +274,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
     if let Some((_, mut upstream)) = upstream {
         let _ = SinkExt::close(&mut upstream).await;
     }
+    route.metrics.closed(code);
     route.metrics.active.dec();
 }
 
@@ -389,6 +391,7 @@ impl Session {
         }
         metrics.messages_in.inc();
         metrics.bytes_in.inc_by(payload.len() as u64);
+        self.route.tap.see(Direction::In, opcode, &payload, &self.conn.meta);
         let route = self.route.clone();
         let (verdict, effects) = route
             .chain
@@ -457,6 +460,7 @@ impl Session {
     async fn send_to_client(&mut self, opcode: Opcode, payload: Bytes) {
         self.route.metrics.messages_out.inc();
         self.route.metrics.bytes_out.inc_by(payload.len() as u64);
+        self.route.tap.see(Direction::Out, opcode, &payload, &self.conn.meta);
         self.outbox.push(to_message(opcode, payload));
     }
 
