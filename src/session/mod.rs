@@ -6,7 +6,7 @@
 mod rate;
 pub mod request;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -98,6 +98,11 @@ struct Session {
     held: bool,
     /// Outcomes of emitted records; made at the first `emit`.
     results: Option<(mpsc::UnboundedSender<SinkResult>, mpsc::UnboundedReceiver<SinkResult>)>,
+    /// Tickets of emitted records whose outcome has not come back: a connection told to go at
+    /// shutdown closes once this is empty, so every record it took is answered.
+    unanswered: HashSet<u64>,
+    /// Told to go (shutdown): the client is no longer read.
+    leaving: bool,
     /// Subscription id to the subscription and the filter that made it.
     subscriptions: HashMap<u64, (Subscription, usize)>,
     /// Filter timers; made at the first one.
@@ -129,6 +134,8 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         backlog: None,
         held: false,
         results: None,
+        unanswered: HashSet::new(),
+        leaving: false,
         subscriptions: HashMap::new(),
         timers: None,
         timer_keys: HashMap::new(),
@@ -158,7 +165,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
     'serving: while session.closing.is_none() {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => session.close(1001, "server shutting down"),
+            _ = shutdown.cancelled(), if !session.leaving => session.leave(),
             () = overflowed(session.backlog.clone()) => session.close(POLICY_VIOLATION, TOO_SLOW),
             Some(result) = async { session.results.as_mut().unwrap().1.recv().await }, if session.results.is_some() => {
                 Box::pin(session.on_result(result)).await;
@@ -200,6 +207,9 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
             read = async { upstream.as_mut().unwrap().1.next().await }, if upstream.is_some() => {
                 Box::pin(session.upstream_read(upstream.as_ref().map(|u| u.0.clone()), &mut upstream_seq, read)).await;
             }
+        }
+        if session.leaving && session.unanswered.is_empty() {
+            session.close(1001, "server shutting down");
         }
         // Whatever else is ready is handled before writing: one flush answers all of it.
         let mut handled = 0;
@@ -302,6 +312,13 @@ impl Session {
     /// The bytes of the messages waiting for the next flush.
     fn outbox_bytes(&self) -> usize {
         self.outbox.iter().map(Message::len).sum()
+    }
+
+    /// Stops reading the client; the connection closes (1001) once every record it emitted is
+    /// answered, and the proxy's grace period bounds that wait.
+    fn leave(&mut self) {
+        self.leaving = true;
+        self.paused_until = Some(Instant::now() + Duration::from_secs(365 * 24 * 3600));
     }
 
     fn close(&mut self, code: u16, reason: &str) {
@@ -442,6 +459,7 @@ impl Session {
     }
 
     async fn on_result(&mut self, result: SinkResult) {
+        self.unanswered.remove(&result.ticket);
         // A failed subscription is over: it no longer counts against the connection's limit.
         if result.outcome.is_err() && self.subscriptions.remove(&result.ticket).is_some() {
             self.conn.handles = self.conn.handles.saturating_sub(1);
@@ -523,6 +541,7 @@ impl Session {
                     let Some(target) = self.route.sink(&sink) else {
                         continue; // `emit` only hands out tickets for the route's sinks
                     };
+                    self.unanswered.insert(ticket);
                     let opcode = Opcode::of(&payload);
                     self.deliver(&target, opcode, key, payload, headers, Some(reply)).await;
                 }
