@@ -2,7 +2,7 @@
 //! HTTP server, SIGTERM turns `/readyz` 503 while the listener still accepts, then closes the
 //! listener, then closes every client with 1001 once each record it sent was answered; every
 //! record that reached the server was answered to its client, every answer was 200, and the
-//! proxy exits cleanly.
+//! proxy exits cleanly. A second SIGTERM ends a drain at once.
 
 mod common;
 
@@ -203,4 +203,24 @@ async fn sigterm_under_load_answers_every_record_then_closes_with_1001() {
     let lost: Vec<_> = answered.difference(&stored).collect();
     assert!(lost.is_empty(), "answered 200 but not stored: {lost:?}");
     assert!(answered.len() > 200, "{} records", answered.len());
+}
+
+#[tokio::test]
+async fn a_second_sigterm_ends_the_drain_at_once() {
+    let config = format!("{}\n[routes.e]\npath = \"/e\"\n", head("drain_delay_ms = 600000"));
+    let mut proxy = Proxy::start(&config, &[], &[]);
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    eventually("draining", || async { http_get(proxy.admin, "/readyz").await.0 == 503 }).await;
+    assert_eq!(
+        upgrade_status(proxy.ws, "/e").await.0,
+        101,
+        "still accepting while draining"
+    );
+    // The second SIGTERM: exits well before the ten minutes of drain_delay_ms.
+    let status = tokio::task::spawn_blocking(move || proxy.terminate()).await.unwrap();
+    assert!(status.success(), "exit status {status}");
 }
