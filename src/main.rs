@@ -119,7 +119,14 @@ async fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     );
     wait_for_signal().await?;
     tracing::info!("shutting down");
-    proxy.shut_down().await;
+    // A second signal (an impatient Ctrl-C) ends the drain at once.
+    tokio::select! {
+        () = proxy.shut_down() => {}
+        signal = wait_for_signal() => {
+            signal?;
+            tracing::warn!("second signal: exiting without finishing the drain");
+        }
+    }
     Ok(())
 }
 

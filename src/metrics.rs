@@ -136,6 +136,9 @@ pub struct Metrics {
     edge: EdgeMetrics,
     /// Config file changes not applied: invalid, empty, or a part that could not be built.
     pub config_reloads_refused: Counter,
+    /// Where a graceful shutdown stands (server::drain::Phase): 0 serving, 1 draining, 2 listener
+    /// closed, 3 closing connections, 4 flushing sinks.
+    pub shutdown_phase: Gauge,
     rate_limited: Family<RateLabel, Counter>,
     closed: Family<CloseLabel, Counter>,
 }
@@ -294,6 +297,12 @@ impl Default for Metrics {
             "Client connections ended, by route and close code (1006: broken without one)",
             closed.clone(),
         );
+        let shutdown_phase = Gauge::default();
+        registry.register(
+            "shutdown_phase",
+            "Graceful shutdown: 0 serving, 1 draining (readyz 503, still accepting), 2 listener closed, 3 closing connections (1001), 4 flushing sinks",
+            shutdown_phase.clone(),
+        );
         Metrics {
             registry,
             connections_active,
@@ -321,6 +330,7 @@ impl Default for Metrics {
             filters: Mutex::default(),
             edge,
             config_reloads_refused,
+            shutdown_phase,
             rate_limited,
             closed,
         }

@@ -84,6 +84,12 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long shutdown waits for sinks to flush.
     pub shutdown_grace_ms: u64,
+    /// At shutdown, how long `/readyz` answers 503 while the listener still accepts.
+    pub drain_delay_ms: u64,
+    /// After the listener closed, how long live connections are served before they are told to go.
+    pub drain_period_ms: u64,
+    /// How long the 1001 closes of live connections are spread over.
+    pub close_spread_ms: u64,
     /// Serve wss:// with this certificate and key.
     pub tls: Option<TlsConfig>,
     /// Threads serving connections; 0: one per core.
@@ -104,6 +110,9 @@ impl Default for ServerConfig {
             admin_token: None,
             max_connections: 10_000,
             shutdown_grace_ms: 5_000,
+            drain_delay_ms: 0,
+            drain_period_ms: 0,
+            close_spread_ms: 0,
             tls: None,
             workers: 0,
             limits: EdgeLimits::default(),

@@ -20,6 +20,7 @@ use crate::filter::FilterHost;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::route::Router;
+use crate::server::drain::DrainTimes;
 use crate::server::{self, Edge};
 
 pub struct Proxy {
@@ -176,14 +177,27 @@ impl Proxy {
         Ok(Bound { ws, admin })
     }
 
-    /// Stops accepting, closes clients with 1001, then lets sinks flush within the grace period.
+    /// Turns `/readyz` 503, stops accepting after `drain_delay_ms`, tells connections to go
+    /// (1001, once their records are answered) after `drain_period_ms`, spread over
+    /// `close_spread_ms`, then lets sinks flush within the grace period.
     pub async fn shut_down(&self) {
-        let grace = Duration::from_millis(self.config.lock().unwrap().0.server.shutdown_grace_ms);
+        let (grace, times) = {
+            let server = &self.config.lock().unwrap().0.server;
+            let ms = Duration::from_millis;
+            let times = DrainTimes {
+                delay: ms(server.drain_delay_ms),
+                period: ms(server.drain_period_ms),
+                spread: ms(server.close_spread_ms),
+            };
+            (ms(server.shutdown_grace_ms), times)
+        };
+        self.edge.drain.run(times).await;
         self.edge.shutdown.cancel();
         self.edge.sessions.close();
         if tokio::time::timeout(grace, self.edge.sessions.wait()).await.is_err() {
             tracing::warn!("some connections did not close within {grace:?}");
         }
+        self.edge.drain.flushing();
         // Dropping the routes and sinks closes the sink queues; each sink drains and ends.
         self.feeds.clear();
         self.edge.router.store(Arc::default());

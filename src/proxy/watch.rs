@@ -1,6 +1,7 @@
 //! Hot reload: watches the filter folder and the config file (and the YAML, JSON and TOML
 //! files beside either, which filters' `config_file` may name) with notify, waits for writes to settle (editors write a
-//! temp file and rename it), then reloads off the async workers.
+//! temp file and rename it), then reloads off the async workers. Follows the swap Kubernetes
+//! makes when a mounted ConfigMap changes (`..data` pointed at a new folder).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -18,9 +19,17 @@ const SETTLE: Duration = Duration::from_millis(150);
 /// most likely refused): a writer that never stops must not hold reloads up for ever.
 const SETTLE_AT_MOST: Duration = Duration::from_secs(10);
 
+/// Kubernetes mounts a ConfigMap as a folder whose files are symlinks through `..data`, itself
+/// a symlink to a timestamped folder; an update writes a new folder and renames a new `..data`
+/// over the old one. The files seen through the links change without an event of their own.
+const CONFIGMAP_LINK: &str = "..data";
+
 enum Change {
     Module(String),
     Config,
+    /// The filter folder's `..data` was swapped: every module (and the config, which may read
+    /// `config_file`s there) may have changed.
+    FilterFolder,
 }
 
 /// Starts watching; the returned watcher must be kept alive.
@@ -59,6 +68,10 @@ pub fn start(proxy: Arc<Proxy>) -> anyhow::Result<notify::RecommendedWatcher> {
                     modules.insert(name);
                 }
                 Change::Config => config = true,
+                Change::FilterFolder => {
+                    modules.extend(proxy.host().status().into_iter().map(|module| module.name));
+                    config = true;
+                }
             };
             note(first);
             while let Ok(Some(next)) = tokio::time::timeout(SETTLE, changes.recv()).await {
@@ -106,6 +119,13 @@ fn classify(path: &Path, dir: &Path, config: Option<&Path>) -> Option<Change> {
         .is_some_and(|e| ["toml", "yaml", "yml", "json"].iter().any(|x| e == *x))
         && !path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'));
     let config_dir = config.and_then(Path::parent);
+    if path.file_name().is_some_and(|n| n == CONFIGMAP_LINK) {
+        return if path.parent() == Some(dir) {
+            Some(Change::FilterFolder)
+        } else {
+            (path.parent() == config_dir).then_some(Change::Config)
+        };
+    }
     if config_like && (path.parent() == config_dir || path.parent() == Some(dir)) {
         return Some(Change::Config);
     }
@@ -129,6 +149,7 @@ mod tests {
         let name = |p: &str| match classify(Path::new(p), &dir, Some(&config)) {
             Some(Change::Module(n)) => n,
             Some(Change::Config) => "CONFIG".into(),
+            Some(Change::FilterFolder) => "FOLDER".into(),
             None => "-".into(),
         };
         assert_eq!(name("/f/echo.wasm"), "echo");
@@ -140,5 +161,10 @@ mod tests {
         assert_eq!(name("/c/.schema.yaml.swp"), "-");
         assert_eq!(name("/c/rows.jsonl"), "-");
         assert_eq!(name("/f/schema.yml"), "CONFIG");
+        assert_eq!(name("/c/..data"), "CONFIG");
+        assert_eq!(name("/f/..data"), "FOLDER");
+        assert_eq!(name("/c/..data_tmp"), "-");
+        assert_eq!(name("/c/..2026_12_03_06_00_00.1"), "-");
+        assert_eq!(name("/elsewhere/..data"), "-");
     }
 }

@@ -22,7 +22,10 @@ use super::console;
 pub async fn serve(edge: Arc<Edge>, listener: TcpListener, token: Option<String>) {
     let token: Option<Arc<str>> = token.map(Into::into);
     let mut acceptor = Acceptor::new(listener, "admin", edge.metrics.edge().accept_errors);
-    while let Some((stream, _)) = acceptor.next(&edge.shutdown).await {
+    // Answers until the process exits: during a shutdown `/readyz` says "draining" and
+    // `/metrics` shows the drain.
+    let until_exit = tokio_util::sync::CancellationToken::new();
+    while let Some((stream, _)) = acceptor.next(&until_exit).await {
         let edge = edge.clone();
         let token = token.clone();
         tokio::spawn(async move {
@@ -88,10 +91,10 @@ fn unauthorized(path: &str) -> Response<Full<Bytes>> {
 fn answer(edge: &Edge, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/readyz" if edge.shutdown.is_cancelled() => (
+        "/readyz" if edge.drain.is_draining() => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
-            "shutting down\n".to_string(),
+            "draining: shutting down\n".to_string(),
         ),
         "/readyz" => {
             // Ready while serving; parts whose broker is unreachable are listed, and make it 503.

@@ -8,6 +8,7 @@ mod accept;
 pub mod admin;
 mod client_ip;
 mod console;
+pub mod drain;
 mod guard;
 mod limits;
 mod relay;
@@ -46,6 +47,7 @@ use crate::route::Router;
 use crate::session::{self, Opening, next_conn_id, request};
 use crate::tap::Taps;
 use accept::Acceptor;
+use drain::Drain;
 use guard::Connection;
 use limits::Limits;
 
@@ -68,6 +70,8 @@ pub struct Edge {
     pub taps: Arc<Taps>,
     /// The console's settings, read at start.
     pub console: ConsoleConfig,
+    /// The phases of a graceful shutdown: `/readyz`, the listener, the waves of 1001s.
+    pub drain: Drain,
     limits: Arc<Limits>,
     client_ip: ClientIpConfig,
     handshake_timeout: Duration,
@@ -82,14 +86,16 @@ impl Edge {
         health: Arc<Health>,
         server: &ServerConfig,
     ) -> Edge {
+        let shutdown = CancellationToken::new();
         Edge {
+            drain: Drain::new(&shutdown, metrics.shutdown_phase.clone()),
             router: ArcSwap::default(),
             sources,
             host,
             limits: Arc::new(Limits::new(server.max_connections, &server.limits, metrics.edge())),
             metrics,
             health,
-            shutdown: CancellationToken::new(),
+            shutdown,
             sessions: TaskTracker::new(),
             taps: Arc::new(Taps::new(&server.console)),
             console: server.console.clone(),
@@ -116,7 +122,7 @@ fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 /// Accepts connections until shutdown.
 pub async fn serve(edge: Arc<Edge>, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
     let mut acceptor = Acceptor::new(listener, "ws", edge.metrics.edge().accept_errors);
-    while let Some((stream, peer)) = acceptor.next(&edge.shutdown).await {
+    while let Some((stream, peer)) = acceptor.next(edge.drain.listener()).await {
         let _ = stream.set_nodelay(true);
         tokio::spawn(handshake(edge.clone(), stream, peer, tls.clone()));
     }
@@ -332,7 +338,7 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, connection: &C
         expires: identity.expires,
     };
     let sources = edge.sources.clone();
-    let shutdown = edge.shutdown.clone();
+    let shutdown = edge.drain.wave_of(id);
     let config = ws_config(route.settings.max_message_size);
     edge.sessions.spawn(async move {
         let _slot = _slot;

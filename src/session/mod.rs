@@ -102,6 +102,9 @@ struct Session {
     /// Records emitted whose outcome has not come back: at `max_in_flight`, the client is not
     /// read until some come (a filter never runs out of room for the requests it answers).
     in_flight: usize,
+    /// Told to go (shutdown): the client is no longer read, and the connection closes (1001)
+    /// once every record it emitted has its outcome.
+    leaving: bool,
     /// Subscription id to the subscription and the filter that made it.
     subscriptions: HashMap<u64, (Subscription, usize)>,
     /// Filter timers; made at the first one.
@@ -134,6 +137,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         held: false,
         results: None,
         in_flight: 0,
+        leaving: false,
         subscriptions: HashMap::new(),
         timers: None,
         timer_keys: HashMap::new(),
@@ -168,7 +172,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
     'serving: while !gone && session.closing.is_none() {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => session.close(1001, "server shutting down"),
+            _ = shutdown.cancelled(), if !session.leaving => session.leave(),
             () = overflowed(session.backlog.clone()) => session.close(POLICY_VIOLATION, TOO_SLOW),
             Some(result) = async { session.results.as_mut().unwrap().1.recv().await }, if session.results.is_some() => {
                 if let Some(limit) = idle_limit.filter(|_| !session.reads_client()) {
@@ -212,6 +216,9 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
             read = async { upstream.as_mut().unwrap().1.next().await }, if upstream.is_some() => {
                 Box::pin(session.upstream_read(upstream.as_ref().map(|u| u.0.clone()), &mut upstream_seq, read)).await;
             }
+        }
+        if session.leaving && session.in_flight == 0 {
+            session.close(1001, "server shutting down");
         }
         // Whatever else is ready is handled before writing: one flush answers all of it.
         let mut handled = 0;
@@ -313,14 +320,20 @@ impl Session {
     }
 
     /// Whether the client is read now: not while its rate limit pauses it, nor while its
-    /// filters wait for `max_in_flight` outcomes.
+    /// filters wait for `max_in_flight` outcomes, nor once it was told to go.
     fn reads_client(&self) -> bool {
-        self.paused_until.is_none() && self.in_flight < self.route.settings.max_in_flight
+        self.paused_until.is_none() && self.in_flight < self.route.settings.max_in_flight && !self.leaving
     }
 
     /// The bytes of the messages waiting for the next flush.
     fn outbox_bytes(&self) -> usize {
         self.outbox.iter().map(Message::len).sum()
+    }
+
+    /// Stops reading the client; the connection closes (1001) once every record it emitted is
+    /// answered, and the proxy's grace period bounds that wait.
+    fn leave(&mut self) {
+        self.leaving = true;
     }
 
     fn close(&mut self, code: u16, reason: &str) {
