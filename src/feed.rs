@@ -278,7 +278,7 @@ impl Feeds {
                 meta.insert("conn.id".into(), Bytes::from(conn.id.to_string()));
                 meta.insert("route".into(), Bytes::from(feed_route.name.to_string()));
                 meta.insert("source.name".into(), Bytes::from(source_name.clone()));
-                let (verdict, effects) = feed_route.chain.open(&mut conn).await;
+                let (verdict, effects) = feed_route.chain.open(&mut conn);
                 if let Err((status, _)) = verdict {
                     tracing::error!(
                         route = &*feed_route.name,

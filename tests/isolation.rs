@@ -98,10 +98,10 @@ async fn a_spinning_filter_holds_only_its_own_connection() {
         20.0
     );
     // 20 calls of 200 ms each: a bystander held by them would wait up to 200 ms at each (p99
-    // about 200 ms). It waits about a millisecond (one epoch tick) instead: under 5 ms at p99 on
-    // an idle 2-core machine, more when other processes take the cores; the bound leaves room.
+    // about 200 ms). Once a call has run 2 ms, its worker's other connections go on elsewhere:
+    // p99 under 5 ms here even with the machine's cores busy with builds; the bound leaves room.
     assert!(round_trips.len() > 100, "{} round trips", round_trips.len());
-    assert!(p99 < Duration::from_millis(50), "bystander p99 {p99:?}");
+    assert!(p99 < Duration::from_millis(10), "bystander p99 {p99:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -398,7 +398,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if wanted(&cli.only, "wasm") {
-        report.wasm_call_ns = wasm_call::measure().await?;
+        report.wasm_call_ns = wasm_call::measure()?;
     }
     if wanted(&cli.only, "idle") {
         // Shards of their own, as many as the connections need (idle.rs).

@@ -20,7 +20,7 @@ pub struct CallCost {
 
 const CALLS: u32 = 200_000;
 
-pub async fn measure() -> anyhow::Result<Vec<CallCost>> {
+pub fn measure() -> anyhow::Result<Vec<CallCost>> {
     let config = FiltersConfig {
         dir: crate::parties::repo().join("target/filters"),
         ..FiltersConfig::default()
@@ -49,17 +49,11 @@ pub async fn measure() -> anyhow::Result<Vec<CallCost>> {
         for size in [100usize, 4096] {
             let payload = Bytes::from(vec![b'x'; size]);
             for _ in 0..1_000 {
-                chain
-                    .message(&mut conn, false, Opcode::Binary, payload.clone(), Vec::new())
-                    .await;
+                chain.message(&mut conn, false, Opcode::Binary, payload.clone(), Vec::new());
             }
             let started = Instant::now();
             for _ in 0..CALLS {
-                std::hint::black_box(
-                    chain
-                        .message(&mut conn, false, Opcode::Binary, payload.clone(), Vec::new())
-                        .await,
-                );
+                std::hint::black_box(chain.message(&mut conn, false, Opcode::Binary, payload.clone(), Vec::new()));
             }
             let ns = started.elapsed().as_nanos() as f64 / f64::from(CALLS);
             println!("wasm call: {what:<26} {size:>5} B: {ns:>7.0} ns per call");

@@ -125,9 +125,9 @@ pub struct CallState {
     pub store: Arc<Store>,
     /// The last error or warning an `fg_init` logged.
     pub init_complaint: Option<String>,
-    /// The running hook's clock: it yields to other connections at every epoch tick until it
-    /// has run its time (src/filter/slot.rs).
-    pub clock: super::slot::RunClock,
+    /// While a hook call runs: the ticks it may run on once it has left its worker thread to
+    /// the other connections (src/filter/slot.rs); `None` once it has, and during `fg_init`.
+    pub ticks_after_handoff: Option<u64>,
 }
 
 impl CallState {

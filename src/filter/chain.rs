@@ -45,7 +45,7 @@ impl Chain {
     }
 
     /// Calls one filter; `Ok(None)` when it failed open and is to be skipped.
-    async fn call(
+    fn call(
         &self,
         index: usize,
         conn: &mut ConnState,
@@ -53,7 +53,7 @@ impl Chain {
         effects: &mut Vec<ChainEffect>,
     ) -> Result<Option<CallOutput>, FilterFailure> {
         let slot = &self.slots[index];
-        match slot.call(conn, call).await {
+        match slot.call(conn, call) {
             Ok(mut output) => {
                 effects.extend(
                     output
@@ -69,10 +69,10 @@ impl Chain {
     }
 
     /// Asks every filter, in order, whether the upgrade may go on: `Err` is the HTTP refusal.
-    pub async fn open(&self, conn: &mut ConnState) -> (Result<(), (u16, Bytes)>, Vec<ChainEffect>) {
+    pub fn open(&self, conn: &mut ConnState) -> (Result<(), (u16, Bytes)>, Vec<ChainEffect>) {
         let mut effects = Vec::new();
         for index in 0..self.slots.len() {
-            match self.call(index, conn, HookCall::Open, &mut effects).await {
+            match self.call(index, conn, HookCall::Open, &mut effects) {
                 Ok(Some(output)) if output.code != 0 => {
                     let refusal = output.reject.unwrap_or((403, Bytes::new()));
                     return (Err(refusal), effects);
@@ -85,7 +85,7 @@ impl Chain {
     }
 
     /// Runs a message through the chain: first to last from the client, last to first towards it.
-    pub async fn message(
+    pub fn message(
         &self,
         conn: &mut ConnState,
         towards_client: bool,
@@ -103,7 +103,7 @@ impl Chain {
                 payload: payload.clone(),
                 message_meta: message_meta.clone(),
             };
-            let output = match self.call(index, conn, call, &mut effects).await {
+            let output = match self.call(index, conn, call, &mut effects) {
                 Ok(Some(output)) => output,
                 Ok(None) => continue,
                 Err(failure) => return (failed(&failure), effects),
@@ -134,7 +134,7 @@ impl Chain {
     }
 
     /// Hands a hook that belongs to one filter (a result, a timer) to that filter.
-    pub async fn notify(
+    pub fn notify(
         &self,
         conn: &mut ConnState,
         filter: usize,
@@ -144,7 +144,7 @@ impl Chain {
         if filter >= self.slots.len() {
             return (None, effects);
         }
-        match self.call(filter, conn, call, &mut effects).await {
+        match self.call(filter, conn, call, &mut effects) {
             Ok(Some(output)) => (output.close, effects),
             Ok(None) => (None, effects),
             Err(failure) => match failed(&failure) {
@@ -155,10 +155,10 @@ impl Chain {
     }
 
     /// Tells every filter the connection ended; what they emit on the way out still goes.
-    pub async fn close(&self, conn: &mut ConnState, code: u16) -> Vec<ChainEffect> {
+    pub fn close(&self, conn: &mut ConnState, code: u16) -> Vec<ChainEffect> {
         let mut effects = Vec::new();
         for index in 0..self.slots.len() {
-            let _ = self.call(index, conn, HookCall::Close(code), &mut effects).await;
+            let _ = self.call(index, conn, HookCall::Close(code), &mut effects);
         }
         effects
     }

@@ -2,9 +2,8 @@
 //! and a small pool of warm instances. Any instance serves any connection: the connection's
 //! state is lent to the store for the length of one hook call.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -16,9 +15,6 @@ use super::{FilterHost, InitWith, ModuleVersion};
 use crate::config::{FilterRef, OnError};
 use crate::metrics::FilterMetrics;
 use crate::types::{Opcode, Outcome};
-
-/// Epoch ticks (milliseconds) a hook runs between two yields to other connections.
-const YIELD_EVERY_TICKS: u64 = 1;
 
 /// The limits of every call into one filter.
 #[derive(Debug, Clone)]
@@ -118,8 +114,8 @@ pub(super) fn instantiate(
     let mut store = Store::new(&host.engine, state);
     store.limiter(|s| &mut s.limits);
     store.epoch_deadline_callback(at_epoch_deadline);
-    // `fg_init` runs where it cannot yield (loading a config, taking an instance): its whole
-    // deadline is one epoch deadline.
+    // `fg_init` keeps its worker: its whole deadline is one epoch deadline (every config's
+    // `fg_init` ran once at load, where one that spins is refused).
     store.set_epoch_deadline(limits.timeout_ms);
     let instance = version.pre.instantiate(&mut store).map_err(|e| format!("{e:#}"))?;
     store.data_mut().memory = instance.get_memory(&mut store, "memory");
@@ -152,55 +148,38 @@ pub(super) fn instantiate(
     })
 }
 
-/// The time a hook call has run: since it started, less the time it waited after yielding (on a
-/// busy worker, other connections' turns are not charged to it). One per instance, reused.
-#[derive(Default)]
-pub struct RunClock {
-    /// When the running hook started; `None` between calls and during `fg_init`.
-    started: Option<Instant>,
-    timeout: Duration,
-    /// Nanoseconds the running hook spent yielded, added by its yields as they end.
-    waited: Arc<AtomicU64>,
-}
+/// Ticks (milliseconds) a hook call runs on its worker thread; past them it hands the worker's
+/// other connections to another thread and runs on alone, until its deadline.
+const HANDOFF_TICKS: u64 = 2;
 
-impl RunClock {
-    fn start(&mut self, at: Instant, timeout: Duration) {
-        self.started = Some(at);
-        self.timeout = timeout;
-        self.waited.store(0, Ordering::Relaxed);
-    }
-
-    fn stop(&mut self) {
-        self.started = None;
-    }
-
-    /// Whether the running hook has time left (never, outside a hook call).
-    fn has_time_left(&self) -> bool {
-        self.started.is_some_and(|started| {
-            let waited = Duration::from_nanos(self.waited.load(Ordering::Relaxed));
-            started.elapsed().saturating_sub(waited) < self.timeout
-        })
+/// What a hook that reached an epoch deadline does: at the first, a long hook call leaves the
+/// worker thread it runs on (`block_in_place`: the worker's other connections go on on another
+/// thread, so a filter that spins holds only its own connection) and runs on for the rest of
+/// its time; at the second, or during `fg_init`, it is cut off.
+fn at_epoch_deadline(mut store: wasmtime::StoreContextMut<'_, CallState>) -> wasmtime::Result<UpdateDeadline> {
+    match store.data_mut().ticks_after_handoff.take() {
+        Some(rest) => {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current()
+                && runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            {
+                tokio::task::block_in_place(|| await_another_thread(&runtime));
+            }
+            Ok(UpdateDeadline::Continue(rest))
+        }
+        None => Ok(UpdateDeadline::Interrupt),
     }
 }
 
-/// Whether a hook that reached an epoch deadline goes on: a hook call yields to the other
-/// connections of its worker at every tick until it has run its time, so a filter that spins
-/// holds only its own connection; `fg_init` (which cannot yield) and a hook past its time are
-/// cut off.
-fn at_epoch_deadline(store: wasmtime::StoreContextMut<'_, CallState>) -> wasmtime::Result<UpdateDeadline> {
-    let clock = &store.data().clock;
-    if !clock.has_time_left() {
-        return Ok(UpdateDeadline::Interrupt);
-    }
-    let waited = clock.waited.clone();
-    Ok(UpdateDeadline::YieldCustom(
-        YIELD_EVERY_TICKS,
-        Box::pin(async move {
-            let yielded = Instant::now();
-            tokio::task::yield_now().await;
-            waited.fetch_add(yielded.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        }),
-    ))
+/// Waits until the runtime runs a task of ours elsewhere: then the worker this thread gave up
+/// (`block_in_place`) has been taken by another thread, and it stays there when the call goes
+/// on (a `block_in_place` that returns before that takes its worker back). Bounded: a runtime
+/// too busy to answer gets the worker back after a while, as before.
+fn await_another_thread(runtime: &tokio::runtime::Handle) {
+    let (ran, running) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = ran.send(());
+    });
+    let _ = running.recv_timeout(std::time::Duration::from_millis(20));
 }
 
 /// An export as a typed function, when the module has it (types were checked at load).
@@ -324,9 +303,9 @@ impl FilterSlot {
         }
     }
 
-    /// Runs one hook with the connection's state lent to the instance. A long call yields to
-    /// the other connections of its worker at every epoch tick, until its `timeout_ms`.
-    pub async fn call(&self, conn: &mut ConnState, call: HookCall) -> Result<CallOutput, FilterFailure> {
+    /// Runs one hook with the connection's state lent to the instance. A long call leaves its
+    /// worker thread to the other connections (`at_epoch_deadline`), until its `timeout_ms`.
+    pub fn call(&self, conn: &mut ConnState, call: HookCall) -> Result<CallOutput, FilterFailure> {
         let started = Instant::now();
         let warm = {
             // One load per call: the version checked here is the one that serves it.
@@ -363,16 +342,17 @@ impl FilterSlot {
         let (meta_before, handles_before) = (conn.meta.clone(), conn.handles);
         let state = warm.store.data_mut();
         std::mem::swap(&mut state.conn, conn);
-        (state.clock).start(started, Duration::from_millis(self.limits.timeout_ms));
+        let timeout = self.limits.timeout_ms;
+        state.ticks_after_handoff = (timeout > HANDOFF_TICKS).then(|| timeout - HANDOFF_TICKS);
         let conn_id = state.conn.id as i64;
         let hooks = &warm.hooks;
         let store = &mut warm.store;
-        store.set_epoch_deadline(YIELD_EVERY_TICKS);
+        store.set_epoch_deadline(timeout.min(HANDOFF_TICKS));
         let result = match call {
             HookCall::Open => {
                 store.data_mut().hook = Hook::Open;
                 match &hooks.on_open {
-                    Some(f) => f.call_async(&mut *store, conn_id).await,
+                    Some(f) => f.call(&mut *store, conn_id),
                     None => Ok(0),
                 }
             }
@@ -388,10 +368,7 @@ impl FilterSlot {
                 let len = payload.len() as i32;
                 state.payload = payload;
                 state.message_meta = message_meta;
-                hooks
-                    .on_message
-                    .call_async(&mut *store, (conn_id, dir, opcode as i32, len))
-                    .await
+                hooks.on_message.call(&mut *store, (conn_id, dir, opcode as i32, len))
             }
             HookCall::Result {
                 ticket,
@@ -408,31 +385,28 @@ impl FilterSlot {
                 state.result = Some(detail.into());
                 state.context = Some(context);
                 match &hooks.on_result {
-                    Some(f) => f
-                        .call_async(&mut *store, (conn_id, ticket as i64, status, len))
-                        .await
-                        .map(|()| 0),
+                    Some(f) => f.call(&mut *store, (conn_id, ticket as i64, status, len)).map(|()| 0),
                     None => Ok(0),
                 }
             }
             HookCall::Timer(timer) => {
                 store.data_mut().hook = Hook::Timer;
                 match &hooks.on_timer {
-                    Some(f) => f.call_async(&mut *store, (conn_id, timer as i64)).await.map(|()| 0),
+                    Some(f) => f.call(&mut *store, (conn_id, timer as i64)).map(|()| 0),
                     None => Ok(0),
                 }
             }
             HookCall::Close(code) => {
                 store.data_mut().hook = Hook::Close;
                 match &hooks.on_close {
-                    Some(f) => f.call_async(&mut *store, (conn_id, code as i32)).await.map(|()| 0),
+                    Some(f) => f.call(&mut *store, (conn_id, code as i32)).map(|()| 0),
                     None => Ok(0),
                 }
             }
         };
         self.metrics.call_seconds.observe(started.elapsed().as_secs_f64());
         let state = warm.store.data_mut();
-        state.clock.stop();
+        state.ticks_after_handoff = None;
         std::mem::swap(&mut state.conn, conn);
         let output = CallOutput {
             code: 0,

@@ -311,7 +311,7 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, connection: &C
         ..ConnState::default()
     };
     Arc::make_mut(&mut conn.meta).extend(identity.meta);
-    let (verdict, effects) = route.chain.open(&mut conn).await;
+    let (verdict, effects) = route.chain.open(&mut conn);
     if let Err((status, body)) = verdict {
         route.metrics.refused(status);
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);

@@ -276,7 +276,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         }
         (None, None) => ABNORMAL,
     };
-    let farewell = Box::pin(route.chain.close(&mut session.conn, code)).await;
+    let farewell = route.chain.close(&mut session.conn, code);
     Box::pin(session.apply(farewell)).await;
     if let Some((_, mut upstream)) = upstream {
         let _ = SinkExt::close(&mut upstream).await;
@@ -406,10 +406,7 @@ impl Session {
         metrics.bytes_in.inc_by(payload.len() as u64);
         self.route.tap.see(Direction::In, opcode, &payload, &self.conn.meta);
         let route = self.route.clone();
-        let (verdict, effects) = route
-            .chain
-            .message(&mut self.conn, false, opcode, payload, Vec::new())
-            .await;
+        let (verdict, effects) = route.chain.message(&mut self.conn, false, opcode, payload, Vec::new());
         self.apply(effects).await;
         match verdict {
             Verdict::Deliver { opcode, payload } => {
@@ -438,9 +435,8 @@ impl Session {
                 .map(|(name, value)| (format!("msg.{name}"), value)),
         );
         let route = self.route.clone();
-        let (verdict, effects) = (route.chain)
-            .message(&mut self.conn, true, delivered.opcode, delivered.payload, message_meta)
-            .await;
+        let (verdict, effects) =
+            (route.chain).message(&mut self.conn, true, delivered.opcode, delivered.payload, message_meta);
         self.apply(effects).await;
         match verdict {
             Verdict::Deliver { opcode, payload } => self.send_to_client(opcode, payload).await,
@@ -490,13 +486,13 @@ impl Session {
             context: result.context,
         };
         let route = self.route.clone();
-        let (close, effects) = route.chain.notify(&mut self.conn, result.filter, call).await;
+        let (close, effects) = route.chain.notify(&mut self.conn, result.filter, call);
         self.after_hook(close, effects).await;
     }
 
     async fn on_timer(&mut self, timer: u64, filter: usize) {
         let route = self.route.clone();
-        let (close, effects) = route.chain.notify(&mut self.conn, filter, HookCall::Timer(timer)).await;
+        let (close, effects) = route.chain.notify(&mut self.conn, filter, HookCall::Timer(timer));
         self.after_hook(close, effects).await;
     }
 
