@@ -36,6 +36,13 @@ struct FlowLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeflateLabel {
+    part: String,
+    dir: &'static str,
+    form: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RateLabel {
     route: String,
     action: &'static str,
@@ -129,6 +136,7 @@ pub struct Metrics {
     /// Config file changes not applied: invalid, empty, or a part that could not be built.
     pub config_reloads_refused: Counter,
     rate_limited: Family<RateLabel, Counter>,
+    deflate_bytes: Family<DeflateLabel, Counter>,
 }
 
 /// Filter call times from 1 microsecond to about a second.
@@ -267,6 +275,12 @@ impl Default for Metrics {
             "Config file changes not applied: invalid, empty, or a part that could not be built",
             config_reloads_refused.clone(),
         );
+        let deflate_bytes = Family::default();
+        registry.register(
+            "deflate_bytes",
+            "Payload bytes of compressed messages (permessage-deflate), plain and as sent, by route or source and direction",
+            deflate_bytes.clone(),
+        );
         Metrics {
             registry,
             connections_active,
@@ -293,6 +307,7 @@ impl Default for Metrics {
             edge,
             config_reloads_refused,
             rate_limited,
+            deflate_bytes,
         }
     }
 }
@@ -326,6 +341,27 @@ impl Metrics {
             bytes_out: owned(&self.bytes, &flow("out")),
             rate_slowed: owned(&self.rate_limited, &rate("slow")),
             rate_closed: owned(&self.rate_limited, &rate("close")),
+            deflate: self.deflate(route),
+        }
+    }
+
+    /// The compression counts of a route's clients or a source's upstream (`part`).
+    pub fn deflate(&self, part: &str) -> DeflateCounters {
+        let counter = |dir, form| {
+            owned(
+                &self.deflate_bytes,
+                &DeflateLabel {
+                    part: part.into(),
+                    dir,
+                    form,
+                },
+            )
+        };
+        DeflateCounters {
+            plain_in: counter("in", "plain"),
+            compressed_in: counter("in", "compressed"),
+            plain_out: counter("out", "plain"),
+            compressed_out: counter("out", "compressed"),
         }
     }
 
@@ -440,6 +476,8 @@ pub struct RouteMetrics {
     pub rate_slowed: Counter,
     /// Connections closed for passing their rate limit.
     pub rate_closed: Counter,
+    /// Compressed messages of the route's clients (permessage-deflate).
+    pub deflate: DeflateCounters,
 }
 
 impl RouteMetrics {
@@ -450,6 +488,27 @@ impl RouteMetrics {
                 status,
             })
             .inc();
+    }
+}
+
+/// Bytes of compressed messages on one route or source: what was saved is plain minus compressed.
+#[derive(Clone, Default)]
+pub struct DeflateCounters {
+    plain_in: Counter,
+    compressed_in: Counter,
+    plain_out: Counter,
+    compressed_out: Counter,
+}
+
+impl DeflateCounters {
+    pub fn read(&self, compressed: usize, plain: usize) {
+        self.compressed_in.inc_by(compressed as u64);
+        self.plain_in.inc_by(plain as u64);
+    }
+
+    pub fn written(&self, plain: usize, compressed: usize) {
+        self.plain_out.inc_by(plain as u64);
+        self.compressed_out.inc_by(compressed as u64);
     }
 }
 

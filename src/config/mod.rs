@@ -4,6 +4,7 @@
 //! connector registry (src/connectors/mod.rs) parses and checks once per load.
 
 mod auth;
+mod deflate;
 mod edge;
 mod route_path;
 mod secrets;
@@ -19,6 +20,7 @@ use crate::types::MetaLimit;
 pub use auth::{
     AuthConfig, ClaimRule, ClaimValue, ClientCertMode, ClientCertRule, JwtAlgorithm, JwtConfig, TokenSource,
 };
+pub use deflate::{DeflateConfig, WINDOW_BITS};
 pub use edge::{ClientIpConfig, EdgeLimits, MIN_HEAD_BYTES, OriginPattern, TrustedProxy};
 
 pub use route_path::{RoutePath, percent_decode_with};
@@ -261,6 +263,9 @@ pub struct RouteConfig {
     /// What one connection may send: messages and bytes per second.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// permessage-deflate (RFC 7692) with the route's clients.
+    #[serde(default)]
+    pub deflate: DeflateConfig,
 }
 
 /// A connection's token buckets: a rate and a burst (the bucket's size, the rate when absent),
@@ -536,6 +541,10 @@ impl Config {
             if route.max_message_size == 0 {
                 return Err(err(key("max_message_size"), "expected at least 1".into()));
             }
+            route
+                .deflate
+                .check()
+                .map_err(|(k, message)| err(key(&format!("deflate.{k}")), message))?;
             if let Some(rate) = &route.rate_limit {
                 let unpaired = [
                     (
