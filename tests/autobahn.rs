@@ -50,7 +50,10 @@ fn run_cases(url: &str, reports: &std::path::Path, with_deflate: bool) {
         .filter(|(_, case)| case["behavior"] != "OK" || case["behaviorClose"] != "OK")
         .map(|(id, case)| format!("{id}: {} / {}", case["behavior"], case["behaviorClose"]))
         .collect();
-    println!("{} Autobahn cases passed against {url}; not OK: {below_ok:?}", cases.len());
+    println!(
+        "{} Autobahn cases passed against {url}; not OK: {below_ok:?}",
+        cases.len()
+    );
 }
 
 #[test]

@@ -43,18 +43,23 @@ struct Params {
 
 /// The extensions of `Sec-WebSocket-Extensions` values in order: each one's name and its
 /// `name[=value]` parameters (quotes taken off values).
-fn extensions<'a>(values: impl IntoIterator<Item = &'a str>) -> impl Iterator<Item = (&'a str, Vec<(&'a str, Option<&'a str>)>)> {
-    values.into_iter().flat_map(|value| value.split(',')).filter_map(|entry| {
-        let mut parts = entry.split(';').map(str::trim);
-        let name = parts.next().filter(|name| !name.is_empty())?;
-        let params = parts
-            .map(|param| match param.split_once('=') {
-                Some((key, value)) => (key.trim(), Some(value.trim().trim_matches('"'))),
-                None => (param, None),
-            })
-            .collect();
-        Some((name, params))
-    })
+fn extensions<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+) -> impl Iterator<Item = (&'a str, Vec<(&'a str, Option<&'a str>)>)> {
+    values
+        .into_iter()
+        .flat_map(|value| value.split(','))
+        .filter_map(|entry| {
+            let mut parts = entry.split(';').map(str::trim);
+            let name = parts.next().filter(|name| !name.is_empty())?;
+            let params = parts
+                .map(|param| match param.split_once('=') {
+                    Some((key, value)) => (key.trim(), Some(value.trim().trim_matches('"'))),
+                    None => (param, None),
+                })
+                .collect();
+            Some((name, params))
+        })
 }
 
 /// A window size as RFC 7692 writes it: digits, no leading zero, 8 to 15.
@@ -185,7 +190,9 @@ pub fn accepted<'a>(
         };
         let peer_window = answer.server_max_window_bits.unwrap_or(LARGEST_WINDOW);
         if peer_window > config.server_max_window_bits && config.server_max_window_bits < LARGEST_WINDOW {
-            return Err(AnswerError::Invalid("server_max_window_bits larger than offered".into()));
+            return Err(AnswerError::Invalid(
+                "server_max_window_bits larger than offered".into(),
+            ));
         }
         if !answer.server_no_context_takeover && !config.server_context_takeover {
             return Err(AnswerError::Invalid("server_no_context_takeover missing".into()));

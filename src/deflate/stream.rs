@@ -205,16 +205,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Deflating<S> {
             other => return Ok(other),
         };
         let mark = self.ws.get_mut().marks.pop_front();
-        let too_big = || WsError::Capacity(tokio_tungstenite::tungstenite::error::CapacityError::MessageTooLong {
-            size: usize::MAX,
-            max_size: self.max_message_size,
-        });
+        let too_big = || {
+            WsError::Capacity(tokio_tungstenite::tungstenite::error::CapacityError::MessageTooLong {
+                size: usize::MAX,
+                max_size: self.max_message_size,
+            })
+        };
         let (payload, text) = match mark {
             Some(Mark { compressed: true, text }) => {
-                let inflated = self.inflater.inflate(&payload, self.max_message_size).map_err(|e| match e {
-                    InflateError::TooBig(_) => too_big(),
-                    InflateError::Invalid => WsError::Io(io::Error::new(io::ErrorKind::InvalidData, e)),
-                })?;
+                let inflated = self
+                    .inflater
+                    .inflate(&payload, self.max_message_size)
+                    .map_err(|e| match e {
+                        InflateError::TooBig(_) => too_big(),
+                        InflateError::Invalid => WsError::Io(io::Error::new(io::ErrorKind::InvalidData, e)),
+                    })?;
                 self.counters.read(payload.len(), inflated.len());
                 (Bytes::from(inflated), text)
             }

@@ -338,7 +338,9 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, connection: &C
                 match deflate {
                     Some((options, counters)) => {
                         let config = ws_config(deflate::compressed_limit(max_message_size));
-                        let stream = WebSocketStream::from_raw_socket(deflate::Marked::new(io), Role::Server, Some(config)).await;
+                        let stream =
+                            WebSocketStream::from_raw_socket(deflate::Marked::new(io), Role::Server, Some(config))
+                                .await;
                         let stream = deflate::Deflating::new(stream, options, counters);
                         session::run(stream, opening, sources, shutdown).await;
                     }
@@ -377,7 +379,10 @@ fn negotiate_deflate(request: &Request<Incoming>, route: &Route) -> Option<(defl
         min_size: config.min_size,
         max_message_size: route.settings.max_message_size,
     };
-    Some((options, HeaderValue::from_str(&answer).expect("an answer is a valid header")))
+    Some((
+        options,
+        HeaderValue::from_str(&answer).expect("an answer is a valid header"),
+    ))
 }
 
 /// The 101 that accepts a client's upgrade: no sub-protocol but the one offered beside a token

@@ -421,11 +421,17 @@ mod tests {
         );
         for forbidden in [client_frame(0xc9, b""), client_frame(0xa1, b"x")] {
             let mut agreed = Frames::new(true, 100, true);
-            assert_eq!(agreed.scan(&forbidden).1, Some((1002, "reserved bits set with no extension")));
+            assert_eq!(
+                agreed.scan(&forbidden).1,
+                Some((1002, "reserved bits set with no extension"))
+            );
         }
         let continued = [client_frame(0x01, b"abc"), client_frame(0xc0, b"def")].concat();
         let mut agreed = Frames::new(true, 100, true);
-        assert_eq!(agreed.scan(&continued), (9, Some((1002, "reserved bits set with no extension"))));
+        assert_eq!(
+            agreed.scan(&continued),
+            (9, Some((1002, "reserved bits set with no extension")))
+        );
     }
 
     #[test]
