@@ -11,6 +11,7 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod connectors;
+pub mod deflate;
 pub mod feed;
 pub mod filter;
 pub mod health;

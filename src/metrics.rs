@@ -36,6 +36,13 @@ struct FlowLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeflateLabel {
+    part: String,
+    dir: &'static str,
+    form: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RateLabel {
     route: String,
     action: &'static str,
@@ -141,6 +148,7 @@ pub struct Metrics {
     pub shutdown_phase: Gauge,
     rate_limited: Family<RateLabel, Counter>,
     closed: Family<CloseLabel, Counter>,
+    deflate_bytes: Family<DeflateLabel, Counter>,
 }
 
 /// Filter call times from 1 microsecond to about a second.
@@ -303,6 +311,12 @@ impl Default for Metrics {
             "Graceful shutdown: 0 serving, 1 draining (readyz 503, still accepting), 2 listener closed, 3 closing connections (1001), 4 flushing sinks",
             shutdown_phase.clone(),
         );
+        let deflate_bytes = Family::default();
+        registry.register(
+            "deflate_bytes",
+            "Payload bytes of compressed messages (permessage-deflate), plain and as sent, by route or source and direction",
+            deflate_bytes.clone(),
+        );
         Metrics {
             registry,
             connections_active,
@@ -333,6 +347,7 @@ impl Default for Metrics {
             shutdown_phase,
             rate_limited,
             closed,
+            deflate_bytes,
         }
     }
 }
@@ -367,6 +382,27 @@ impl Metrics {
             rate_slowed: owned(&self.rate_limited, &rate("slow")),
             rate_closed: owned(&self.rate_limited, &rate("close")),
             closed: self.closed.clone(),
+            deflate: self.deflate(route),
+        }
+    }
+
+    /// The compression counts of a route's clients or a source's upstream (`part`).
+    pub fn deflate(&self, part: &str) -> DeflateCounters {
+        let counter = |dir, form| {
+            owned(
+                &self.deflate_bytes,
+                &DeflateLabel {
+                    part: part.into(),
+                    dir,
+                    form,
+                },
+            )
+        };
+        DeflateCounters {
+            plain_in: counter("in", "plain"),
+            compressed_in: counter("in", "compressed"),
+            plain_out: counter("out", "plain"),
+            compressed_out: counter("out", "compressed"),
         }
     }
 
@@ -484,6 +520,8 @@ pub struct RouteMetrics {
     /// Connections closed for passing their rate limit.
     pub rate_closed: Counter,
     closed: Family<CloseLabel, Counter>,
+    /// Compressed messages of the route's clients (permessage-deflate).
+    pub deflate: DeflateCounters,
 }
 
 impl RouteMetrics {
@@ -504,6 +542,27 @@ impl RouteMetrics {
                 status,
             })
             .inc();
+    }
+}
+
+/// Bytes of compressed messages on one route or source: what was saved is plain minus compressed.
+#[derive(Clone, Default)]
+pub struct DeflateCounters {
+    plain_in: Counter,
+    compressed_in: Counter,
+    plain_out: Counter,
+    compressed_out: Counter,
+}
+
+impl DeflateCounters {
+    pub fn read(&self, compressed: usize, plain: usize) {
+        self.compressed_in.inc_by(compressed as u64);
+        self.plain_in.inc_by(plain as u64);
+    }
+
+    pub fn written(&self, plain: usize, compressed: usize) {
+        self.plain_out.inc_by(plain as u64);
+        self.compressed_out.inc_by(compressed as u64);
     }
 }
 

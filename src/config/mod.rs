@@ -5,6 +5,7 @@
 
 mod auth;
 mod console;
+mod deflate;
 mod edge;
 mod route_path;
 mod secrets;
@@ -21,6 +22,7 @@ pub use auth::{
     AuthConfig, ClaimRule, ClaimValue, ClientCertMode, ClientCertRule, JwtAlgorithm, JwtConfig, TokenSource,
 };
 pub use console::ConsoleConfig;
+pub use deflate::{DeflateConfig, WINDOW_BITS};
 pub use edge::{ClientIpConfig, EdgeLimits, MIN_HEAD_BYTES, OriginPattern, TrustedProxy};
 
 pub use route_path::{RoutePath, percent_decode_with};
@@ -291,6 +293,9 @@ pub struct RouteConfig {
     /// What one connection may send: messages and bytes per second.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// permessage-deflate (RFC 7692) with the route's clients.
+    #[serde(default)]
+    pub deflate: DeflateConfig,
 }
 
 /// A connection's token buckets: a rate and a burst (the bucket's size, the rate when absent),
@@ -573,6 +578,10 @@ impl Config {
             if route.max_in_flight == 0 {
                 return Err(err(key("max_in_flight"), "expected at least 1".into()));
             }
+            route
+                .deflate
+                .check()
+                .map_err(|(k, message)| err(key(&format!("deflate.{k}")), message))?;
             if let Some(rate) = &route.rate_limit {
                 let unpaired = [
                     (

@@ -39,11 +39,12 @@ use crate::auth::ClientCert;
 use crate::config::{ClientIpConfig, ConsoleConfig, Relay, ServerConfig};
 use crate::connectors::Sources;
 use crate::connectors::ws::ws_config;
+use crate::deflate;
 use crate::filter::FilterHost;
 use crate::filter::abi::ConnState;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::route::Router;
+use crate::route::{Route, Router};
 use crate::session::{self, Opening, next_conn_id, request};
 use crate::tap::Taps;
 use accept::Acceptor;
@@ -339,23 +340,67 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, connection: &C
     };
     let sources = edge.sources.clone();
     let shutdown = edge.drain.wave_of(id);
-    let config = ws_config(route.settings.max_message_size);
+    let max_message_size = route.settings.max_message_size;
+    let deflate = negotiate_deflate(&request, &route);
+    let extension = deflate.as_ref().map(|(_, answer)| answer.clone());
+    let deflate = deflate.map(|(options, _)| (options, route.metrics.deflate.clone()));
     edge.sessions.spawn(async move {
         let _slot = _slot;
         match on_upgrade.await {
             Ok(upgraded) => {
-                let stream = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-                session::run(stream, opening, sources, shutdown).await;
+                let io = TokioIo::new(upgraded);
+                match deflate {
+                    Some((options, counters)) => {
+                        let config = ws_config(deflate::compressed_limit(max_message_size));
+                        let stream =
+                            WebSocketStream::from_raw_socket(deflate::Marked::new(io), Role::Server, Some(config))
+                                .await;
+                        let stream = deflate::Deflating::new(stream, options, counters);
+                        session::run(stream, opening, sources, shutdown).await;
+                    }
+                    None => {
+                        let config = ws_config(max_message_size);
+                        let stream = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+                        session::run(stream, opening, sources, shutdown).await;
+                    }
+                }
             }
             Err(e) => tracing::debug!(conn = id, "upgrade failed: {e}"),
         }
     });
 
-    switching_protocols(&key, identity.protocol)
+    let mut response = switching_protocols(&key, identity.protocol);
+    if let Some(answer) = extension {
+        response.headers_mut().insert(header::SEC_WEBSOCKET_EXTENSIONS, answer);
+    }
+    response
 }
 
-/// The 101 that accepts a client's upgrade: no extension, and no sub-protocol but the one
-/// offered beside a token entry (src/auth/token.rs).
+/// permessage-deflate for a route with filters: the first of the client's offers the route's
+/// `deflate` settings can honour, and the answer for the 101.
+fn negotiate_deflate(request: &Request<Incoming>, route: &Route) -> Option<(deflate::Options, HeaderValue)> {
+    let config = &route.settings.deflate;
+    let offers = request
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let (agreed, answer) = deflate::accept(offers, config)?;
+    let options = deflate::Options {
+        agreed,
+        mem_level: config.mem_level,
+        level: config.level,
+        min_size: config.min_size,
+        max_message_size: route.settings.max_message_size,
+    };
+    Some((
+        options,
+        HeaderValue::from_str(&answer).expect("an answer is a valid header"),
+    ))
+}
+
+/// The 101 that accepts a client's upgrade: no sub-protocol but the one offered beside a token
+/// entry (src/auth/token.rs); an extension agreed is added by the caller.
 fn switching_protocols(key: &HeaderValue, protocol: Option<HeaderValue>) -> Response<Body> {
     let mut response = respond(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
     let headers = response.headers_mut();

@@ -67,6 +67,8 @@ pub trait Client: Stream<Item = Result<Message, WsError>> + Sink<Message, Error 
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client for WebSocketStream<S> {}
 
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Client for crate::deflate::Deflating<S> {}
+
 /// What a session starts with, prepared during the upgrade.
 pub struct Opening {
     pub route: Arc<Route>,
@@ -299,6 +301,8 @@ fn close_for(error: &WsError) -> Option<(u16, &'static str)> {
         WsError::Capacity(_) => Some((1009, "message too big")),
         WsError::Utf8(_) => Some((1007, "invalid UTF-8 in a text message")),
         WsError::Protocol(_) => Some((1002, "protocol error")),
+        // A compressed message that does not inflate (src/deflate/).
+        WsError::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => Some((1007, "invalid compressed data")),
         _ => None,
     }
 }

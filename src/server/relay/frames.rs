@@ -70,10 +70,13 @@ pub struct Frames {
     bytes: u64,
     /// A close frame went by: this direction carries nothing more of framegate's own.
     closed: bool,
+    /// permessage-deflate was agreed: RSV1 may mark the first frame of a data message.
+    deflate: bool,
 }
 
 impl Frames {
-    pub fn new(from_client: bool, max_message_size: usize) -> Frames {
+    /// `max_message_size` applies to the payload as it passes: compressed, with `deflate`.
+    pub fn new(from_client: bool, max_message_size: usize, deflate: bool) -> Frames {
         Frames {
             from_client,
             max_message_size: max_message_size as u64,
@@ -83,6 +86,7 @@ impl Frames {
             messages: 0,
             bytes: 0,
             closed: false,
+            deflate,
         }
     }
 
@@ -136,7 +140,9 @@ impl Frames {
         if data.len() < length {
             return Ok(None);
         }
-        if rsv != 0 {
+        // RFC 7692: RSV1 on the first frame of a compressed message, nowhere else.
+        let compressed_start = self.deflate && rsv == 0x40 && matches!(opcode, 0x1 | 0x2);
+        if rsv != 0 && !compressed_start {
             return Err((1002, "reserved bits set with no extension"));
         }
         if masked != self.from_client {
@@ -350,7 +356,7 @@ mod tests {
         stream.extend(client_frame(0x02, &[7; 300]));
         stream.extend(client_frame(0x89, b""));
         stream.extend(client_frame(0x80, &[8; 70_000]));
-        let mut frames = Frames::new(true, 1 << 20);
+        let mut frames = Frames::new(true, 1 << 20, false);
         // Fed byte by byte, nothing past an incomplete header is let through.
         let (mut sent, mut held) = (0, Vec::new());
         for byte in &stream {
@@ -392,13 +398,39 @@ mod tests {
             ),
         ];
         for (stream, close, passing) in cases {
-            let mut frames = Frames::new(true, 100);
+            let mut frames = Frames::new(true, 100, false);
             assert_eq!(frames.scan(&stream), (passing, Some(close)), "{close:?}");
         }
-        let mut from_upstream = Frames::new(false, 100);
+        let mut from_upstream = Frames::new(false, 100, false);
         assert_eq!(
             from_upstream.scan(&client_frame(0x81, b"x")),
             (0, Some((1002, "masked server frame")))
+        );
+    }
+
+    #[test]
+    fn rsv1_passes_on_compressed_message_starts_only_when_deflate_was_agreed() {
+        let compressed = [client_frame(0x41, b"abc"), client_frame(0x80, b"def")].concat();
+        let mut agreed = Frames::new(true, 100, true);
+        assert_eq!(agreed.scan(&compressed), (compressed.len(), None));
+        assert_eq!(agreed.messages, 1);
+        let mut not_agreed = Frames::new(true, 100, false);
+        assert_eq!(
+            not_agreed.scan(&compressed),
+            (0, Some((1002, "reserved bits set with no extension")))
+        );
+        for forbidden in [client_frame(0xc9, b""), client_frame(0xa1, b"x")] {
+            let mut agreed = Frames::new(true, 100, true);
+            assert_eq!(
+                agreed.scan(&forbidden).1,
+                Some((1002, "reserved bits set with no extension"))
+            );
+        }
+        let continued = [client_frame(0x01, b"abc"), client_frame(0xc0, b"def")].concat();
+        let mut agreed = Frames::new(true, 100, true);
+        assert_eq!(
+            agreed.scan(&continued),
+            (9, Some((1002, "reserved bits set with no extension")))
         );
     }
 

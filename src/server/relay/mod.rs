@@ -182,8 +182,9 @@ pub async fn bytes(
 }
 
 /// `relay = "frames"` on a pass-through route: framegate's own upgrade to the upstream (no
-/// extension, no sub-protocol, as on the message path, so frames are valid on either side as
-/// they are), then both directions pass frames in place. Returns the client's 101.
+/// sub-protocol, and no extension but the client's permessage-deflate offers, so frames are
+/// valid on either side as they are), then both directions pass frames in place. Returns the
+/// client's 101.
 pub async fn frames(
     edge: &Arc<Edge>,
     route: Arc<Route>,
@@ -202,6 +203,12 @@ pub async fn frames(
         header::SEC_WEBSOCKET_KEY,
         key.parse().expect("base64 is a valid header"),
     );
+    // permessage-deflate goes end to end: the client's offers on, the upstream's answer back,
+    // and compressed frames pass as they are. No other extension: the relay reads frame headers.
+    let offers = deflate_offers(&request, &route);
+    if let Some(offers) = &offers {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, offers.clone());
+    }
     let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
     let mut answer = upgrade_upstream(upstream, path, headers).await?;
     let accepted = answer.headers().get(header::SEC_WEBSOCKET_ACCEPT);
@@ -211,12 +218,16 @@ pub async fn frames(
             upstream.shown_url()
         ));
     }
-    if answer.headers().contains_key(header::SEC_WEBSOCKET_EXTENSIONS) {
+    let agreed = answer.headers().get(header::SEC_WEBSOCKET_EXTENSIONS).cloned();
+    if let Some(agreed) = &agreed
+        && (offers.is_none() || !is_one_deflate_answer(agreed))
+    {
         return Err(format!(
             "upstream {} chose an extension nobody asked for",
             upstream.shown_url()
         ));
     }
+    let deflate = agreed.is_some();
     // The frames framegate writes upstream itself are masked with four random bytes of its key.
     let random = base64::engine::general_purpose::STANDARD
         .decode(&key)
@@ -234,7 +245,7 @@ pub async fn frames(
             let settings = &route.settings;
             let ms = |ms: u64| (ms > 0).then(|| std::time::Duration::from_millis(ms));
             let up = Flow {
-                frames: Frames::new(true, settings.max_message_size),
+                frames: Frames::new(true, settings.max_message_size, deflate),
                 duties: Duties {
                     idle: ms(settings.idle_timeout_ms),
                     mask: Some(mask),
@@ -244,7 +255,7 @@ pub async fn frames(
                 inbound: true,
             };
             let down = Flow {
-                frames: Frames::new(false, settings.max_message_size),
+                frames: Frames::new(false, settings.max_message_size, deflate),
                 duties: Duties {
                     ping: ms(settings.ping_interval_ms)
                         .map(|period| tokio::time::interval_at(tokio::time::Instant::now() + period, period)),
@@ -263,7 +274,41 @@ pub async fn frames(
         },
     );
 
-    Ok(super::switching_protocols(client_key, None))
+    let mut response = super::switching_protocols(client_key, None);
+    if let Some(agreed) = agreed {
+        response.headers_mut().insert(header::SEC_WEBSOCKET_EXTENSIONS, agreed);
+    }
+    Ok(response)
+}
+
+/// The client's permessage-deflate offers, as it wrote them, when the route forwards them.
+fn deflate_offers(request: &Request<Incoming>, route: &Route) -> Option<HeaderValue> {
+    if !route.settings.deflate.enabled {
+        return None;
+    }
+    let offers: Vec<&str> = request
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|offer| is_deflate(offer))
+        .collect();
+    (!offers.is_empty()).then(|| HeaderValue::from_str(&offers.join(", ")).expect("parts of a valid header"))
+}
+
+/// Whether an extension entry (`name; params`) is permessage-deflate.
+fn is_deflate(entry: &str) -> bool {
+    let name = entry.split(';').next().unwrap_or_default().trim();
+    name.eq_ignore_ascii_case(crate::deflate::NAME)
+}
+
+/// Whether an upstream's answer chose permessage-deflate alone.
+fn is_one_deflate_answer(answer: &HeaderValue) -> bool {
+    answer
+        .to_str()
+        .is_ok_and(|answer| !answer.contains(',') && is_deflate(answer))
 }
 
 #[cfg(test)]
