@@ -28,10 +28,9 @@ fn run_cases(url: &str, reports: &std::path::Path, with_deflate: bool) {
         true => {
             kosoku.args(["-p", "2"]);
             if !full {
-                for group in (1..=10)
-                    .map(|g| format!("{g}.*"))
-                    .chain(["12.1.*".into(), "13.1.*".into()])
-                {
+                // The groups without compression (there is no 8.*), then the first two with.
+                let plain = [1, 2, 3, 4, 5, 6, 7, 9, 10].map(|g| format!("{g}.*"));
+                for group in plain.into_iter().chain(["12.1.*".into(), "13.1.*".into()]) {
                     kosoku.args(["-i", &group]);
                 }
             }

@@ -733,3 +733,32 @@ async fn the_taxi_rides_config_checks_a_feed_of_100000_rows() {
         assert_eq!(proxy.metric(&series).await, *count as f64, "{series}");
     }
 }
+
+#[tokio::test]
+async fn a_fed_routes_filters_are_held_to_its_message_size_limit() {
+    let upstream = Upstream::start(&["--interval-ms", "5"]);
+    let options = format!("url = \"ws://127.0.0.1:{}/\"", upstream.port);
+    // Every message, tagged with a prefix as long as the limit, is over it: the filter's replace
+    // is refused (it then closes its session), so nothing tagged reaches the file; the copy
+    // route, fed by the same source without the filter, shows the messages flowed.
+    let prefix = "x".repeat(64);
+    let config = format!(
+        "{}{}\n[sinks.copy]\ntype = \"file\"\npath = \"copy.jsonl\"\nfsync = \"always\"\n\n\
+         [routes.copy]\nfeed = \"feed\"\nsinks = [\"copy\"]\n",
+        head(""),
+        fed_route("feed", &options).replace(
+            "[routes.feed]\nfeed = \"feed\"\n",
+            &format!(
+                "[routes.feed]\nfeed = \"feed\"\nmax_message_size = 64\n\
+                 filters = [{{ module = \"tag\", config = {{ prefix = \"{prefix}\" }} }}]\n"
+            ),
+        )
+    );
+    let proxy = Proxy::start(&config, &["tag"], &[]);
+    eventually("messages on the copy route", || async {
+        lines(&proxy, "copy.jsonl").len() >= 50
+    })
+    .await;
+    let tagged = lines(&proxy, "feed.jsonl");
+    assert!(tagged.is_empty(), "over the limit yet delivered: {:?}", tagged.first());
+}

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
+use tokio_tungstenite::tungstenite::Message;
 
 use load::Load;
 use parties::Party;
@@ -107,6 +109,20 @@ fn median(mut values: Vec<f64>) -> f64 {
 const ECHO: &str = "[routes.echo]\npath = \"/echo\"\nfilters = [{ module = \"echo\" }]\n\
     [routes.echo3]\npath = \"/echo3\"\n\
     filters = [{ module = \"tag\", config = { prefix = \"\" } }, { module = \"tag\", config = { prefix = \"\" } }, { module = \"echo\" }]\n";
+
+/// A route whose filter loops on every message starting with "s", to its 100 ms deadline.
+const SPIN: &str = "[routes.spin]\npath = \"/spin\"\nfilters = [{ module = \"spin\", timeout_ms = 100 }]\n";
+
+/// Keeps `/spin`'s filter spinning: one call after another, each cut off at its deadline.
+async fn spin_forever(url: String) {
+    loop {
+        let Ok((mut ws, _)) = tokio_tungstenite::connect_async(&url).await else {
+            continue;
+        };
+        let _ = ws.send(Message::text("spin")).await;
+        while let Some(Ok(_)) = ws.next().await {}
+    }
+}
 
 fn passthrough(upstream: u16) -> String {
     format!(
@@ -372,6 +388,25 @@ async fn main() -> anyhow::Result<()> {
     drop(peers);
     drop(proxy);
     drop(upstream);
+
+    let runaway_case = "echo ping-pong 100B, a filter spinning on another route";
+    if wanted(&cli.only, runaway_case) {
+        let runaway = Party::framegate_with(
+            "framegate, /spin's filter spinning",
+            "/",
+            &format!("{ECHO}{SPIN}"),
+            &[("spin.wat", include_bytes!("../../tests/wat/spin_on_s.wat"))],
+        )?;
+        let spinning = tokio::spawn(spin_forever(format!("{}spin", runaway.url)));
+        let targets = targets(&[
+            (&framegate, "framegate /echo", "/echo"),
+            (&runaway, "framegate /echo, /spin spinning", "/echo"),
+        ]);
+        report
+            .throughput
+            .extend(case(runaway_case, &targets, &ping_pong, cli.repetitions).await?);
+        spinning.abort();
+    }
 
     if wanted(&cli.only, "hot swap") {
         report.hot_swap = Some(hot_swap::run(&framegate, measure * 3).await?);

@@ -97,6 +97,11 @@ impl Party {
 
     /// framegate (release build) on `config` (routes and sinks), with the bundled filters.
     pub fn framegate(name: &str, path: &str, config: &str) -> anyhow::Result<Party> {
+        Self::framegate_with(name, path, config, &[])
+    }
+
+    /// framegate with `extra` files (name, contents) beside the bundled filters.
+    pub fn framegate_with(name: &str, path: &str, config: &str, extra: &[(&str, &[u8])]) -> anyhow::Result<Party> {
         let dir = tempfile::tempdir()?;
         let filters = dir.path().join("filters");
         std::fs::create_dir_all(&filters)?;
@@ -104,6 +109,9 @@ impl Party {
             let file = format!("{module}.wasm");
             std::fs::copy(repo().join("target/filters").join(&file), filters.join(&file))
                 .context("run scripts/build-filters first")?;
+        }
+        for (file, contents) in extra {
+            std::fs::write(filters.join(file), contents)?;
         }
         let port = free_port();
         let admin = free_port();

@@ -425,6 +425,11 @@ impl Session {
     }
 
     async fn towards_client(&mut self, delivered: Delivered) {
+        // What a subscription had on its way when the filter ended it is not delivered: a
+        // broker redelivers it to whoever subscribes next, as it was never acked.
+        if delivered.sub.is_some_and(|sub| !self.subscriptions.contains_key(&sub)) {
+            return;
+        }
         let mut message_meta = vec![
             ("msg.source".to_string(), Bytes::from(delivered.source.to_string())),
             ("msg.id".to_string(), Bytes::from(delivered.id)),
