@@ -42,6 +42,7 @@ pub async fn run(framegate: &Party, measure: Duration) -> anyhow::Result<HotSwap
         window: 32,
         warmup: Duration::from_millis(500),
         measure,
+        server_pid: Some(framegate.pid()),
     };
     let quiet = load::run(&load).await?;
 

@@ -1,14 +1,17 @@
-//! The load generator: N WebSocket connections, each keeping a window of messages in flight
-//! to an echoing server, counting answers and their round-trip times during a measured span.
+//! The load generator: N WebSocket connections on one thread of their own, each keeping a window
+//! of messages in flight to an echoing server. Frames are built once and written in large slices;
+//! answers are counted by scanning frame headers in place, never parsed into messages. So the
+//! client spends far less per message than any server it loads, and it says when it did not: its
+//! own CPU over the measured span is part of the outcome.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use anyhow::Context;
 use hdrhistogram::Histogram;
-use tokio_tungstenite::tungstenite::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::TcpStream;
 
 #[derive(Debug, Clone)]
 pub struct Load {
@@ -19,18 +22,28 @@ pub struct Load {
     pub window: usize,
     pub warmup: Duration,
     pub measure: Duration,
+    /// The process under test, whose CPU over the measured span is read.
+    pub server_pid: Option<u32>,
 }
 
 pub struct Outcome {
+    /// Messages answered within the measured span.
     pub messages: u64,
     pub sent: u64,
     pub received: u64,
     /// Messages never answered (the connection waited 10 s for them).
     pub lost: u64,
     pub elapsed: Duration,
-    /// Round trips, in nanoseconds.
+    /// Round trips, in nanoseconds: each write's messages count with the time its last answer took.
     pub rtt: Histogram<u64>,
+    /// CPU time of the client thread over the measured span, in microseconds.
+    pub client_cpu_us: u64,
+    /// CPU time of the process under test over the measured span, in microseconds.
+    pub server_cpu_us: Option<u64>,
 }
+
+/// Above this share of its one core the client, not the server, may be what sets the rate.
+const CLIENT_BOUND: f64 = 0.9;
 
 impl Outcome {
     /// Answered messages a second over the measured span.
@@ -42,38 +55,57 @@ impl Outcome {
     pub fn quantile_us(&self, quantile: f64) -> f64 {
         self.rtt.value_at_quantile(quantile) as f64 / 1_000.0
     }
+
+    /// The client's share of its core over the measured span.
+    pub fn client_load(&self) -> f64 {
+        self.client_cpu_us as f64 / self.elapsed.as_micros().max(1) as f64
+    }
+
+    pub fn client_bound(&self) -> bool {
+        self.client_load() >= CLIENT_BOUND
+    }
 }
 
-struct Totals {
-    messages: u64,
-    sent: u64,
-    received: u64,
-    lost: u64,
-    rtt: Histogram<u64>,
-}
-
+/// Runs the load on a thread and runtime of its own, so its CPU is its own.
 pub async fn run(load: &Load) -> anyhow::Result<Outcome> {
+    let load = load.clone();
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(run_here(&load))
+    })
+    .await?
+}
+
+async fn run_here(load: &Load) -> anyhow::Result<Outcome> {
     let mut streams = Vec::with_capacity(load.connections);
     for _ in 0..load.connections {
-        let (ws, _) = tokio_tungstenite::connect_async(&load.url).await?;
-        streams.push(ws);
+        streams.push(connect(&load.url).await?);
     }
+    let frames = Arc::new(FrameBatch::new(load.size, load.window));
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
-    let payload = Bytes::from(vec![b'x'; load.size]);
     let tasks: Vec<_> = streams
         .into_iter()
-        .map(|ws| {
-            let (measuring, stop, payload, window) = (measuring.clone(), stop.clone(), payload.clone(), load.window);
-            tokio::spawn(async move { drive(ws, payload, window, measuring, stop).await })
+        .map(|stream| {
+            let (frames, measuring, stop) = (frames.clone(), measuring.clone(), stop.clone());
+            let window = load.window;
+            tokio::spawn(async move { drive(stream, &frames, window, &measuring, &stop).await })
         })
         .collect();
     tokio::time::sleep(load.warmup).await;
+    let (client_before, server_before) = (thread_cpu_micros(), load.server_pid.map(crate::parties::cpu_micros));
     measuring.store(true, Ordering::SeqCst);
     let started = Instant::now();
     tokio::time::sleep(load.measure).await;
     measuring.store(false, Ordering::SeqCst);
     let elapsed = started.elapsed();
+    let client_cpu_us = thread_cpu_micros() - client_before;
+    let server_cpu_us = load
+        .server_pid
+        .zip(server_before)
+        .map(|(pid, before)| crate::parties::cpu_micros(pid) - before);
     stop.store(true, Ordering::SeqCst);
     let mut outcome = Outcome {
         messages: 0,
@@ -82,6 +114,8 @@ pub async fn run(load: &Load) -> anyhow::Result<Outcome> {
         lost: 0,
         elapsed,
         rtt: Histogram::new(3)?,
+        client_cpu_us,
+        server_cpu_us,
     };
     for task in tasks {
         let totals = task.await??;
@@ -94,17 +128,152 @@ pub async fn run(load: &Load) -> anyhow::Result<Outcome> {
     Ok(outcome)
 }
 
-pub(crate) type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// Opens a WebSocket connection by hand: the upgrade request, then the raw stream.
+async fn connect(url: &str) -> anyhow::Result<TcpStream> {
+    let rest = url.strip_prefix("ws://").context("only ws:// URLs")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = TcpStream::connect(host)
+        .await
+        .with_context(|| format!("connecting to {host}"))?;
+    stream.set_nodelay(true)?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    // The answer is read a byte at a time so not one byte of the first frames is taken with it.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        anyhow::ensure!(head.len() < 8192, "{url}: upgrade answer too long");
+        let byte = stream.read_u8().await.with_context(|| format!("{url}: upgrade"))?;
+        head.push(byte);
+    }
+    anyhow::ensure!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{url}: {}",
+        String::from_utf8_lossy(&head).lines().next().unwrap_or("")
+    );
+    Ok(stream)
+}
 
-/// One connection: refill the window, flush once, read an answer, repeat; then drain.
+/// `window` + 1 masked binary frames of `size` bytes, back to back: what a connection writes,
+/// in slices (a window's worth, after finishing a frame a short write cut).
+struct FrameBatch {
+    bytes: Vec<u8>,
+    frame_len: usize,
+}
+
+impl FrameBatch {
+    fn new(size: usize, window: usize) -> FrameBatch {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut frame = vec![0x82];
+        match size {
+            0..=125 => frame.push(0x80 | size as u8),
+            126..=65535 => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(size as u16).to_be_bytes());
+            }
+            _ => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(size as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&mask);
+        frame.extend((0..size).map(|i| b'x' ^ mask[i % 4]));
+        FrameBatch {
+            frame_len: frame.len(),
+            bytes: frame.repeat(window + 1),
+        }
+    }
+}
+
+/// Counts the server's frames in a stream of bytes, carrying a frame cut by a read over to the next.
+#[derive(Default)]
+struct FrameCounter {
+    /// Bytes of the current frame still to come.
+    remaining: usize,
+    /// The start of a header that a read cut (at most 13 bytes).
+    pending: Vec<u8>,
+}
+
+impl FrameCounter {
+    /// Scans `bytes`; returns how many data frames (text, binary) began in them.
+    fn scan(&mut self, mut bytes: &[u8]) -> u64 {
+        let mut data_frames = 0;
+        while !bytes.is_empty() {
+            if self.remaining > 0 {
+                let skip = self.remaining.min(bytes.len());
+                self.remaining -= skip;
+                bytes = &bytes[skip..];
+                continue;
+            }
+            let earlier = self.pending.len();
+            if earlier > 0 {
+                self.pending
+                    .extend_from_slice(&bytes[..(14 - earlier).min(bytes.len())]);
+            }
+            let header = if earlier > 0 { &self.pending[..] } else { bytes };
+            let Some((header_len, payload_len)) = header_and_payload(header) else {
+                if earlier == 0 {
+                    self.pending.extend_from_slice(bytes);
+                }
+                return data_frames;
+            };
+            if matches!(header[0] & 0x0f, 1 | 2) {
+                data_frames += 1;
+            }
+            // The header's first `earlier` bytes came with an earlier read.
+            self.remaining = header_len + payload_len - earlier;
+            self.pending.clear();
+        }
+        data_frames
+    }
+}
+
+/// The lengths of a server frame's header and payload, if `header` holds the whole header.
+fn header_and_payload(header: &[u8]) -> Option<(usize, usize)> {
+    let second = *header.get(1)?;
+    let masked = if second & 0x80 != 0 { 4 } else { 0 };
+    let (len_bytes, payload) = match second & 0x7f {
+        126 => (2, u16::from_be_bytes(header.get(2..4)?.try_into().ok()?) as usize),
+        127 => (8, u64::from_be_bytes(header.get(2..10)?.try_into().ok()?) as usize),
+        short => (0, short as usize),
+    };
+    let header_len = 2 + len_bytes + masked;
+    (header.len() >= header_len).then_some((header_len, payload))
+}
+
+/// CPU time of the calling thread, in microseconds.
+fn thread_cpu_micros() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    let ticks = fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    ticks * 1_000_000 / crate::parties::clock_ticks()
+}
+
+struct Totals {
+    messages: u64,
+    sent: u64,
+    received: u64,
+    lost: u64,
+    rtt: Histogram<u64>,
+}
+
+/// One connection: write whole frames while the window has room, read and count answers.
 async fn drive(
-    mut ws: Ws,
-    payload: Bytes,
+    mut stream: TcpStream,
+    frames: &FrameBatch,
     window: usize,
-    measuring: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
+    measuring: &AtomicBool,
+    stop: &AtomicBool,
 ) -> anyhow::Result<Totals> {
-    let mut in_flight = std::collections::VecDeque::with_capacity(window);
     let mut totals = Totals {
         messages: 0,
         sent: 0,
@@ -112,36 +281,126 @@ async fn drive(
         lost: 0,
         rtt: Histogram::new(3)?,
     };
+    let mut counter = FrameCounter::default();
+    let mut buffer = vec![0u8; 256 * 1024];
+    // (messages sent once this write is out, when it began): answers come back in order.
+    let mut writes: std::collections::VecDeque<(u64, Instant)> = std::collections::VecDeque::new();
+    // How far into a frame a short write left off (0: at a frame's start).
+    let mut offset = 0usize;
+    let mut answered_upto = 0u64;
+    let mut last_answer = Instant::now();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
-        if !stopping {
-            while in_flight.len() < window {
-                ws.feed(Message::Binary(payload.clone())).await?;
-                in_flight.push_back(Instant::now());
-                totals.sent += 1;
-            }
-            ws.flush().await?;
-        }
-        if in_flight.is_empty() {
+        let in_flight = (totals.sent - totals.received) as usize;
+        // Whole frames to begin now; a frame begun is finished even when stopping.
+        let room = if stopping { 0 } else { window - in_flight };
+        if room == 0 && offset == 0 && in_flight == 0 {
             break;
         }
-        let Ok(answer) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await else {
-            totals.lost += in_flight.len() as u64;
-            break;
+        let writing = room > 0 || offset > 0;
+        let interest = if writing {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
         };
-        match answer {
-            Some(Ok(Message::Binary(_) | Message::Text(_))) => {}
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e.into()),
-            None => anyhow::bail!("connection closed"),
+        let Ok(ready) = tokio::time::timeout(Duration::from_secs(1), stream.ready(interest)).await else {
+            if last_answer.elapsed() > Duration::from_secs(10) {
+                totals.lost += in_flight as u64;
+                break;
+            }
+            continue;
+        };
+        let ready = ready?;
+        if writing && ready.is_writable() {
+            let frames_to_end = room + usize::from(offset > 0);
+            match stream.try_write(&frames.bytes[offset..frames_to_end * frames.frame_len]) {
+                Ok(written) => {
+                    // Frames begun: frame starts passed, the one at `offset` 0 included.
+                    let begun = (offset + written).div_ceil(frames.frame_len) - offset.div_ceil(frames.frame_len);
+                    offset = (offset + written) % frames.frame_len;
+                    if begun > 0 {
+                        totals.sent += begun as u64;
+                        writes.push_back((totals.sent, Instant::now()));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
         }
-        let sent_at = in_flight.pop_front().expect("an answer for a message in flight");
-        totals.received += 1;
-        if measuring.load(Ordering::Relaxed) {
-            totals.messages += 1;
-            totals.rtt.record(sent_at.elapsed().as_nanos() as u64)?;
+        if ready.is_readable() {
+            match stream.try_read(&mut buffer) {
+                Ok(0) => anyhow::bail!("connection closed by the server"),
+                Ok(read) => {
+                    let answers = counter.scan(&buffer[..read]);
+                    if answers > 0 {
+                        last_answer = Instant::now();
+                        totals.received += answers;
+                        let measured = measuring.load(Ordering::Relaxed);
+                        if measured {
+                            totals.messages += answers;
+                        }
+                        while let Some(&(upto, at)) = writes.front() {
+                            if upto > totals.received {
+                                break;
+                            }
+                            writes.pop_front();
+                            if measured {
+                                totals
+                                    .rtt
+                                    .record_n(at.elapsed().as_nanos() as u64, upto - answered_upto)?;
+                            }
+                            answered_upto = upto;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
-    let _ = ws.close(None).await;
+    // A close frame (masked, no payload), then the socket goes.
+    let _ = stream.write_all(&[0x88, 0x80, 0, 0, 0, 0]).await;
     Ok(totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_frame(payload: usize) -> Vec<u8> {
+        let mut frame = vec![0x82];
+        if payload < 126 {
+            frame.push(payload as u8);
+        } else {
+            frame.push(126);
+            frame.extend_from_slice(&(payload as u16).to_be_bytes());
+        }
+        frame.extend(std::iter::repeat_n(b'x', payload));
+        frame
+    }
+
+    #[test]
+    fn frames_are_counted_whatever_the_reads_cut() {
+        let mut stream = Vec::new();
+        for size in [0, 5, 125, 126, 300, 4096] {
+            stream.extend(server_frame(size));
+        }
+        stream.extend([0x8a, 0x00]); // a pong is not an answer
+        stream.extend(server_frame(1));
+        for cut in 1..40 {
+            let mut counter = FrameCounter::default();
+            let counted: u64 = stream.chunks(cut).map(|chunk| counter.scan(chunk)).sum();
+            assert_eq!(counted, 7, "reads of {cut} bytes");
+            assert_eq!((counter.remaining, counter.pending.len()), (0, 0));
+        }
+    }
+
+    #[test]
+    fn a_batch_is_whole_masked_frames() {
+        let batch = FrameBatch::new(300, 3);
+        assert_eq!(batch.frame_len, 2 + 2 + 4 + 300);
+        assert_eq!(batch.bytes.len(), 4 * batch.frame_len);
+        let mask = &batch.bytes[4..8];
+        assert_eq!(batch.bytes[8] ^ mask[0], b'x');
+    }
 }

@@ -58,10 +58,13 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         size: usize,
         /// Messages in flight on each connection.
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 2500)]
         window: usize,
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
+        /// The server's process id, for its CPU per message.
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// Idle connections for the memory case, held until stdin closes (started by the suite itself).
     IdleClient {
@@ -80,14 +83,20 @@ enum Command {
 struct Row {
     case: String,
     party: String,
+    /// The headline: CPU time of the process under test per answered message.
+    cpu_us_per_message: f64,
+    /// CPU per message against the baseline of the same case and run (lower is cheaper).
+    cpu_ratio: f64,
     messages_per_s: f64,
+    /// Messages per second against the baseline of the same case and run.
+    ratio: f64,
     mb_per_s: f64,
     p50_us: f64,
     p99_us: f64,
     p999_us: f64,
-    cpu_us_per_message: f64,
-    /// Messages per second against the baseline of the same case and run.
-    ratio: f64,
+    /// The load generator's share of its one core: near 1, the client may have set the rate.
+    client_load: f64,
+    client_bound: bool,
     lost: u64,
 }
 
@@ -98,6 +107,8 @@ struct Sample {
     p99: f64,
     p999: f64,
     cpu: f64,
+    client_load: f64,
+    client_bound: bool,
     lost: u64,
 }
 
@@ -158,13 +169,12 @@ async fn case(name: &str, targets: &[Target], load: &Load, repetitions: usize) -
         for (i, target) in targets.iter().enumerate() {
             let load = Load {
                 url: target.url.clone(),
+                server_pid: Some(target.pid),
                 ..load.clone()
             };
-            let cpu_before = parties::cpu_micros(target.pid);
             let outcome = load::run(&load)
                 .await
                 .with_context(|| format!("{name}: {}", target.name))?;
-            let cpu = parties::cpu_micros(target.pid) - cpu_before;
             let rate = outcome.rate();
             let quantile = |q| outcome.quantile_us(q);
             samples.entry(i).or_default().push(Sample {
@@ -172,29 +182,35 @@ async fn case(name: &str, targets: &[Target], load: &Load, repetitions: usize) -
                 p50: quantile(0.5),
                 p99: quantile(0.99),
                 p999: quantile(0.999),
-                cpu: cpu as f64 / outcome.received.max(1) as f64,
+                cpu: outcome.server_cpu_us.unwrap_or(0) as f64 / outcome.messages.max(1) as f64,
+                client_load: outcome.client_load(),
+                client_bound: outcome.client_bound(),
                 lost: outcome.lost,
             });
         }
     }
     let pick = |i: usize, f: fn(&Sample) -> f64| median(samples[&i].iter().map(f).collect());
-    let baseline = pick(0, |s| s.rate);
+    let (baseline, baseline_cpu) = (pick(0, |s| s.rate), pick(0, |s| s.cpu));
     let rows: Vec<Row> = targets
         .iter()
         .enumerate()
         .map(|(i, target)| {
-            let rate = pick(i, |s| s.rate);
+            let (rate, cpu) = (pick(i, |s| s.rate), pick(i, |s| s.cpu));
             Row {
                 case: name.to_string(),
                 party: target.name.clone(),
+                cpu_us_per_message: cpu,
+                cpu_ratio: cpu / baseline_cpu,
                 messages_per_s: rate,
                 // Both ways: each message goes to the server and comes back.
                 mb_per_s: rate * load.size as f64 * 2.0 / 1e6,
                 p50_us: pick(i, |s| s.p50),
                 p99_us: pick(i, |s| s.p99),
                 p999_us: pick(i, |s| s.p999),
-                cpu_us_per_message: pick(i, |s| s.cpu),
                 ratio: rate / baseline,
+                client_load: pick(i, |s| s.client_load),
+                // Any repetition bound by its client puts the row in doubt.
+                client_bound: samples[&i].iter().any(|s| s.client_bound),
                 lost: samples[&i].iter().map(|s| s.lost).sum(),
             }
         })
@@ -207,23 +223,28 @@ async fn case(name: &str, targets: &[Target], load: &Load, repetitions: usize) -
 
 fn print_header() {
     println!(
-        "{:<34} {:<28} {:>11} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}",
-        "case", "party", "msg/s", "MB/s", "p50 us", "p99 us", "p99.9", "cpu us/m", "ratio"
+        "{:<34} {:<32} {:>9} {:>7} {:>11} {:>7} {:>9} {:>9} {:>7}",
+        "case", "party", "cpu us/m", "ratio", "msg/s", "ratio", "p50 us", "p99 us", "client"
     );
 }
 
 fn print_row(row: &Row) {
     println!(
-        "{:<34} {:<24} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>9.2} {:>6.2}x",
+        "{:<34} {:<32} {:>9.3} {:>6.2}x {:>11.0} {:>6.2}x {:>9.1} {:>9.1} {:>6.0}%{}",
         row.case,
         row.party,
+        row.cpu_us_per_message,
+        row.cpu_ratio,
         row.messages_per_s,
-        row.mb_per_s,
+        row.ratio,
         row.p50_us,
         row.p99_us,
-        row.p999_us,
-        row.cpu_us_per_message,
-        row.ratio
+        row.client_load * 100.0,
+        if row.client_bound {
+            "  CLIENT-BOUND: the rate says nothing"
+        } else {
+            ""
+        }
     );
 }
 
@@ -274,6 +295,7 @@ async fn main() -> anyhow::Result<()> {
             size,
             window,
             seconds,
+            pid,
         }) => {
             let load = Load {
                 url: url.clone(),
@@ -282,13 +304,20 @@ async fn main() -> anyhow::Result<()> {
                 window: *window,
                 warmup: Duration::from_millis(500),
                 measure: Duration::from_secs_f64(*seconds),
+                server_pid: *pid,
             };
             let outcome = load::run(&load).await?;
+            let server = outcome
+                .server_cpu_us
+                .map(|cpu| format!(", server {:.3} us CPU/msg", cpu as f64 / outcome.messages.max(1) as f64))
+                .unwrap_or_default();
             println!(
-                "{url}: {:.0} msg/s, p99 {:.1} us, {} messages",
+                "{url}: {:.0} msg/s, p99 {:.1} us, {} messages{server}, client {:.0}% of a core{}",
                 outcome.rate(),
                 outcome.quantile_us(0.99),
-                outcome.messages
+                outcome.messages,
+                outcome.client_load() * 100.0,
+                if outcome.client_bound() { " (client-bound)" } else { "" }
             );
             return Ok(());
         }
@@ -346,11 +375,10 @@ async fn main() -> anyhow::Result<()> {
     print_header();
     for size in [100usize, 4096] {
         for connections in [1usize, 16, 256] {
-            let window = match connections {
-                1 => 64,
-                16 => 32,
-                _ => 4,
-            };
+            // Bytes in flight per connection, as a pipelining client keeps them: enough that
+            // neither side ever waits for the other, short of the server's socket buffers at 256.
+            let in_flight = if connections < 256 { 256 * 1024 } else { 16 * 1024 };
+            let window = (in_flight / size).max(1);
             let load = Load {
                 url: String::new(),
                 connections,
@@ -358,6 +386,7 @@ async fn main() -> anyhow::Result<()> {
                 window,
                 warmup,
                 measure,
+                server_pid: None,
             };
             for (group, targets) in [("echo", &echo_targets), ("pass-through", &pass_targets)] {
                 let name = format!("{group} {size}B x{connections}");
@@ -376,6 +405,7 @@ async fn main() -> anyhow::Result<()> {
         window: 1,
         warmup,
         measure,
+        server_pid: None,
     };
     for (group, targets) in [("echo", &echo_targets), ("pass-through", &pass_targets)] {
         let name = format!("{group} ping-pong 100B");

@@ -254,7 +254,7 @@ pub fn cpu_micros(root: u32) -> u64 {
     ticks * 1_000_000 / clock_ticks()
 }
 
-fn clock_ticks() -> u64 {
+pub fn clock_ticks() -> u64 {
     static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| {
         Command::new("getconf")

@@ -117,6 +117,9 @@ pub struct CallState {
     pub result: Option<Bytes>,
     pub context: Option<Bytes>,
     pub effects: Vec<Effect>,
+    /// Where messages copied out of the guest (`send`, `replace`, `emit`) are cut from: one
+    /// allocation per chunk instead of one per message.
+    pub arena: bytes::BytesMut,
     pub close: Option<(u16, String)>,
     pub reject: Option<(u16, Bytes)>,
     pub filter: Arc<str>,
@@ -228,6 +231,26 @@ fn copy_in(caller: &Caller<'_, CallState>, ptr: i32, len: i32) -> wasmtime::Resu
     Ok(guest_slice(mem.data(caller), ptr, len)?.to_vec())
 }
 
+/// A message piece cut from a chunk lives as long as the whole chunk: small chunks bound what a
+/// long-kept message holds on to; larger messages get an allocation of their own.
+const ARENA_CHUNK: usize = 4 << 10;
+const ARENA_PIECE_MAX: usize = 1 << 10;
+
+/// Copies a message (`len` bytes at `ptr`) out of the guest, cut from the instance's arena.
+fn message_in(caller: &mut Caller<'_, CallState>, ptr: i32, len: i32) -> wasmtime::Result<Bytes> {
+    let mem = memory(caller)?;
+    let (data, state) = mem.data_and_store_mut(caller);
+    let piece = guest_slice(data, ptr, len)?;
+    if piece.len() > ARENA_PIECE_MAX {
+        return Ok(Bytes::copy_from_slice(piece));
+    }
+    if state.arena.capacity() - state.arena.len() < piece.len() {
+        state.arena = bytes::BytesMut::with_capacity(ARENA_CHUNK);
+    }
+    state.arena.extend_from_slice(piece);
+    Ok(state.arena.split().freeze())
+}
+
 fn string_in(caller: &Caller<'_, CallState>, ptr: i32, len: i32) -> wasmtime::Result<Result<String, i32>> {
     Ok(String::from_utf8(copy_in(caller, ptr, len)?).map_err(|_| ERR_BAD_ARGUMENT))
 }
@@ -328,7 +351,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     )?;
 
     linker.func_wrap(M, "replace", |mut caller: Caller<'_, CallState>, src: i32, len: i32| {
-        let payload = copy_in(&caller, src, len)?;
+        let payload = message_in(&mut caller, src, len)?;
         let state = caller.data_mut();
         wasmtime::Result::Ok(code((|| {
             let opcode = state
@@ -336,7 +359,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
                 .filter(|_| state.hook == Hook::Message)
                 .ok_or(ERR_NOT_ALLOWED)?;
             payload_fits(state, opcode, &payload)?;
-            state.payload = payload.into();
+            state.payload = payload;
             state.replaced = true;
             Ok(0)
         })()))
@@ -399,7 +422,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         M,
         "send",
         |mut caller: Caller<'_, CallState>, opcode: i32, src: i32, len: i32| {
-            let payload = copy_in(&caller, src, len)?;
+            let payload = message_in(&mut caller, src, len)?;
             let state = caller.data_mut();
             wasmtime::Result::Ok(code((|| {
                 let opcode = Opcode::from_abi(opcode).ok_or(ERR_BAD_ARGUMENT)?;
@@ -407,10 +430,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
                     return Err(ERR_NOT_ALLOWED);
                 }
                 payload_fits(state, opcode, &payload)?;
-                state.effects.push(Effect::Send {
-                    opcode,
-                    payload: payload.into(),
-                });
+                state.effects.push(Effect::Send { opcode, payload });
                 Ok(0)
             })()))
         },
@@ -432,7 +452,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
          clen: i32| {
             let sink = string_in(&caller, sink, slen)?;
             let key = (klen > 0).then(|| copy_in(&caller, key, klen)).transpose()?;
-            let payload = copy_in(&caller, src, len)?;
+            let payload = message_in(&mut caller, src, len)?;
             let headers = copy_in(&caller, hdrs, hlen)?;
             let context = copy_in(&caller, ctx, clen)?;
             let state = caller.data_mut();
@@ -450,7 +470,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
                     ticket,
                     sink,
                     key: key.map(Bytes::from),
-                    payload: payload.into(),
+                    payload,
                     headers,
                     context: context.into(),
                 });

@@ -53,16 +53,10 @@ impl Chain {
         effects: &mut Vec<ChainEffect>,
     ) -> Result<Option<CallOutput>, FilterFailure> {
         let slot = &self.slots[index];
-        match slot.call(conn, call) {
-            Ok(mut output) => {
-                effects.extend(
-                    output
-                        .effects
-                        .drain(..)
-                        .map(|effect| ChainEffect { filter: index, effect }),
-                );
-                Ok(Some(output))
-            }
+        match slot.call(conn, call, &mut |effect| {
+            effects.push(ChainEffect { filter: index, effect })
+        }) {
+            Ok(output) => Ok(Some(output)),
             Err(_) if slot.on_error == OnError::FailOpen => Ok(None),
             Err(failure) => Err(failure),
         }
@@ -90,10 +84,25 @@ impl Chain {
         conn: &mut ConnState,
         towards_client: bool,
         opcode: Opcode,
-        mut payload: Bytes,
+        payload: Bytes,
         message_meta: Vec<(String, Bytes)>,
     ) -> (Verdict, Vec<ChainEffect>) {
         let mut effects = Vec::new();
+        let verdict = self.message_into(conn, towards_client, opcode, payload, message_meta, &mut effects);
+        (verdict, effects)
+    }
+
+    /// `message`, adding the effects to `effects`: a session passes the same vector for every
+    /// message, so the hot path allocates none.
+    pub fn message_into(
+        &self,
+        conn: &mut ConnState,
+        towards_client: bool,
+        opcode: Opcode,
+        mut payload: Bytes,
+        message_meta: Vec<(String, Bytes)>,
+        effects: &mut Vec<ChainEffect>,
+    ) -> Verdict {
         let last = self.slots.len().saturating_sub(1);
         for step in 0..self.slots.len() {
             let index = if towards_client { last - step } else { step };
@@ -103,10 +112,10 @@ impl Chain {
                 payload: payload.clone(),
                 message_meta: message_meta.clone(),
             };
-            let output = match self.call(index, conn, call, &mut effects) {
+            let output = match self.call(index, conn, call, effects) {
                 Ok(Some(output)) => output,
                 Ok(None) => continue,
-                Err(failure) => return (failed(&failure), effects),
+                Err(failure) => return failed(&failure),
             };
             match output.code {
                 0 => {
@@ -114,10 +123,10 @@ impl Chain {
                         payload = replaced;
                     }
                 }
-                1 => return (Verdict::Drop, effects),
+                1 => return Verdict::Drop,
                 2 => {
                     let (code, reason) = output.close.unwrap_or((1000, String::new()));
-                    return (Verdict::Close(code, reason), effects);
+                    return Verdict::Close(code, reason);
                 }
                 other => {
                     let failure = FilterFailure {
@@ -125,12 +134,12 @@ impl Chain {
                         kind: "verdict",
                         message: format!("fg_on_message returned {other}, expected 0, 1 or 2"),
                     };
-                    return (failed(&failure), effects);
+                    return failed(&failure);
                 }
             }
         }
         // A message keeps its opcode through the chain (`replace` checks text stays UTF-8).
-        (Verdict::Deliver { opcode, payload }, effects)
+        Verdict::Deliver { opcode, payload }
     }
 
     /// Hands a hook that belongs to one filter (a result, a timer) to that filter.

@@ -113,6 +113,10 @@ impl FilterHost {
         let mut wasm = wasmtime::Config::new();
         wasm.epoch_interruption(true)
             .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
+        if std::env::var_os("FRAMEGATE_PERF_MAP").is_some() {
+            // /tmp/perf-PID.map names the filters' compiled functions in `perf report`.
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm).map_err(|e| anyhow::anyhow!("cannot start the Wasm engine: {e:#}"))?;
         let ticker = engine.weak();
         std::thread::Builder::new()

@@ -66,7 +66,6 @@ pub struct CallOutput {
     pub code: i32,
     /// The message as replaced, if `replace` was called.
     pub replaced: Option<Bytes>,
-    pub effects: Vec<Effect>,
     pub close: Option<(u16, String)>,
     pub reject: Option<(u16, Bytes)>,
 }
@@ -303,9 +302,15 @@ impl FilterSlot {
         }
     }
 
-    /// Runs one hook with the connection's state lent to the instance. A long call leaves its
-    /// worker thread to the other connections (`at_epoch_deadline`), until its `timeout_ms`.
-    pub fn call(&self, conn: &mut ConnState, call: HookCall) -> Result<CallOutput, FilterFailure> {
+    /// Runs one hook with the connection's state lent to the instance; a call that succeeds hands
+    /// its effects, in order, to `effect`. A long call leaves its worker thread to the other
+    /// connections (`at_epoch_deadline`), until its `timeout_ms`.
+    pub fn call(
+        &self,
+        conn: &mut ConnState,
+        call: HookCall,
+        effect: &mut dyn FnMut(Effect),
+    ) -> Result<CallOutput, FilterFailure> {
         let started = Instant::now();
         let warm = {
             // One load per call: the version checked here is the one that serves it.
@@ -411,7 +416,6 @@ impl FilterSlot {
         let output = CallOutput {
             code: 0,
             replaced: state.replaced.then(|| std::mem::take(&mut state.payload)),
-            effects: std::mem::take(&mut state.effects),
             close: state.close.take(),
             reject: state.reject.take(),
         };
@@ -421,8 +425,11 @@ impl FilterSlot {
         state.opcode = None;
         state.result = None;
         state.context = None;
+        // Drained, not taken: the instance keeps the vector's room for its next call.
+        let effects = state.effects.drain(..);
         match result {
             Ok(code) => {
+                effects.for_each(effect);
                 self.give_back(warm);
                 if self.breaker.succeeded(started) == Some(Transition::Closed) {
                     self.metrics.breaker_open.set(0);
@@ -431,6 +438,7 @@ impl FilterSlot {
                 Ok(CallOutput { code, ..output })
             }
             Err(error) => {
+                drop(effects);
                 // The instance may be in any state: it is dropped, a fresh one serves the next call.
                 conn.meta = meta_before;
                 conn.handles = handles_before;

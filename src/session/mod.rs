@@ -87,6 +87,10 @@ struct Session {
     sources: Arc<Sources>,
     /// Messages for the client, written at the next flush.
     outbox: Vec<Message>,
+    /// The bytes of the messages in `outbox`.
+    outbox_bytes: usize,
+    /// An empty vector with room, for the effects of the next message (kept, not reallocated).
+    spare_effects: Vec<ChainEffect>,
     /// Whether the route's `ws` sink has its connection.
     has_upstream: bool,
     /// Messages for the upstream, written at the next flush.
@@ -132,6 +136,8 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         conn: opening.conn,
         sources,
         outbox: Vec::new(),
+        outbox_bytes: 0,
+        spare_effects: Vec::new(),
         has_upstream: upstream.is_some(),
         upstream_outbox: Vec::new(),
         inbound: None,
@@ -224,7 +230,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         }
         // Whatever else is ready is handled before writing: one flush answers all of it.
         let mut handled = 0;
-        while session.closing.is_none() && handled < BATCH && session.outbox_bytes() < FLUSH_BYTES {
+        while session.closing.is_none() && handled < BATCH && session.outbox_bytes < FLUSH_BYTES {
             if session.reads_client()
                 && let Some(read) = ws.next().now_or_never()
             {
@@ -329,11 +335,6 @@ impl Session {
         self.paused_until.is_none() && self.in_flight < self.route.settings.max_in_flight && !self.leaving
     }
 
-    /// The bytes of the messages waiting for the next flush.
-    fn outbox_bytes(&self) -> usize {
-        self.outbox.iter().map(Message::len).sum()
-    }
-
     /// Stops reading the client; the connection closes (1001) once every record it emitted is
     /// answered, and the proxy's grace period bounds that wait.
     fn leave(&mut self) {
@@ -384,6 +385,7 @@ impl Session {
         if self.outbox.is_empty() {
             return Ok(());
         }
+        self.outbox_bytes = 0;
         for message in self.outbox.drain(..) {
             ws.feed(message).await?;
         }
@@ -410,7 +412,8 @@ impl Session {
         metrics.bytes_in.inc_by(payload.len() as u64);
         self.route.tap.see(Direction::In, opcode, &payload, &self.conn.meta);
         let route = self.route.clone();
-        let (verdict, effects) = route.chain.message(&mut self.conn, false, opcode, payload, Vec::new());
+        let mut effects = std::mem::take(&mut self.spare_effects);
+        let verdict = (route.chain).message_into(&mut self.conn, false, opcode, payload, Vec::new(), &mut effects);
         self.apply(effects).await;
         match verdict {
             Verdict::Deliver { opcode, payload } => {
@@ -444,8 +447,15 @@ impl Session {
                 .map(|(name, value)| (format!("msg.{name}"), value)),
         );
         let route = self.route.clone();
-        let (verdict, effects) =
-            (route.chain).message(&mut self.conn, true, delivered.opcode, delivered.payload, message_meta);
+        let mut effects = std::mem::take(&mut self.spare_effects);
+        let verdict = (route.chain).message_into(
+            &mut self.conn,
+            true,
+            delivered.opcode,
+            delivered.payload,
+            message_meta,
+            &mut effects,
+        );
         self.apply(effects).await;
         match verdict {
             Verdict::Deliver { opcode, payload } => self.send_to_client(opcode, payload).await,
@@ -479,6 +489,7 @@ impl Session {
         self.route.metrics.messages_out.inc();
         self.route.metrics.bytes_out.inc_by(payload.len() as u64);
         self.route.tap.see(Direction::Out, opcode, &payload, &self.conn.meta);
+        self.outbox_bytes += payload.len();
         self.outbox.push(to_message(opcode, payload));
     }
 
@@ -550,9 +561,10 @@ impl Session {
         }
     }
 
-    /// Carries out what the filters asked for, in the order they asked.
-    async fn apply(&mut self, effects: Vec<ChainEffect>) {
-        for ChainEffect { filter, effect } in effects {
+    /// Carries out what the filters asked for, in the order they asked; the emptied vector is
+    /// kept for the next message's effects.
+    async fn apply(&mut self, mut effects: Vec<ChainEffect>) {
+        for ChainEffect { filter, effect } in effects.drain(..) {
             match effect {
                 Effect::Send { opcode, payload } => self.send_to_client(opcode, payload).await,
                 Effect::Emit {
@@ -625,6 +637,9 @@ impl Session {
                     }
                 }
             }
+        }
+        if effects.capacity() > self.spare_effects.capacity() {
+            self.spare_effects = effects;
         }
     }
 }
