@@ -149,6 +149,7 @@ pub struct Metrics {
     rate_limited: Family<RateLabel, Counter>,
     closed: Family<CloseLabel, Counter>,
     deflate_bytes: Family<DeflateLabel, Counter>,
+    upstream_bytes: Family<DeflateLabel, Counter>,
 }
 
 /// Filter call times from 1 microsecond to about a second.
@@ -317,6 +318,12 @@ impl Default for Metrics {
             "Payload bytes of compressed messages (permessage-deflate), plain and as sent, by route or source and direction",
             deflate_bytes.clone(),
         );
+        let upstream_bytes = Family::default();
+        registry.register(
+            "upstream_bytes",
+            "Payload bytes of every message to and from the servers of ws sinks and sources, on the wire and plain (inflated), by sink or source and direction",
+            upstream_bytes.clone(),
+        );
         Metrics {
             registry,
             connections_active,
@@ -348,6 +355,7 @@ impl Default for Metrics {
             rate_limited,
             closed,
             deflate_bytes,
+            upstream_bytes,
         }
     }
 }
@@ -386,23 +394,17 @@ impl Metrics {
         }
     }
 
-    /// The compression counts of a route's clients or a source's upstream (`part`).
+    /// The compression counts of a route's clients or a `ws` sink's or source's upstream (`part`).
     pub fn deflate(&self, part: &str) -> DeflateCounters {
-        let counter = |dir, form| {
-            owned(
-                &self.deflate_bytes,
-                &DeflateLabel {
-                    part: part.into(),
-                    dir,
-                    form,
-                },
-            )
-        };
-        DeflateCounters {
-            plain_in: counter("in", "plain"),
-            compressed_in: counter("in", "compressed"),
-            plain_out: counter("out", "plain"),
-            compressed_out: counter("out", "compressed"),
+        two_forms(&self.deflate_bytes, part, "compressed")
+    }
+
+    /// The counts of a `ws` sink's or source's upstream connections (`part`: `sinks.NAME`,
+    /// `sources.NAME`).
+    pub fn upstream(&self, part: &str) -> UpstreamCounters {
+        UpstreamCounters {
+            compressed: self.deflate(part),
+            traffic: two_forms(&self.upstream_bytes, part, "wire"),
         }
     }
 
@@ -492,6 +494,7 @@ impl Metrics {
             bytes: event("bytes"),
             dropped: event("dropped"),
             paused_seconds: owned(&self.feed_paused, &label),
+            upstream: self.upstream(&format!("sources.{source}")),
         }
     }
 
@@ -545,7 +548,37 @@ impl RouteMetrics {
     }
 }
 
-/// Bytes of compressed messages on one route or source: what was saved is plain minus compressed.
+/// The counters of `part` in a family of bytes in two forms, plain and `other` (as sent).
+fn two_forms(family: &Family<DeflateLabel, Counter>, part: &str, other: &'static str) -> DeflateCounters {
+    let counter = |dir, form| {
+        owned(
+            family,
+            &DeflateLabel {
+                part: part.into(),
+                dir,
+                form,
+            },
+        )
+    };
+    DeflateCounters {
+        plain_in: counter("in", "plain"),
+        compressed_in: counter("in", other),
+        plain_out: counter("out", "plain"),
+        compressed_out: counter("out", other),
+    }
+}
+
+/// An upstream connection's counts (a `ws` sink's or source's).
+#[derive(Clone, Default)]
+pub struct UpstreamCounters {
+    /// Compressed messages, as a route counts its clients'.
+    pub compressed: DeflateCounters,
+    /// Every data message, compressed or not: bytes on the wire and plain.
+    pub traffic: DeflateCounters,
+}
+
+/// Bytes of messages in two forms, plain and as sent (compressed): what was saved is plain
+/// minus compressed.
 #[derive(Clone, Default)]
 pub struct DeflateCounters {
     plain_in: Counter,
@@ -650,6 +683,8 @@ pub struct FeedMetrics {
     pub bytes: Counter,
     pub dropped: Counter,
     pub paused_seconds: Counter<f64, AtomicU64>,
+    /// Its connection's bytes, compressed and on the wire.
+    pub upstream: UpstreamCounters,
 }
 
 /// The listener's guards: what they refused, connections in their handshake, failed accepts.

@@ -3,6 +3,8 @@
 //! but the 25 largest 12.* with FRAMEGATE_AUTOBAHN_FULL=1),
 //! and against a pass-through route (frames relayed in place) in front of a tokio-tungstenite
 //! echo server, and with permessage-deflate through that route in front of framegate's own /echo.
+//! All 517 cases against a release build, with the grades: scripts/autobahn-full (the last
+//! record is in docs/performance.md, "Autobahn").
 
 mod common;
 

@@ -1,12 +1,15 @@
 //! permessage-deflate (RFC 7692) on a route with filters, seen from the wire: raw TCP clients
 //! that compress by hand (zlib-rs) check RSV1 frames both ways, offers framegate cannot honour,
-//! broken compressed data and a decompression bomb; Python `websockets` and Node `ws` check that
-//! real clients negotiate it and get their messages back.
+//! broken compressed data, a decompression bomb and `min_size`; Python `websockets` and Node `ws`
+//! check that real clients negotiate it on /echo and through a relay to a compressing upstream,
+//! with RSV1 frames seen on the wire both ways, and get their messages back.
 
 mod common;
 
 use std::net::SocketAddr;
 
+use common::wiretap::Wiretap;
+use common::ws_upstream::PythonUpstream;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -317,22 +320,75 @@ async fn a_decompression_bomb_closes_with_1009_after_inflating_at_most_the_limit
 }
 
 #[tokio::test]
-async fn python_websockets_and_node_ws_negotiate_deflate_and_get_their_messages_back() {
-    let proxy = start_default();
-    let url = proxy.url("/echo");
-    let python = {
-        let url = url.clone();
-        tokio::task::spawn_blocking(move || run_client("python3", "deflate_client.py", vec![url]))
+async fn python_websockets_and_node_ws_send_and_get_rsv1_frames_on_echo_and_through_the_relay() {
+    // /echo compresses every message (`min_size = 0`, as in the default config); /pass relays
+    // frames in place to a Python `websockets` echo server, which compresses every message.
+    let upstream = PythonUpstream::start(&["--echo"]);
+    let config = format!(
+        "{}\n[routes.echo]\npath = \"/echo\"\nfilters = [{{ module = \"echo\" }}]\ndeflate = {{ min_size = 0 }}\n\
+         [sinks.echo_upstream]\ntype = \"ws\"\nurl = \"ws://{}/\"\n\
+         [routes.pass]\npath = \"/pass\"\nsinks = [\"echo_upstream\"]\n",
+        head(""),
+        upstream.addr()
+    );
+    let proxy = Proxy::start(&config, &["echo"], &[]);
+    // Each client through a tap of its own, so its frames are seen as they crossed the wire.
+    let run = |program: &'static str, script: &'static str, path: &'static str| async move {
+        let tap = Wiretap::start(proxy.ws).await;
+        let url = format!("ws://{}{path}", tap.addr);
+        let lines = tokio::task::spawn_blocking(move || run_client(program, script, vec![url]))
+            .await
+            .unwrap();
+        (lines, tap.data(true), tap.data(false))
     };
-    let node = tokio::task::spawn_blocking(move || run_client("node", "node/deflate_client.js", vec![url]));
-    let python = python.await.unwrap();
-    assert!(python[0].starts_with("permessage-deflate"), "{python:?}");
-    assert_eq!(python[1..], ["equal", "equal", "equal"]);
-    let node = node.await.unwrap();
-    assert!(node[0].starts_with("permessage-deflate"), "{node:?}");
-    assert_eq!(node[1..], ["equal", "equal"]);
+    for path in ["/echo", "/pass"] {
+        let (python, node) = tokio::join!(
+            run("python3", "deflate_client.py", path),
+            run("node", "node/deflate_client.js", path)
+        );
+        for ((lines, up, down), messages) in [(python, 3), (node, 2)] {
+            assert!(lines[0].starts_with("permessage-deflate"), "{path}: {lines:?}");
+            assert_eq!(lines[1..], vec!["equal"; messages], "{path}");
+            // Every message went compressed both ways, each in one frame with RSV1 set.
+            assert_eq!((up.len(), down.len()), (messages, messages), "{path}: {up:?} {down:?}");
+            assert!(
+                up.iter().chain(&down).all(|f| f.rsv1 && f.fin),
+                "{path}: {up:?} {down:?}"
+            );
+            // The 4 KiB JSON message is the first: much smaller on the wire.
+            assert!(down[0].length < 1024, "{path}: {down:?}");
+        }
+    }
     let compressed = proxy
         .metric("framegate_deflate_bytes_total{part=\"echo\",dir=\"in\",form=\"compressed\"}")
         .await;
     assert!(compressed > 0.0);
+}
+
+#[tokio::test]
+async fn messages_below_min_size_go_out_with_rsv1_clear() {
+    let config = format!(
+        "{}\n[routes.echo]\npath = \"/echo\"\nfilters = [{{ module = \"echo\" }}]\ndeflate = {{ min_size = 100 }}\n",
+        head("")
+    );
+    let proxy = Proxy::start(&config, &["echo"], &[]);
+    let (mut stream, head) = upgrade(proxy.ws, "/echo", "permessage-deflate; server_no_context_takeover").await;
+    assert!(extension(&head).unwrap().contains("server_no_context_takeover"));
+    // The client compresses all; framegate only what reaches `min_size`.
+    for (size, compressed) in [(99, false), (100, true), (4096, true), (1, false)] {
+        let message = "a".repeat(size).into_bytes();
+        stream
+            .write_all(&client_frame(0xc1, &compress(&message)))
+            .await
+            .unwrap();
+        let (first, payload) = read_frame(&mut stream).await;
+        match compressed {
+            true => {
+                assert_eq!(first, 0xc1, "{size} bytes: FIN, RSV1, text");
+                assert!(payload.len() < size, "{size} bytes");
+                assert_eq!(inflate(&mut Inflate::new(false, 15), &payload), message);
+            }
+            false => assert_eq!((first, payload), (0x81, message), "{size} bytes: FIN, text, as it is"),
+        }
+    }
 }

@@ -1,11 +1,14 @@
-"""An upstream WebSocket server for tests/ws_source.rs (Python `websockets`).
+"""An upstream WebSocket server for tests/ws_source.rs and tests/deflate*.rs (Python `websockets`,
+which agrees to permessage-deflate and compresses every message when a client offers it).
 
 It streams numbered JSON messages, `{"n": N}`, one every --interval-ms, to every client that is
 connected, and logs every event as a JSON line to --log: each connection's request headers
 (`open`), what each connection sent it (`recv`, init messages), each number sent (`sent`) or
 made while nobody was connected (`unsent`). Numbers go on across restarts: it starts after the
 highest number in the log. With --rows FILE it sends the file's lines instead, once, to the first
-client; --hello greets each client with a binary message first. With --cert/--key it serves wss; with --client-ca it also asks for a client certificate.
+client; --hello greets each client with a binary message first; --echo sends nothing of its own
+but every message back to its sender. With --cert/--key it serves wss; with --client-ca it also
+asks for a client certificate.
 SIGTERM stops it cleanly between two messages, so the log is exact.
 """
 
@@ -33,6 +36,7 @@ def main():
     )
     parser.add_argument("--pad", type=int, default=0, help="bytes of padding in each message")
     parser.add_argument("--hello", action="store_true", help="greet each client with a binary message")
+    parser.add_argument("--echo", action="store_true", help="send each message back, and nothing else")
     parser.add_argument("--rows")
     parser.add_argument("--cert")
     parser.add_argument("--key")
@@ -75,6 +79,8 @@ async def serve(args):
                     note(event="recv", conn=conn, binary=base64.b64encode(message).decode())
                 else:
                     note(event="recv", conn=conn, text=message)
+                if args.echo:
+                    await ws.send(message)
         except websockets.ConnectionClosed:
             pass
         finally:
@@ -96,7 +102,7 @@ async def serve(args):
         note(event="listening")
         if args.rows:
             await send_rows(args.rows, clients, stop, note)
-        else:
+        elif not args.echo:
             await send_numbers(args, clients, stop, note)
         await stop.wait()
         for ws in list(clients.values()):

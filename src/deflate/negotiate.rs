@@ -171,15 +171,15 @@ pub fn offer(config: &DeflateConfig) -> String {
     offer
 }
 
-/// A server's answer to `offer(config)` (its `Sec-WebSocket-Extensions` values): `None` when it
-/// chose no extension.
+/// A server's answer to `offer(config)` (its `Sec-WebSocket-Extensions` values; nothing was
+/// offered unless `config.enabled`): `None` when it chose no extension.
 pub fn accepted<'a>(
     answers: impl IntoIterator<Item = &'a str>,
     config: &DeflateConfig,
 ) -> Result<Option<Agreed>, AnswerError> {
     let mut chosen = None;
     for (name, params) in extensions(answers) {
-        if !name.eq_ignore_ascii_case(NAME) || chosen.is_some() {
+        if !name.eq_ignore_ascii_case(NAME) || chosen.is_some() || !config.enabled {
             return Err(AnswerError::NotOffered(name.to_string()));
         }
         let answer = Params::parse(&params).ok_or_else(|| AnswerError::Invalid(format!("{params:?}")))?;
@@ -324,5 +324,12 @@ mod tests {
         ] {
             assert!(accepted([answer], &config).is_err(), "{answer}");
         }
+        // Nothing offered: any extension is refused.
+        let off = DeflateConfig {
+            enabled: false,
+            ..config
+        };
+        assert!(accepted(["permessage-deflate"], &off).is_err());
+        assert_eq!(accepted([], &off), Ok(None));
     }
 }

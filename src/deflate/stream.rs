@@ -3,7 +3,9 @@
 //! compressed text message is made binary, so its bytes are not checked as UTF-8), noting what
 //! it saw; `Deflating` sits above and inflates the messages so noted, and compresses what it
 //! sends into frames with RSV1 set. RSV1 anywhere else is left in place for tungstenite to
-//! refuse (1002), as RFC 7692 asks.
+//! refuse (1002), as RFC 7692 asks. As a client (ws sinks and sources), `Marked` is under the
+//! handshake too, so that frames read with the server's 101 are seen; if the server agreed no
+//! compression, it stops marking and `Deflating` passes messages as they are.
 
 use std::collections::VecDeque;
 use std::io;
@@ -14,15 +16,20 @@ use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::codec::{Compressor, InflateError, Inflater, Settings};
 use super::negotiate::Agreed;
-use crate::metrics::DeflateCounters;
+use crate::config::DeflateConfig;
+use crate::metrics::{DeflateCounters, UpstreamCounters};
 
 const RSV1: u8 = 0x40;
+
+/// What ends an HTTP head.
+const HEAD_END: &[u8; 4] = b"\r\n\r\n";
 
 /// What the first frame of a data message said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,23 +54,55 @@ struct Scan {
 /// The raw connection under tungstenite, with a note of every data message read.
 pub struct Marked<S> {
     inner: S,
+    /// A client's: the bytes of `HEAD_END` matched so far, while the server's HTTP answer is
+    /// read; `None` once frames come.
+    head: Option<u8>,
+    /// Whether frames are noted (false: no compression agreed, RSV1 left for tungstenite).
+    marking: bool,
     scan: Scan,
     marks: VecDeque<Mark>,
 }
 
 impl<S> Marked<S> {
+    /// A server's connection, after its upgrade: frames from the first byte.
     pub fn new(inner: S) -> Marked<S> {
         Marked {
             inner,
+            head: None,
+            marking: true,
             scan: Scan::default(),
             marks: VecDeque::new(),
+        }
+    }
+
+    /// A client's connection before its handshake: frames after the server's HTTP answer,
+    /// noted when framegate offers compression.
+    pub fn client(inner: S, offered: bool) -> Marked<S> {
+        Marked {
+            head: Some(0),
+            marking: offered,
+            ..Marked::new(inner)
         }
     }
 
     /// Reads the frame headers in `data` (the bytes just read, in order), changing the first
     /// byte of each compressed message's first frame.
     fn note(&mut self, data: &mut [u8]) {
+        if !self.marking {
+            return;
+        }
         let mut at = 0;
+        while let Some(matched) = self.head
+            && at < data.len()
+        {
+            let byte = data[at];
+            at += 1;
+            let matched = match byte == HEAD_END[usize::from(matched)] {
+                true => matched + 1,
+                false => u8::from(byte == HEAD_END[0]),
+            };
+            self.head = (usize::from(matched) < HEAD_END.len()).then_some(matched);
+        }
         while at < data.len() {
             let scan = &mut self.scan;
             if scan.payload_left > 0 {
@@ -163,27 +202,35 @@ pub fn compressed_limit(max_message_size: usize) -> usize {
     max_message_size.saturating_add(max_message_size / 1024 + 64)
 }
 
-/// A WebSocket connection with permessage-deflate agreed: plain messages in and out.
-pub struct Deflating<S> {
-    ws: WebSocketStream<Marked<S>>,
+impl Options {
+    /// What `config` says beside what was `agreed`.
+    pub fn new(agreed: Agreed, config: &DeflateConfig, max_message_size: usize) -> Options {
+        Options {
+            agreed,
+            mem_level: config.mem_level,
+            level: config.level,
+            min_size: config.min_size,
+            max_message_size,
+        }
+    }
+}
+
+/// One direction's DEFLATE state each way, made from what was agreed.
+struct Codec {
     compressor: Compressor,
     inflater: Inflater,
     min_size: usize,
-    max_message_size: usize,
-    counters: DeflateCounters,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Deflating<S> {
-    /// `ws` must have been made over `Marked` with room for `compressed_limit`.
-    pub fn new(ws: WebSocketStream<Marked<S>>, options: Options, counters: DeflateCounters) -> Deflating<S> {
+impl Codec {
+    fn new(options: &Options) -> Codec {
         let Agreed {
             own_window,
             own_no_context_takeover,
             peer_window,
             peer_no_context_takeover,
         } = options.agreed;
-        Deflating {
-            ws,
+        Codec {
             compressor: Compressor::new(Settings {
                 window_bits: own_window,
                 mem_level: options.mem_level,
@@ -192,8 +239,53 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Deflating<S> {
             }),
             inflater: Inflater::new(peer_window, peer_no_context_takeover),
             min_size: options.min_size,
+        }
+    }
+}
+
+/// A WebSocket connection with permessage-deflate: plain messages in and out.
+pub struct Deflating<S> {
+    ws: WebSocketStream<Marked<S>>,
+    /// `None`: a client's connection whose server agreed no compression.
+    codec: Option<Codec>,
+    max_message_size: usize,
+    /// Compressed messages.
+    counters: DeflateCounters,
+    /// Every data message, on a client's connection (a route counts its clients' messages).
+    traffic: Option<DeflateCounters>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Deflating<S> {
+    /// A server's connection with compression agreed. `ws` must have been made over `Marked`
+    /// with room for `compressed_limit`.
+    pub fn new(ws: WebSocketStream<Marked<S>>, options: Options, counters: DeflateCounters) -> Deflating<S> {
+        Deflating {
+            ws,
+            codec: Some(Codec::new(&options)),
             max_message_size: options.max_message_size,
             counters,
+            traffic: None,
+        }
+    }
+
+    /// A client's connection (over `Marked::client`, room for `compressed_limit`) after the
+    /// server's answer: compressing with `options` if it agreed.
+    pub fn client(
+        mut ws: WebSocketStream<Marked<S>>,
+        options: Option<Options>,
+        max_message_size: usize,
+        counters: UpstreamCounters,
+    ) -> Deflating<S> {
+        if options.is_none() {
+            // Messages already read (with the 101) keep their marks: RSV1 on one fails it.
+            ws.get_mut().marking = false;
+        }
+        Deflating {
+            ws,
+            codec: options.as_ref().map(Codec::new),
+            max_message_size,
+            counters: counters.compressed,
+            traffic: Some(counters.traffic),
         }
     }
 
@@ -205,15 +297,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Deflating<S> {
             other => return Ok(other),
         };
         let mark = self.ws.get_mut().marks.pop_front();
+        let wire = payload.len();
         let too_big = || {
             WsError::Capacity(tokio_tungstenite::tungstenite::error::CapacityError::MessageTooLong {
                 size: usize::MAX,
                 max_size: self.max_message_size,
             })
         };
-        let (payload, text) = match mark {
-            Some(Mark { compressed: true, text }) => {
-                let inflated = self
+        let (payload, text) = match (mark, &mut self.codec) {
+            (Some(Mark { compressed: true, .. }), None) => {
+                return Err(WsError::Protocol(ProtocolError::NonZeroReservedBits));
+            }
+            (Some(Mark { compressed: true, text }), Some(codec)) => {
+                let inflated = codec
                     .inflater
                     .inflate(&payload, self.max_message_size)
                     .map_err(|e| match e {
@@ -226,6 +322,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Deflating<S> {
             _ if payload.len() > self.max_message_size => return Err(too_big()),
             _ => (payload, text),
         };
+        if let Some(traffic) = &self.traffic {
+            traffic.read(wire, payload.len());
+        }
         Ok(match text {
             true => Message::Text(Utf8Bytes::try_from(payload).map_err(|e| WsError::Utf8(e.to_string()))?),
             false => Message::Binary(payload),
@@ -234,13 +333,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Deflating<S> {
 
     /// A message to send, compressed when it is data of at least `min_size` bytes.
     fn pack(&mut self, message: Message) -> Message {
-        let (payload, opcode) = match message {
-            Message::Text(text) if text.len() >= self.min_size => (Bytes::from(text), Data::Text),
-            Message::Binary(payload) if payload.len() >= self.min_size => (payload, Data::Binary),
-            other => return other,
+        let size = match &message {
+            Message::Text(text) => text.len(),
+            Message::Binary(payload) => payload.len(),
+            _ => return message,
         };
-        let compressed = self.compressor.compress(&payload);
+        let Some(codec) = self.codec.as_mut().filter(|codec| size >= codec.min_size) else {
+            if let Some(traffic) = &self.traffic {
+                traffic.written(size, size);
+            }
+            return message;
+        };
+        let opcode = if message.is_text() { Data::Text } else { Data::Binary };
+        let payload = message.into_data();
+        let compressed = codec.compressor.compress(&payload);
         self.counters.written(payload.len(), compressed.len());
+        if let Some(traffic) = &self.traffic {
+            traffic.written(payload.len(), compressed.len());
+        }
         let mut frame = Frame::message(compressed, OpCode::Data(opcode), true);
         frame.header_mut().rsv1 = true;
         Message::Frame(frame)
@@ -323,6 +433,30 @@ mod tests {
         assert_eq!(noted_bytewise, noted);
         assert_eq!(bytewise.marks, whole.marks);
         assert_eq!(bytewise.scan.payload_left, 0);
+    }
+
+    #[test]
+    fn a_client_notes_frames_after_the_server_s_answer_only() {
+        // The 101's head (its own CRs and LFs first), then a compressed text frame from the
+        // server (unmasked) in the same read, or split anywhere.
+        let mut stream = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec();
+        let head = stream.len();
+        stream.extend([0xc1, 0x02, 0xc1, 0xc1, 0x81, 0x00]);
+        for split in [0, 1, head - 2, head, head + 1, stream.len()] {
+            let mut client = Marked::client(tokio::io::empty(), true);
+            let mut noted = stream.clone();
+            let (first, rest) = noted.split_at_mut(split);
+            client.note(first);
+            client.note(rest);
+            assert_eq!(&noted[..head], &stream[..head], "split at {split}");
+            assert_eq!(noted[head], 0x82, "split at {split}");
+            assert_eq!(client.marks.len(), 2, "split at {split}");
+        }
+        // Nothing offered: nothing noted, RSV1 stays for tungstenite to refuse.
+        let mut client = Marked::client(tokio::io::empty(), false);
+        let mut noted = stream.clone();
+        client.note(&mut noted);
+        assert_eq!((noted, client.marks.len()), (stream, 0));
     }
 
     #[test]

@@ -319,7 +319,13 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, connection: &C
         return respond(status, body);
     }
     let upstream = match route.upstream() {
-        Some((name, upstream)) => match upstream.connect(route.settings.max_message_size).await {
+        Some((name, upstream)) => match upstream
+            .connect(
+                route.settings.max_message_size,
+                edge.metrics.upstream(&format!("sinks.{name}")),
+            )
+            .await
+        {
             Ok(stream) => Some((name, Box::new(stream))),
             Err(reason) => {
                 tracing::warn!(conn = id, "{reason}");
@@ -386,13 +392,7 @@ fn negotiate_deflate(request: &Request<Incoming>, route: &Route) -> Option<(defl
         .iter()
         .filter_map(|v| v.to_str().ok());
     let (agreed, answer) = deflate::accept(offers, config)?;
-    let options = deflate::Options {
-        agreed,
-        mem_level: config.mem_level,
-        level: config.level,
-        min_size: config.min_size,
-        max_message_size: route.settings.max_message_size,
-    };
+    let options = deflate::Options::new(agreed, config, route.settings.max_message_size);
     Some((
         options,
         HeaderValue::from_str(&answer).expect("an answer is a valid header"),

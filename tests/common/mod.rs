@@ -6,6 +6,8 @@
 pub mod kafka;
 pub mod nsdb;
 pub mod peers;
+pub mod wiretap;
+pub mod ws_upstream;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

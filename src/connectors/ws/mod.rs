@@ -2,7 +2,8 @@
 //! upstream per client connection, or a pass-through relay), and the `ws` source that feeds
 //! routes (source.rs), connect through `Upstream`: request headers, cookies and sub-protocols on
 //! the handshake, TLS with the system's roots or a CA bundle, a client certificate or no
-//! verification at all (tls.rs), and one timeout over TCP, TLS and the handshake.
+//! verification at all (tls.rs), one timeout over TCP, TLS and the handshake, and
+//! permessage-deflate offered to the server (src/deflate/) unless `deflate.enabled = false`.
 
 mod outlet;
 mod source;
@@ -16,17 +17,20 @@ use std::time::Duration;
 
 use base64::Engine;
 use http::HeaderValue;
-use http::header::{COOKIE, SEC_WEBSOCKET_PROTOCOL};
+use http::header::{COOKIE, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL};
 use serde::Deserialize;
 use tokio::net::TcpStream;
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::url::redact;
 use super::{SinkKind, SourceKind, parse};
+use crate::config::DeflateConfig;
+use crate::deflate::{self, Deflating, Marked};
+use crate::metrics::UpstreamCounters;
 pub use outlet::{FeedMessage, Outlet};
 pub use source::Runner;
 pub use tls::client_config;
@@ -74,6 +78,11 @@ pub struct Options {
     pub max_message_size: usize,
     #[serde(default)]
     pub tls: TlsOptions,
+    /// permessage-deflate offered to the server (`server_*`: what the server is asked to do,
+    /// `client_*`: what framegate does); not on pass-through routes, which relay their client's
+    /// offer instead.
+    #[serde(default)]
+    pub deflate: DeflateConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -164,7 +173,9 @@ impl Options {
         if self.tls.client_cert.is_some() != self.tls.client_key.is_some() {
             return Err("tls: client_cert and client_key go together".into());
         }
-        Ok(())
+        self.deflate
+            .check()
+            .map_err(|(key, expected)| format!("deflate.{key}: {expected}"))
     }
 
     /// The handshake request: the URL, the headers, the cookies and the sub-protocols.
@@ -269,8 +280,8 @@ pub fn ws_config(max_message_size: usize) -> WebSocketConfig {
         .max_frame_size(Some(max_message_size))
 }
 
-/// A WebSocket connection to an upstream, plain or TLS.
-pub type UpstreamStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A WebSocket connection to an upstream, plain or TLS, compressed if the server agreed.
+pub type UpstreamStream = Deflating<MaybeTlsStream<TcpStream>>;
 
 /// An upstream server and how to reach it, checked and made ready once per loaded config (the
 /// TLS configuration, with its CA bundle and client certificate read).
@@ -325,14 +336,20 @@ impl Upstream {
         })
     }
 
-    /// Connects, TLS and WebSocket handshake within the connect timeout.
-    pub async fn connect(&self, max_message_size: usize) -> Result<UpstreamStream, String> {
+    /// Connects, TLS and WebSocket handshake within the connect timeout; `counters` count the
+    /// connection's bytes.
+    pub async fn connect(&self, max_message_size: usize, counters: UpstreamCounters) -> Result<UpstreamStream, String> {
         let handshake = async {
-            let request = self.options.request()?;
-            let stream = self.open().await?;
-            let config = ws_config(max_message_size);
+            let mut request = self.options.request()?;
+            let compression = &self.options.deflate;
+            if compression.enabled {
+                let offer = HeaderValue::try_from(deflate::offer(compression)).expect("an offer is a valid header");
+                request.headers_mut().insert(SEC_WEBSOCKET_EXTENSIONS, offer);
+            }
+            let stream = Marked::client(self.open().await?, compression.enabled);
+            let config = ws_config(deflate::compressed_limit(max_message_size));
             let secure = self.tls.is_some();
-            let (stream, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+            let (stream, response) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
                 .await
                 .map_err(|e| match e {
                     WsError::Http(response) => format!("the server refused the upgrade with {}", response.status()),
@@ -343,7 +360,11 @@ impl Upstream {
                     ),
                     other => format!("WebSocket handshake failed: {other}"),
                 })?;
-            Ok(stream)
+            let answers = response.headers().get_all(SEC_WEBSOCKET_EXTENSIONS);
+            let agreed = deflate::accepted(answers.iter().filter_map(|v| v.to_str().ok()), compression)
+                .map_err(|e| e.to_string())?;
+            let options = agreed.map(|agreed| deflate::Options::new(agreed, compression, max_message_size));
+            Ok(Deflating::client(stream, options, max_message_size, counters))
         };
         let connected = match tokio::time::timeout(self.connect_timeout, handshake).await {
             Ok(connected) => connected,

@@ -47,7 +47,7 @@ impl Runner {
         loop {
             let connecting = tokio::select! {
                 () = self.stop.cancelled() => return,
-                connected = self.upstream.connect(options.max_message_size) => connected,
+                connected = self.upstream.connect(options.max_message_size, self.metrics.upstream.clone()) => connected,
             };
             match connecting {
                 Ok(stream) => {
@@ -110,7 +110,7 @@ impl Runner {
         let ended = loop {
             let read = tokio::select! {
                 () = self.stop.cancelled() => {
-                    let _ = stream.close(None).await;
+                    let _ = stream.close().await;
                     return None;
                 }
                 _ = async { ping.as_mut().unwrap().tick().await }, if ping.is_some() => {
@@ -168,7 +168,7 @@ impl Runner {
                 idle.as_mut().reset(Instant::now() + limit);
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.close(None)).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.close()).await;
         Some(ended)
     }
 
