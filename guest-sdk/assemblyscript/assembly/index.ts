@@ -3,10 +3,11 @@
 //
 // A filter is the entry file given to `asc`: it imports from here and exports the hooks under
 // their ABI names (`fg_abi_v1`, `fg_on_message`, and the optional ones). Build with
-// `--use abort=` (no `env.abort` import, which the host would refuse) and `--runtime stub`
-// (instances are short-lived and pooled: a collector is not worth its size):
+// `--use abort=` (no `env.abort` import, which the host would refuse), as asconfig.json here
+// says (the default incremental runtime: instances are pooled and serve many calls, so what a
+// call allocates must be collected):
 //
-//   asc filter.ts --use abort= --runtime stub -O3 --outFile filter.wasm
+//   asc filter.ts --config asconfig.json --outFile filter.wasm
 //
 // The raw imports take pointers into this module's memory (`changetype<usize>(buffer)`);
 // the helpers below take `string` (UTF-8 on the wire) or `ArrayBuffer`.
