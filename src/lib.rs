@@ -19,6 +19,7 @@ pub mod logs;
 pub mod metrics;
 pub mod proxy;
 pub mod route;
+pub mod scaffold;
 pub mod server;
 pub mod session;
 pub mod tap;

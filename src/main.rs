@@ -1,5 +1,5 @@
-//! The `framegate` command: `run` the proxy on a config file or the embedded default, or
-//! `check` a config file.
+//! The `framegate` command: `run` the proxy on a config file or the embedded default,
+//! `check` a config file, or write a `new-filter` project.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +33,14 @@ enum Command {
     },
     /// Validate a configuration file (and that its filter modules load).
     Check { config: PathBuf },
+    /// Write a new filter project, DIR/NAME, that builds into NAME.wasm (guest-sdk/README.md).
+    NewFilter {
+        name: String,
+        #[arg(long, value_enum)]
+        lang: framegate::scaffold::Lang,
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -67,6 +75,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config, listen, admin } => run(config, listen, admin),
         Command::Check { config } => runtime(0).and_then(|r| r.block_on(async { check(&config) })),
+        Command::NewFilter { name, lang, dir } => framegate::scaffold::new_filter(&name, lang, &dir)
+            .map(|root| println!("wrote {}: ./build.sh builds {name}.wasm (README.md)", root.display()))
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

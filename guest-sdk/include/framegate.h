@@ -2,8 +2,9 @@
  * framegate.h: the framegate filter ABI v1 for C (and the constants for Zig). docs/abi.md is
  * the contract; this header declares it.
  *
- * Build a filter with clang (no libc needed):
- *   clang --target=wasm32 -O2 -nostdlib -Wl,--no-entry -Wl,--export-dynamic \
+ * Build a filter with clang (no libc needed; -fno-builtin keeps clang from calling a memset or
+ * memcpy that is not there; docs/abi.md, "Building one in C"):
+ *   clang --target=wasm32 -O2 -nostdlib -fno-builtin -Wl,--no-entry -Wl,--export-dynamic \
  *         -I guest-sdk/include -o NAME.wasm NAME.c
  *
  * Define the hooks you need under their ABI names (the prototypes below export them and check

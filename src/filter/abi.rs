@@ -197,9 +197,14 @@ fn store_code(error: StoreError) -> i32 {
     }
 }
 
-/// Bytes of guest memory, or a trap: a pointer outside memory is a bug in the filter.
+/// Bytes of guest memory, or a trap: a pointer outside memory is a bug in the filter. An empty
+/// region is no bug wherever it points: Zig's empty slices point at the top of the address
+/// space, and Rust's at their alignment.
 fn guest_slice(data: &[u8], ptr: i32, len: i32) -> wasmtime::Result<&[u8]> {
     let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+    if len == 0 {
+        return Ok(&[]);
+    }
     data.get(start..start.saturating_add(len)).ok_or_else(|| {
         wasmtime::Error::msg(format!(
             "filter passed a pointer outside its memory ({start}+{len}, memory is {} bytes)",
@@ -210,6 +215,9 @@ fn guest_slice(data: &[u8], ptr: i32, len: i32) -> wasmtime::Result<&[u8]> {
 
 fn guest_slice_mut(data: &mut [u8], ptr: i32, len: i32) -> wasmtime::Result<&mut [u8]> {
     let (start, len) = (ptr as u32 as usize, len as u32 as usize);
+    if len == 0 {
+        return Ok(&mut []);
+    }
     let size = data.len();
     data.get_mut(start..start.saturating_add(len)).ok_or_else(|| {
         wasmtime::Error::msg(format!(
@@ -692,5 +700,15 @@ mod tests {
         );
         assert!(decode_headers(&raw[..raw.len() - 1]).is_none());
         assert_eq!(decode_headers(&[]).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn an_empty_region_is_no_trap_wherever_it_points_and_one_byte_past_the_end_is() {
+        let mut memory = [0u8; 8];
+        assert!(guest_slice(&memory, -1, 0).unwrap().is_empty(), "Zig's empty slice");
+        assert!(guest_slice_mut(&mut memory, 1 << 20, 0).unwrap().is_empty());
+        assert_eq!(guest_slice(&memory, 6, 2).unwrap().len(), 2);
+        assert!(guest_slice(&memory, 7, 2).is_err());
+        assert!(guest_slice_mut(&mut memory, -1, 1).is_err());
     }
 }

@@ -80,6 +80,8 @@ pub struct ModuleStatus {
     /// or half open (the next call decides), and how many times it opened.
     pub breaker: Option<BreakerState>,
     pub breaker_trips: u64,
+    /// A file in the filter folder that no route refers to: never loaded, so never checked.
+    pub unused: bool,
 }
 
 pub struct FilterHost {
@@ -215,6 +217,10 @@ impl FilterHost {
         match self.compile(name, &configs) {
             Ok(version) if version.hash == current.load().hash => {
                 tracing::debug!(module = name, "file touched, same contents: nothing to swap");
+                // The serving version is back in the file: a refusal of another file is history.
+                if let Some(entry) = self.status.lock().unwrap().get_mut(name) {
+                    entry.last_reload_error = None;
+                }
             }
             Ok(version) => {
                 current.store(Arc::new(version));
@@ -257,7 +263,37 @@ impl FilterHost {
                 module.breaker_trips = breaker.trips();
             }
         }
+        let loaded: Vec<String> = status.iter().map(|module| module.name.clone()).collect();
+        status.extend(self.unused_files(&loaded));
+        status.sort_by(|a, b| a.name.cmp(&b.name));
         status
+    }
+
+    /// The module files of the filter folder (`NAME.wasm`, `NAME.wat`; dotfiles are files being
+    /// written) whose module is not among `loaded`: no route refers to them.
+    fn unused_files(&self, loaded: &[String]) -> Vec<ModuleStatus> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut unused: Vec<ModuleStatus> = Vec::new();
+        for path in entries.filter_map(Result::ok).map(|entry| entry.path()) {
+            let module_file = matches!(path.extension().and_then(|e| e.to_str()), Some("wasm" | "wat"));
+            let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            if !module_file || name.starts_with('.') || loaded.iter().any(|l| l == name) {
+                continue;
+            }
+            if unused.iter().all(|u| u.name != name) {
+                unused.push(ModuleStatus {
+                    name: name.to_string(),
+                    file: self.module_file(name).display().to_string(),
+                    unused: true,
+                    ..ModuleStatus::default()
+                });
+            }
+        }
+        unused
     }
 
     /// Reads, compiles and checks a module file against every config it must accept.
@@ -268,6 +304,13 @@ impl FilterHost {
             reason,
         };
         let bytes = std::fs::read(&path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        // A `.wasm` file is binary only: without this, wasmtime would try it as text and
+        // answer with the text parser's complaint ("input bytes aren't valid utf-8").
+        if path.extension().is_some_and(|e| e == "wasm") && !bytes.starts_with(b"\0asm") {
+            return Err(fail(
+                "not a Wasm module (bad magic: a .wasm file starts with the bytes \\0asm)".into(),
+            ));
+        }
         if bytes.starts_with(b"\0asm") && bytes.get(4..8) != Some(&[1, 0, 0, 0]) {
             return Err(fail(
                 "a WebAssembly component; framegate loads core modules speaking ABI v1 (docs/abi.md)".into(),
