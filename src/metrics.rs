@@ -432,6 +432,7 @@ impl Metrics {
                     failures: self.filter_failures.clone(),
                     custom_counters: self.custom_counters.clone(),
                     custom_gauges: self.custom_gauges.clone(),
+                    custom_names: Mutex::default(),
                 })
             })
             .clone()
@@ -629,7 +630,13 @@ pub struct FilterMetrics {
     failures: Family<FailureLabel, Counter>,
     custom_counters: Family<CustomLabel, Counter<f64, AtomicU64>>,
     custom_gauges: Family<CustomLabel, Gauge<f64, AtomicU64>>,
+    /// The names the module's custom metrics took so far (at most `MAX_CUSTOM_NAMES`).
+    custom_names: Mutex<std::collections::HashSet<String>>,
 }
+
+/// Names one filter module's custom counters and gauges may take: a filter that names them
+/// after what clients send cannot grow the registry (and every scrape) without end.
+pub const MAX_CUSTOM_NAMES: usize = 1000;
 
 impl FilterMetrics {
     pub fn failure(&self, kind: &'static str) {
@@ -648,12 +655,28 @@ impl FilterMetrics {
         }
     }
 
-    pub fn custom_counter(&self, name: &str, value: f64) {
-        self.custom_counters.get_or_create(&self.custom(name)).inc_by(value);
+    /// Whether `name` is one of the module's custom names, or may become one.
+    fn admits(&self, name: &str) -> bool {
+        let mut names = self.custom_names.lock().expect("never poisoned");
+        names.contains(name) || (names.len() < MAX_CUSTOM_NAMES && names.insert(name.to_string()))
     }
 
-    pub fn custom_gauge(&self, name: &str, value: f64) {
-        self.custom_gauges.get_or_create(&self.custom(name)).set(value);
+    /// Adds to a custom counter; `false` (nothing counted) for a new name past `MAX_CUSTOM_NAMES`.
+    pub fn custom_counter(&self, name: &str, value: f64) -> bool {
+        let admitted = self.admits(name);
+        if admitted {
+            self.custom_counters.get_or_create(&self.custom(name)).inc_by(value);
+        }
+        admitted
+    }
+
+    /// Sets a custom gauge; `false` (nothing set) for a new name past `MAX_CUSTOM_NAMES`.
+    pub fn custom_gauge(&self, name: &str, value: f64) -> bool {
+        let admitted = self.admits(name);
+        if admitted {
+            self.custom_gauges.get_or_create(&self.custom(name)).set(value);
+        }
+        admitted
     }
 }
 
@@ -698,5 +721,32 @@ pub struct EdgeMetrics {
 impl EdgeMetrics {
     pub fn refused(&self, reason: &'static str) {
         self.refused.get_or_create(&ReasonLabel { reason }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A filter naming its counters after what clients send (the schema filter did, by extra
+    /// key and list index) stops at `MAX_CUSTOM_NAMES`; the names it has keep counting.
+    #[test]
+    fn a_module_has_at_most_max_custom_names() {
+        let metrics = Metrics::default();
+        let filter = metrics.filter("f");
+        for i in 0..MAX_CUSTOM_NAMES {
+            assert!(filter.custom_counter(&format!("n{i}"), 1.0));
+        }
+        assert!(!filter.custom_counter("one more", 1.0));
+        assert!(!filter.custom_gauge("and a gauge", 1.0));
+        assert!(filter.custom_counter("n0", 1.0));
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"framegate_filter_custom_total{filter="f",name="n0"} 2"#),
+            "{text}"
+        );
+        assert!(!text.contains("one more"));
+        // Another module has names of its own.
+        assert!(metrics.filter("g").custom_counter("one more", 1.0));
     }
 }

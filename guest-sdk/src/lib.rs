@@ -36,6 +36,8 @@ mod conn;
 #[doc(hidden)]
 pub mod export;
 mod message;
+#[cfg(all(feature = "native-host", not(target_arch = "wasm32")))]
+pub mod native;
 pub mod store;
 pub mod sys;
 

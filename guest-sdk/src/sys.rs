@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Off wasm32 (documentation, host-side unit tests) the imports are stand-ins that panic: the
-//! real ones exist only inside framegate.
+//! real ones exist only inside framegate. With feature `native-host` they are an in-memory host
+//! instead ([`native`](crate::native)), for running a filter's hooks natively (fuzz/).
 
 /// The current message (in `fg_on_message`).
 pub const BUF_PAYLOAD: i32 = 0;
@@ -19,7 +20,7 @@ pub const BUF_RESULT: i32 = 2;
 /// The context given to `emit` (in `fg_on_result`).
 pub const BUF_CONTEXT: i32 = 3;
 
-/// Declares the imports once: real ones on wasm32, panicking stand-ins elsewhere.
+/// Declares the imports once: real ones on wasm32, stand-ins elsewhere.
 macro_rules! imports {
     ($($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),*) $(-> $ret:ty)?;)*) => {
         #[cfg(target_arch = "wasm32")]
@@ -35,6 +36,10 @@ macro_rules! imports {
             /// Pointers and lengths must describe the caller's own memory.
             #[allow(unused_variables, clippy::too_many_arguments)]
             pub unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
+                #[cfg(feature = "native-host")]
+                // SAFETY: the caller's promise, passed on.
+                return unsafe { crate::native::$name($($arg),*) };
+                #[cfg(not(feature = "native-host"))]
                 panic!(concat!("framegate::", stringify!($name), " exists only inside framegate (wasm32)"))
             }
         )*

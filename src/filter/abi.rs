@@ -633,17 +633,12 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             let Some(metrics) = caller.data().metrics.as_ref() else {
                 return Ok(0);
             };
-            wasmtime::Result::Ok(match kind {
-                0 if value >= 0.0 => {
-                    metrics.custom_counter(&name, value);
-                    0
-                }
-                1 => {
-                    metrics.custom_gauge(&name, value);
-                    0
-                }
-                _ => ERR_BAD_ARGUMENT,
-            })
+            let counted = match kind {
+                0 if value >= 0.0 => metrics.custom_counter(&name, value),
+                1 => metrics.custom_gauge(&name, value),
+                _ => return Ok(ERR_BAD_ARGUMENT),
+            };
+            wasmtime::Result::Ok(if counted { 0 } else { ERR_LIMIT })
         },
     )?;
     define_store(linker)

@@ -6,8 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::HeaderMap;
 use ppp::v2::{Addresses, Command, Header};
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::config::ClientIpConfig;
 
@@ -29,7 +28,7 @@ pub enum ProxyHeaderError {
 /// Reads the PROXY protocol v2 header a trusted proxy opens its connections with, and nothing
 /// after it. The client's address; `None` for the proxy's own connections (`LOCAL`, health
 /// checks) and for sources that are not IP (then the socket peer stands).
-pub async fn read_proxy_header(stream: &mut TcpStream) -> Result<Option<SocketAddr>, ProxyHeaderError> {
+pub async fn read_proxy_header(stream: &mut (impl AsyncRead + Unpin)) -> Result<Option<SocketAddr>, ProxyHeaderError> {
     let mut header = vec![0; FIXED_LENGTH];
     stream.read_exact(&mut header).await?;
     // Checks the signature and version before the length is trusted.
@@ -140,7 +139,7 @@ mod tests {
         let address = listener.local_addr().unwrap();
         let sender = tokio::spawn(async move {
             use tokio::io::AsyncWriteExt;
-            let mut stream = TcpStream::connect(address).await.unwrap();
+            let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
             stream.write_all(&header).await.unwrap();
             stream.write_all(b"GET /").await.unwrap();
             stream

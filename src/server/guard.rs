@@ -110,7 +110,7 @@ pub struct Connection {
 }
 
 /// Whether `key` is what RFC 6455 asks for: the base64 of 16 bytes.
-fn is_websocket_key(key: &HeaderValue) -> bool {
+pub(super) fn is_websocket_key(key: &HeaderValue) -> bool {
     let mut decoded = [0; 18];
     key.len() == 24
         && base64::engine::general_purpose::STANDARD

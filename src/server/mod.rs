@@ -9,6 +9,9 @@ pub mod admin;
 mod client_ip;
 mod console;
 pub mod drain;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 mod limits;
 mod relay;
@@ -218,7 +221,7 @@ where
 }
 
 /// Whether a header holds a token, as `Connection: keep-alive, Upgrade` does.
-fn has_token(request: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+fn has_token<B>(request: &Request<B>, name: header::HeaderName, token: &str) -> bool {
     request
         .headers()
         .get_all(name)

@@ -40,6 +40,26 @@ pub struct Violation {
     pub reason: &'static str,
     pub expected: String,
     pub got: String,
+    /// The name it is counted under: `REASON:COLUMN`, the column as the schema names it (array
+    /// indexes left out, `stops[].name`; an extra key as `*`), so the counters stay as few as
+    /// the schema's columns whatever clients send.
+    #[serde(skip)]
+    pub counted_as: String,
+}
+
+/// The most violations a refusal lists; the others are only counted (`Refused::more`), so a
+/// message of many bad rows cannot make an answer, a dead-letter header and a count per problem
+/// without end (docs/filters/schema.md, Limits).
+pub const MAX_VIOLATIONS: usize = 100;
+/// The longest column a violation names, in bytes (a key a client chose can be long); longer
+/// ones are cut and end in `...`.
+pub const MAX_COLUMN: usize = 256;
+
+/// Why a message was refused: its first `MAX_VIOLATIONS` problems, and how many more it had.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    pub violations: Vec<Violation>,
+    pub more: usize,
 }
 
 /// A message that passed: unchanged, or rewritten (dropped keys, coerced strings).
@@ -53,15 +73,17 @@ struct Checker<'a> {
     policy: &'a Policy,
     row: Option<usize>,
     violations: Vec<Violation>,
+    more: usize,
     coerced: usize,
     dropped: bool,
 }
 
-pub fn check(stream: &Stream, policy: &Policy, payload: &[u8]) -> Result<Passed, Vec<Violation>> {
+pub fn check(stream: &Stream, policy: &Policy, payload: &[u8]) -> Result<Passed, Refused> {
     let mut checker = Checker {
         policy,
         row: None,
         violations: Vec::new(),
+        more: 0,
         coerced: 0,
         dropped: false,
     };
@@ -69,7 +91,7 @@ pub fn check(stream: &Stream, policy: &Policy, payload: &[u8]) -> Result<Passed,
         Ok(value) => value,
         Err(e) => {
             checker.violation("", "not_json", "a JSON object", &e.to_string());
-            return Err(checker.violations);
+            return Err(checker.refused());
         }
     };
     match &mut value {
@@ -92,7 +114,7 @@ pub fn check(stream: &Stream, policy: &Policy, payload: &[u8]) -> Result<Passed,
         }
     }
     if !checker.violations.is_empty() {
-        return Err(checker.violations);
+        return Err(checker.refused());
     }
     if checker.coerced == 0 && !checker.dropped {
         return Ok(Passed::Unchanged);
@@ -113,6 +135,31 @@ fn describe(value: &Value) -> String {
     }
 }
 
+/// `text` at most `max` bytes, cut at a character and ending in `...` when cut.
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let end = (0..=max - 3).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+    format!("{}...", &text[..end])
+}
+
+/// A column path with its array indexes left out: `stops[2].name` is `stops[].name`.
+fn without_indexes(column: &str) -> String {
+    let mut out = String::with_capacity(column.len());
+    let mut rest = column;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..=open]);
+        rest = &rest[open + 1..];
+        let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        if digits > 0 && rest[digits..].starts_with(']') {
+            rest = &rest[digits..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn join(path: &str, name: &str) -> String {
     if path.is_empty() {
         name.to_string()
@@ -123,13 +170,30 @@ fn join(path: &str, name: &str) -> String {
 
 impl Checker<'_> {
     fn violation(&mut self, column: &str, reason: &'static str, expected: &str, got: &str) {
+        self.counted_violation(column, reason, expected, got, column);
+    }
+
+    /// A violation counted under `counted` (the column as the schema names it).
+    fn counted_violation(&mut self, column: &str, reason: &'static str, expected: &str, got: &str, counted: &str) {
+        if self.violations.len() == MAX_VIOLATIONS {
+            self.more += 1;
+            return;
+        }
         self.violations.push(Violation {
             row: self.row,
-            column: column.to_string(),
+            column: cut(column, MAX_COLUMN),
             reason,
             expected: expected.to_string(),
             got: got.to_string(),
+            counted_as: format!("{reason}:{}", cut(&without_indexes(counted), MAX_COLUMN)),
         });
+    }
+
+    fn refused(self) -> Refused {
+        Refused {
+            violations: self.violations,
+            more: self.more,
+        }
     }
 
     fn row(&mut self, columns: &[Column], row: &mut Map<String, Value>, path: &str) {
@@ -159,7 +223,8 @@ impl Checker<'_> {
         for key in extra {
             if self.policy.extra == Extra::Reject {
                 let got = describe(&row[&key]);
-                self.violation(&join(path, &key), "extra", "no such column", &got);
+                let column = join(path, &key);
+                self.counted_violation(&column, "extra", "no such column", &got, &join(path, "*"));
             } else {
                 row.remove(&key);
                 self.dropped = true;
@@ -386,7 +451,7 @@ mod tests {
     fn reasons(stream: &Stream, policy: &Policy, message: &str) -> Vec<(String, &'static str)> {
         match check(stream, policy, message.as_bytes()) {
             Ok(_) => Vec::new(),
-            Err(violations) => violations.into_iter().map(|v| (v.column, v.reason)).collect(),
+            Err(refused) => refused.violations.into_iter().map(|v| (v.column, v.reason)).collect(),
         }
     }
 
@@ -435,9 +500,37 @@ mod tests {
             &Policy::default(),
             br#"[{"log_id":1,"driver_id":1},{"log_id":2}]"#,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .violations;
         assert_eq!(violations[0].row, Some(1));
         assert_eq!(violations[0].column, "driver_id");
+    }
+
+    /// Found with the schema fuzz target (fuzz/corpus/schema/regression-many-violations): a
+    /// message of many bad rows listed every one, and counted each extra key (any name a client chose) and each
+    /// list index under a name of its own: the answer, the dead-letter header and the number
+    /// of counters grew with the message.
+    #[test]
+    fn a_refusal_lists_at_most_max_violations_and_counts_by_the_schemas_columns() {
+        let rows = vec![r#"{"log_id":1}"#; 100_000].join(",");
+        let refused = check(&taxi(), &Policy::default(), format!("[{rows}]").as_bytes()).unwrap_err();
+        assert_eq!(refused.violations.len(), MAX_VIOLATIONS);
+        assert_eq!(refused.more, 100_000 - MAX_VIOLATIONS);
+
+        let rejecting = Policy {
+            extra: Extra::Reject,
+            ..Policy::default()
+        };
+        let long_key = "k".repeat(10_000);
+        let message = format!(r#"{{"log_id":1,"driver_id":1,"{long_key}":0,"other":0}}"#);
+        let refused = check(&taxi(), &rejecting, message.as_bytes()).unwrap_err();
+        let counted: Vec<&str> = refused.violations.iter().map(|v| v.counted_as.as_str()).collect();
+        assert_eq!(counted, ["extra:*", "extra:*"]);
+        assert_eq!(refused.violations[0].column.len(), MAX_COLUMN);
+        assert!(refused.violations[0].column.ends_with("..."));
+
+        assert_eq!(without_indexes("stops[2].name[10]"), "stops[].name[]");
+        assert_eq!(without_indexes("odd[x]"), "odd[x]");
     }
 
     #[test]

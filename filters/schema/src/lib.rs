@@ -13,7 +13,7 @@ mod schema;
 use framegate_guest::{Conn, Filter, Level, Message, Record, Verdict, count, export_filter, log};
 use serde::Deserialize;
 
-use check::{Extra, Passed, Policy, Violation, check};
+use check::{Extra, Passed, Policy, Refused, check};
 use schema::{RawStream, Stream};
 
 /// The filter's config. Unknown top-level keys are allowed: a Blink file carries many.
@@ -97,8 +97,8 @@ impl Filter for Schema {
                     Err(_) => Verdict::Close,
                 }
             }
-            Err(violations) => {
-                self.refuse(conn, message, &stream.name, &violations);
+            Err(refused) => {
+                self.refuse(conn, message, &stream.name, &refused);
                 Verdict::Drop
             }
         }
@@ -106,11 +106,14 @@ impl Filter for Schema {
 }
 
 impl Schema {
-    fn refuse(&self, conn: &Conn, message: &mut Message, stream: &str, violations: &[Violation]) {
-        for violation in violations {
-            count(&format!("{}:{}", violation.reason, violation.column), 1.0);
+    fn refuse(&self, conn: &Conn, message: &mut Message, stream: &str, refused: &Refused) {
+        for violation in &refused.violations {
+            count(&violation.counted_as, 1.0);
         }
-        let reasons = serde_json::to_string(violations).expect("violations serialize");
+        if refused.more > 0 {
+            count("unlisted", refused.more as f64);
+        }
+        let reasons = serde_json::to_string(&refused.violations).expect("violations serialize");
         if let Some(sink) = &self.dead_letter {
             let headers = [("framegate-schema-errors", reasons.as_bytes())];
             let record = Record {
@@ -122,8 +125,12 @@ impl Schema {
                 log(Level::Error, &format!("schema: dead letter sink {sink:?}: {e}"));
             }
         }
+        let more = match refused.more {
+            0 => String::new(),
+            more => format!(r#","more":{more}"#),
+        };
         let answer = format!(
-            r#"{{"error":"schema","stream":{},"violations":{reasons}}}"#,
+            r#"{{"error":"schema","stream":{},"violations":{reasons}{more}}}"#,
             serde_json::Value::from(stream)
         );
         // A feed has no client to answer; `send` then says so, and that is fine.

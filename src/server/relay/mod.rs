@@ -6,7 +6,7 @@
 //! - `relay = "frames"` (the default): framegate makes its own upgrade to the upstream, as the
 //!   message path does, and passes frames on in place (frames.rs): counted, limited, with pings.
 
-mod frames;
+pub(super) mod frames;
 
 use std::future::Future;
 use std::sync::Arc;
