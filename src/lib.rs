@@ -18,6 +18,7 @@ pub mod health;
 pub mod logs;
 pub mod metrics;
 pub mod proxy;
+pub mod record;
 pub mod replay;
 pub mod route;
 pub mod server;

@@ -235,3 +235,79 @@ async fn a_version_that_breaks_a_fixture_is_refused_and_a_fixed_one_swaps() {
     assert!(letters[..first_c].iter().all(|&l| l == b'A'), "A until the fixed swap");
     assert!(first_c > 0, "traffic flowed while the broken version was refused");
 }
+
+/// Connects with a secret in a header and in the query, as a client of an authenticated app would.
+async fn connect_with_secrets(proxy: &Proxy) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = proxy.url("/probe?room=7&token=q-s3cret").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", "Bearer h-s3cret".parse().unwrap());
+    request.headers_mut().insert("x-tenant", "acme".parse().unwrap());
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_sessions_replay_to_the_same_effects() {
+    let config = format!(
+        "{}\n[sinks.out]\ntype = \"file\"\npath = \"out.jsonl\"\n\n[routes.probe]\npath = \"/probe\"\n\
+         emit_sinks = [\"out\"]\nfilters = [{{ module = \"probe\" }}]\n\
+         record = {{ dir = \"recorded\", max_sessions = 1, redact = [\"query.token\"] }}\n",
+        head("")
+    );
+    let proxy = Proxy::start(&config, &["probe"], &[]);
+    let mut ws = connect_with_secrets(&proxy).await;
+    assert_eq!(ask(&mut ws, "set color blue").await, "ok ");
+    assert_eq!(ask(&mut ws, "meta header.x-tenant").await, "acme");
+    assert_eq!(emit(&mut ws, "out", "hello").await, "ok  ctx:hello"); // a file sink gives no id
+    let timer = ask(&mut ws, "timer 30").await.replace("ok ", "");
+    assert_eq!(next_text(&mut ws).await, format!("fired {timer}"));
+    assert_eq!(ask(&mut ws, "sadd visits 2").await, "ok 2");
+    send_text(&mut ws, "replace changed").await;
+    send_text(&mut ws, "close 4000 bye").await;
+    assert_eq!(closed_with(&mut ws).await, (4000, "bye".to_string()));
+    // Only one session is recorded (max_sessions = 1).
+    let mut second = proxy.connect("/probe").await;
+    assert_eq!(ask(&mut second, "meta route").await, "probe");
+    second.close(None).await.unwrap();
+
+    let recorded = proxy.dir.path().join("recorded");
+    eventually("the session is written", || async {
+        std::fs::read_dir(&recorded).map_or(0, |d| d.count()) == 2
+    })
+    .await;
+    let file = |suffix: &str| {
+        std::fs::read_dir(&recorded)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(suffix))
+            .unwrap()
+    };
+    let (session, effects) = (file(".session.jsonl"), file(".effects.jsonl"));
+    let text = std::fs::read_to_string(&session).unwrap();
+    assert!(!text.contains("s3cret"), "a secret reached the file:\n{text}");
+    assert!(text.contains("[redacted]"), "{text}");
+    let recorded_effects = std::fs::read_to_string(&effects).unwrap();
+    for kind in ["meta", "emit", "timer", "fire", "store_add", "replace", "close"] {
+        assert!(
+            recorded_effects.contains(&format!("\"effect\":\"{kind}\"")),
+            "{kind}: {recorded_effects}"
+        );
+    }
+
+    // The same module, outside the proxy, on the recorded session: the same effects.
+    let output = Command::new(env!("CARGO_BIN_EXE_framegate"))
+        .current_dir(proxy.dir.path())
+        .args(["replay", "--config", "framegate.toml", "--route", "probe"])
+        .arg(&session)
+        .arg("--expect")
+        .arg(&effects)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}\nsession:\n{text}\neffects:\n{recorded_effects}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -7,6 +7,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
+use super::Verdict;
 use super::abi::{Effect, Note};
 use crate::types::Opcode;
 
@@ -96,6 +97,37 @@ pub fn effect_line(line: usize, effect: &str, filter: Option<&str>) -> Line {
     if let Some(filter) = filter {
         out.insert("filter".into(), filter.into());
     }
+    out
+}
+
+/// What became of a message after the chain: `pass` (with `dir`), `drop` or `close`.
+pub fn verdict_line(line: usize, dir: &str, verdict: &Verdict) -> Line {
+    match verdict {
+        Verdict::Deliver { opcode, payload } => {
+            let mut out = effect_line(line, "pass", None);
+            out.insert("dir".into(), dir.into());
+            out.insert("opcode".into(), opcode_name(*opcode).into());
+            put_payload(&mut out, payload);
+            out
+        }
+        Verdict::Drop => effect_line(line, "drop", None),
+        Verdict::Close(code, reason) => close_line(line, *code, reason),
+    }
+}
+
+/// The connection is closed by a filter's verdict or its `close`.
+pub fn close_line(line: usize, code: u16, reason: &str) -> Line {
+    let mut out = effect_line(line, "close", None);
+    out.insert("code".into(), code.into());
+    out.insert("reason".into(), reason.into());
+    out
+}
+
+/// The host fired timer `id`, `at` milliseconds after the open.
+pub fn fire_line(line: usize, id: u64, at: u64) -> Line {
+    let mut out = effect_line(line, "fire", None);
+    out.insert("id".into(), id.into());
+    out.insert("at".into(), at.into());
     out
 }
 

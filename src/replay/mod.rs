@@ -393,24 +393,14 @@ impl Run {
 
     /// What became of a message after the chain.
     fn verdict(&mut self, line: usize, dir: &str, verdict: Verdict) {
-        match verdict {
-            Verdict::Deliver { opcode, payload } => {
-                let mut out = transcript::effect_line(line, "pass", None);
-                out.insert("dir".into(), dir.into());
-                out.insert("opcode".into(), transcript::opcode_name(opcode).into());
-                transcript::put_payload(&mut out, &payload);
-                self.push(out);
-            }
-            Verdict::Drop => self.push(transcript::effect_line(line, "drop", None)),
-            Verdict::Close(code, reason) => self.closed_by_filter(line, code, &reason),
+        self.push(transcript::verdict_line(line, dir, &verdict));
+        if let Verdict::Close(code, _) = verdict {
+            self.stage = Stage::Closing(code, line);
         }
     }
 
     fn closed_by_filter(&mut self, line: usize, code: u16, reason: &str) {
-        let mut out = transcript::effect_line(line, "close", None);
-        out.insert("code".into(), code.into());
-        out.insert("reason".into(), reason.into());
-        self.push(out);
+        self.push(transcript::close_line(line, code, reason));
         self.stage = Stage::Closing(code, line);
     }
 
@@ -430,11 +420,10 @@ impl Run {
             return;
         };
         self.release_handle();
-        self.set_clock(due);
-        let mut out = transcript::effect_line(line, "fire", None);
-        out.insert("id".into(), id.into());
-        out.insert("at".into(), due.into());
-        self.push(out);
+        // Automatic timers fire at their due time; explicit ones when the session says.
+        let at = if self.explicit_timers { self.now } else { due };
+        self.set_clock(at);
+        self.push(transcript::fire_line(line, id, at));
         self.notify(line, filter, HookCall::Timer(id));
     }
 
