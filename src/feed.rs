@@ -291,6 +291,7 @@ impl Feeds {
                         effects,
                         upstream: None,
                         expires: None,
+                        recording: None,
                     };
                     let client = FeedClient {
                         outlet: feed_outlet.clone(),

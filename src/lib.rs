@@ -18,6 +18,8 @@ pub mod health;
 pub mod logs;
 pub mod metrics;
 pub mod proxy;
+pub mod record;
+pub mod replay;
 pub mod route;
 pub mod scaffold;
 pub mod server;

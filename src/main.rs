@@ -1,5 +1,5 @@
 //! The `framegate` command: `run` the proxy on a config file or the embedded default,
-//! `check` a config file, or write a `new-filter` project.
+//! `check` a config file, `replay` a session against filters, or write a `new-filter` project.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use framegate::config::{Config, DEFAULT_CONFIG};
 use framegate::proxy::Proxy;
+use framegate::replay;
 
 #[derive(Parser)]
 #[command(version, about = "A WebSocket edge proxy with hot-swappable WebAssembly filters")]
@@ -40,6 +41,24 @@ enum Command {
         lang: framegate::scaffold::Lang,
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+    },
+    /// Replay a session file against a filter module (MODULE.wasm SESSION) or a route's chain
+    /// (--config FILE --route NAME SESSION) and print the effects (docs/replay.md). A folder as
+    /// SESSION replays every CASE.session.jsonl in it against its CASE.effects.jsonl.
+    Replay {
+        /// MODULE.wasm (or .wat) and SESSION.jsonl, or only SESSION.jsonl with --config.
+        #[arg(num_args = 1..=2, required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, requires = "route")]
+        config: Option<PathBuf>,
+        #[arg(long, requires = "config")]
+        route: Option<String>,
+        /// Compare with these expected effects; exit 1 with the first difference.
+        #[arg(long)]
+        expect: Option<PathBuf>,
+        /// A field to leave out of the comparison: PATH, or KIND.PATH (emit.key, headers.x-id).
+        #[arg(long)]
+        mask: Vec<String>,
     },
 }
 
@@ -78,6 +97,25 @@ fn main() -> ExitCode {
         Command::NewFilter { name, lang, dir } => framegate::scaffold::new_filter(&name, lang, &dir)
             .map(|root| println!("wrote {}: ./build.sh builds {name}.wasm (README.md)", root.display()))
             .map_err(Into::into),
+        Command::Replay {
+            files,
+            config,
+            route,
+            expect,
+            mask,
+        } => {
+            let masks: Vec<_> = mask.iter().map(|m| replay::expect::Mask::parse(m)).collect();
+            let result = replay_subject(&files, config.as_ref(), route.as_deref())
+                .and_then(|(subject, session)| replay::cli(&subject, &session, expect.as_deref(), &masks));
+            return match result {
+                Ok(passed) if passed => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -95,6 +133,48 @@ fn runtime(workers: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         builder.worker_threads(workers);
     }
     Ok(builder.enable_all().build()?)
+}
+
+/// What `replay` runs against, and the session file (or folder of fixtures).
+fn replay_subject(
+    files: &[PathBuf],
+    config: Option<&PathBuf>,
+    route: Option<&str>,
+) -> anyhow::Result<(replay::Subject, PathBuf)> {
+    match (config, route, files) {
+        (Some(config), Some(route), [session]) => {
+            let config = load(Some(config))?;
+            let settings =
+                (config.routes.get(route)).ok_or_else(|| anyhow::anyhow!("no route `{route}` in {}", config.origin))?;
+            let subject = replay::Subject::Route {
+                dir: config.filters.dir.clone(),
+                name: route.to_string(),
+                route: Box::new(settings.clone()),
+                sources: std::iter::once("bus".to_string())
+                    .chain(config.sources.keys().cloned())
+                    .collect(),
+            };
+            Ok((subject, session.clone()))
+        }
+        (None, None, [module, session]) => {
+            let name = module
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .ok_or_else(|| anyhow::anyhow!("{}: not a module file name", module.display()))?;
+            let dir = module.parent().map_or_else(|| PathBuf::from("."), PathBuf::from);
+            let dir = if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            };
+            let subject = replay::Subject::Module {
+                dir,
+                name: name.to_string(),
+            };
+            Ok((subject, session.clone()))
+        }
+        _ => anyhow::bail!("replay takes MODULE.wasm SESSION, or --config FILE --route NAME SESSION"),
+    }
 }
 
 /// Loads everything `run` would (filters included), without listening.

@@ -12,6 +12,7 @@ use crate::connectors::sinks::RouteSink;
 use crate::connectors::ws::Upstream;
 use crate::filter::{Chain, FilterHost, InitWith};
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::record::RouteRecorder;
 use crate::tap::{RouteTap, Taps};
 
 /// `{name}` captures of a matched path: (name, value).
@@ -38,6 +39,8 @@ pub struct Route {
     pub auth: Auth,
     /// The console's live tap of this route's messages.
     pub tap: Arc<RouteTap>,
+    /// Writes the route's sessions as replay files (`[routes.NAME.record]`).
+    pub recorder: Option<Arc<RouteRecorder>>,
 }
 
 impl Route {
@@ -129,6 +132,7 @@ impl Router {
                 auth: Auth::build(name, &route.auth, metrics)
                     .map_err(|e| anyhow::anyhow!("routes.{name}.auth.jwt: {e}"))?,
                 tap: taps.route(name),
+                recorder: (route.record.clone()).map(|record| RouteRecorder::new(name, record)),
             }));
         }
         let (mut routes, fed): (Vec<_>, Vec<_>) = routes.into_iter().partition(|r| r.path.is_some());

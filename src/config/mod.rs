@@ -7,6 +7,7 @@ mod auth;
 mod console;
 mod deflate;
 mod edge;
+mod record;
 mod route_path;
 mod secrets;
 
@@ -24,6 +25,7 @@ pub use auth::{
 pub use console::ConsoleConfig;
 pub use deflate::{DeflateConfig, WINDOW_BITS};
 pub use edge::{ClientIpConfig, EdgeLimits, MIN_HEAD_BYTES, OriginPattern, TrustedProxy};
+pub use record::{ALWAYS_REDACTED, RecordConfig};
 
 pub use route_path::{RoutePath, percent_decode_with};
 
@@ -296,6 +298,9 @@ pub struct RouteConfig {
     /// permessage-deflate (RFC 7692) with the route's clients.
     #[serde(default)]
     pub deflate: DeflateConfig,
+    /// Write the route's sessions as replay files (docs/replay.md).
+    #[serde(default)]
+    pub record: Option<RecordConfig>,
 }
 
 /// A connection's token buckets: a rate and a burst (the bucket's size, the rate when absent),

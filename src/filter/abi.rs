@@ -54,6 +54,42 @@ pub struct ConnState {
     pub next_id: u64,
     /// Subscriptions and timers currently held.
     pub handles: usize,
+    /// A replay's or a recording's view of the calls (src/filter/replay/); `None` otherwise.
+    pub journal: Option<Box<Journal>>,
+}
+
+/// What a replay or a recording notes of the calls made for a connection, in the order they
+/// happened: effects, and what imports do at once (metadata, store, logs, metrics).
+#[derive(Debug, Default)]
+pub struct Journal {
+    /// The virtual wall clock `now_ms` answers; the real one when `None`.
+    pub clock_ms: Option<i64>,
+    pub notes: Vec<(Arc<str>, Note)>,
+}
+
+/// One thing a filter call did, as a journal notes it.
+#[derive(Debug, Clone)]
+pub enum Note {
+    Effect(Effect),
+    Replace(Bytes),
+    Meta(String, Option<Bytes>),
+    Store(String, Option<Bytes>),
+    StoreAdd {
+        key: String,
+        delta: i64,
+        value: i64,
+    },
+    Log(i32, String),
+    Metric {
+        counter: bool,
+        name: String,
+        value: f64,
+    },
+    /// The call was cut off (trap, deadline, memory): what it asked for is discarded.
+    Failed {
+        kind: &'static str,
+        message: String,
+    },
 }
 
 impl ConnState {
@@ -61,10 +97,17 @@ impl ConnState {
         self.next_id += 1;
         self.next_id
     }
+
+    /// Notes what `filter` did, when someone keeps a journal.
+    pub fn note(&mut self, filter: &Arc<str>, note: impl FnOnce() -> Note) {
+        if let Some(journal) = &mut self.journal {
+            journal.notes.push((filter.clone(), note()));
+        }
+    }
 }
 
 /// Something a filter asked for during a call, applied by the session after it returns.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Effect {
     Send {
         opcode: Opcode,
@@ -168,6 +211,12 @@ impl CallState {
             .collect();
         names.sort_unstable();
         encode_names(names)
+    }
+
+    /// Queues an effect for after the call (and notes it in the journal, if any).
+    fn push_effect(&mut self, effect: Effect) {
+        self.conn.note(&self.filter, || Note::Effect(effect.clone()));
+        self.effects.push(effect);
     }
 
     fn take_handle(&mut self) -> Result<(), i32> {
@@ -369,6 +418,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             payload_fits(state, opcode, &payload)?;
             state.payload = payload;
             state.replaced = true;
+            state.conn.note(&state.filter, || Note::Replace(state.payload.clone()));
             Ok(0)
         })()))
     })?;
@@ -417,9 +467,14 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
                 }
                 return Ok(ERR_LIMIT);
             }
-            let meta = Arc::make_mut(&mut caller.data_mut().conn.meta);
+            let state = caller.data_mut();
+            let value = value.map(Bytes::from);
+            state
+                .conn
+                .note(&state.filter, || Note::Meta(key.clone(), value.clone()));
+            let meta = Arc::make_mut(&mut state.conn.meta);
             match value {
-                Some(v) => meta.insert(key, v.into()),
+                Some(v) => meta.insert(key, v),
                 None => meta.remove(&key),
             };
             wasmtime::Result::Ok(0)
@@ -438,7 +493,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
                     return Err(ERR_NOT_ALLOWED);
                 }
                 payload_fits(state, opcode, &payload)?;
-                state.effects.push(Effect::Send { opcode, payload });
+                state.push_effect(Effect::Send { opcode, payload });
                 Ok(0)
             })()))
         },
@@ -474,7 +529,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
                 }
                 let headers = decode_headers(&headers).ok_or(ERR_BAD_ARGUMENT)?;
                 let ticket = state.conn.next_id();
-                state.effects.push(Effect::Emit {
+                state.push_effect(Effect::Emit {
                     ticket,
                     sink,
                     key: key.map(Bytes::from),
@@ -501,7 +556,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
                 }
                 state.take_handle()?;
                 let id = state.conn.next_id();
-                state.effects.push(Effect::Subscribe { id, source, spec });
+                state.push_effect(Effect::Subscribe { id, source, spec });
                 Ok(id as i64)
             })()))
         },
@@ -516,7 +571,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
                 let state = caller.data_mut();
                 wasmtime::Result::Ok(code((|| {
                     let (sub, id) = (sub as u64, id?);
-                    state.effects.push(if is_ack {
+                    state.push_effect(if is_ack {
                         Effect::Ack { sub, id }
                     } else {
                         Effect::Nack { sub, id }
@@ -528,7 +583,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     }
 
     linker.func_wrap(M, "unsubscribe", |mut caller: Caller<'_, CallState>, sub: i64| {
-        caller.data_mut().effects.push(Effect::Unsubscribe(sub as u64));
+        caller.data_mut().push_effect(Effect::Unsubscribe(sub as u64));
         0
     })?;
 
@@ -536,7 +591,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         if !(0..=1).contains(&on) {
             return ERR_BAD_ARGUMENT;
         }
-        caller.data_mut().effects.push(Effect::Hold(on == 1));
+        caller.data_mut().push_effect(Effect::Hold(on == 1));
         0
     })?;
 
@@ -548,20 +603,23 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             }
             state.take_handle()?;
             let id = state.conn.next_id();
-            state.effects.push(Effect::SetTimer { id, ms: ms as u64 });
+            state.push_effect(Effect::SetTimer { id, ms: ms as u64 });
             Ok(id as i64)
         })())
     })?;
 
     linker.func_wrap(M, "cancel_timer", |mut caller: Caller<'_, CallState>, timer: i64| {
-        caller.data_mut().effects.push(Effect::CancelTimer(timer as u64));
+        caller.data_mut().push_effect(Effect::CancelTimer(timer as u64));
         0
     })?;
 
-    linker.func_wrap(M, "now_ms", || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
+    linker.func_wrap(M, "now_ms", |caller: Caller<'_, CallState>| {
+        let virtual_clock = caller.data().conn.journal.as_ref().and_then(|j| j.clock_ms);
+        virtual_clock.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        })
     })?;
 
     linker.func_wrap(
@@ -609,7 +667,10 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
                 // Why an init refused its config: shown in the load error.
                 caller.data_mut().init_complaint = Some(text.clone());
             }
-            let state = caller.data();
+            let state = caller.data_mut();
+            if (0..=4).contains(&level) {
+                state.conn.note(&state.filter, || Note::Log(level, text.clone()));
+            }
             let (filter, conn) = (&*state.filter, state.conn.id);
             match level {
                 0 => tracing::error!(filter, conn, "{text}"),
@@ -626,17 +687,26 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         M,
         "metric",
-        |caller: Caller<'_, CallState>, name: i32, nlen: i32, kind: i32, value: f64| {
+        |mut caller: Caller<'_, CallState>, name: i32, nlen: i32, kind: i32, value: f64| {
             let Ok(name) = string_in(&caller, name, nlen)? else {
                 return Ok(ERR_BAD_ARGUMENT);
             };
-            let Some(metrics) = caller.data().metrics.as_ref() else {
-                return Ok(0);
-            };
-            let counted = match kind {
-                0 if value >= 0.0 => metrics.custom_counter(&name, value),
-                1 => metrics.custom_gauge(&name, value),
+            let counter = match kind {
+                0 if value >= 0.0 => true,
+                1 => false,
                 _ => return Ok(ERR_BAD_ARGUMENT),
+            };
+            let state = caller.data_mut();
+            state.conn.note(&state.filter, || Note::Metric {
+                counter,
+                name: name.clone(),
+                value,
+            });
+            // Past a module's cap of names, nothing is counted (ERR_LIMIT).
+            let counted = match state.metrics.as_ref() {
+                Some(metrics) if counter => metrics.custom_counter(&name, value),
+                Some(metrics) => metrics.custom_gauge(&name, value),
+                None => true,
             };
             wasmtime::Result::Ok(if counted { 0 } else { ERR_LIMIT })
         },
@@ -651,12 +721,17 @@ fn define_store(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         M,
         "store_set",
-        |caller: Caller<'_, CallState>, key: i32, klen: i32, val: i32, vlen: i32| {
+        |mut caller: Caller<'_, CallState>, key: i32, klen: i32, val: i32, vlen: i32| {
             let Ok(key) = string_in(&caller, key, klen)? else {
                 return Ok(ERR_BAD_ARGUMENT);
             };
             let value = (vlen >= 0).then(|| copy_in(&caller, val, vlen)).transpose()?;
-            let stored = caller.data().store.set(&key, value.map(Bytes::from));
+            let value = value.map(Bytes::from);
+            let state = caller.data_mut();
+            let stored = state.store.set(&key, value.clone());
+            if stored.is_ok() {
+                state.conn.note(&state.filter, || Note::Store(key, value));
+            }
             wasmtime::Result::Ok(code(stored.map(|()| 0).map_err(store_code)))
         },
     )?;
@@ -664,11 +739,15 @@ fn define_store(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         M,
         "store_add",
-        |caller: Caller<'_, CallState>, key: i32, klen: i32, delta: i64| {
+        |mut caller: Caller<'_, CallState>, key: i32, klen: i32, delta: i64| {
             let Ok(key) = string_in(&caller, key, klen)? else {
                 return Ok(i64::from(ERR_BAD_ARGUMENT));
             };
-            let sum = caller.data().store.add(&key, delta);
+            let state = caller.data_mut();
+            let sum = state.store.add(&key, delta);
+            if let Ok(value) = sum {
+                state.conn.note(&state.filter, || Note::StoreAdd { key, delta, value });
+            }
             wasmtime::Result::Ok(code64(sum.map_err(store_code)))
         },
     )?;

@@ -7,6 +7,7 @@ mod breaker;
 mod chain;
 mod slot;
 mod store;
+pub mod transcript;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -39,6 +40,10 @@ pub struct InitWith {
     pub config: String,
     pub sinks: Arc<[String]>,
 }
+
+/// What a new version of a module must pass before it is swapped in, beside the load checks:
+/// its replay fixtures (src/replay/, set by the proxy). Given the module's name; `Err` says why not.
+pub type SwapGate = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// Why a module could not be loaded or swapped in.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +107,8 @@ pub struct FilterHost {
     /// Each module's circuit breaker, by module name: shared by its routes, kept across versions
     /// (a fixed version swapped in is tried at the end of the open period like any other).
     breakers: Mutex<HashMap<String, Arc<Breaker>>>,
+    /// Checks a new version passes before a swap (its fixtures); none by default.
+    swap_gate: RwLock<Option<SwapGate>>,
 }
 
 impl FilterHost {
@@ -149,6 +156,7 @@ impl FilterHost {
                 open_for: Duration::from_millis(config.breaker_open_ms),
             },
             breakers: Mutex::default(),
+            swap_gate: RwLock::default(),
         }))
     }
 
@@ -164,6 +172,11 @@ impl FilterHost {
         breaker
             .or_insert_with(|| Arc::new(Breaker::new(self.breaker_settings)))
             .clone()
+    }
+
+    /// Sets what every new version must pass before it is swapped in.
+    pub fn set_swap_gate(&self, gate: SwapGate) {
+        *self.swap_gate.write().unwrap() = Some(gate);
     }
 
     pub fn dir(&self) -> &Path {
@@ -214,7 +227,20 @@ impl FilterHost {
             configs
         };
         let filter_metrics = self.metrics.filter(name);
-        match self.compile(name, &configs) {
+        let gate = self.swap_gate.read().unwrap().clone();
+        let checked = self.compile(name, &configs).and_then(|version| {
+            if version.hash == current.load().hash {
+                return Ok(version);
+            }
+            match gate.map(|gate| gate(name)) {
+                Some(Err(reason)) => Err(LoadError {
+                    file: self.module_file(name).display().to_string(),
+                    reason,
+                }),
+                _ => Ok(version),
+            }
+        });
+        match checked {
             Ok(version) if version.hash == current.load().hash => {
                 tracing::debug!(module = name, "file touched, same contents: nothing to swap");
                 // The serving version is back in the file: a refusal of another file is history.

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadline, WasmParams, WasmResults};
 
-use super::abi::{CallState, ConnState, Effect, Hook};
+use super::abi::{CallState, ConnState, Effect, Hook, Note};
 use super::breaker::{Breaker, Transition};
 use super::{FilterHost, InitWith, ModuleVersion};
 use crate::config::{FilterRef, OnError};
@@ -443,6 +443,10 @@ impl FilterSlot {
                 conn.meta = meta_before;
                 conn.handles = handles_before;
                 let (kind, message) = describe(&error);
+                conn.note(&self.name, || Note::Failed {
+                    kind,
+                    message: message.clone(),
+                });
                 self.metrics.failure(kind);
                 tracing::warn!(
                     filter = &*self.name,

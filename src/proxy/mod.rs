@@ -57,6 +57,8 @@ impl Proxy {
     pub fn new(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Arc<Proxy>> {
         let metrics = Arc::new(Metrics::default());
         let host = FilterHost::new(&config.filters, metrics.clone())?;
+        // A new module version must pass its replay fixtures (`NAME.tests/`) before it is swapped in.
+        host.set_swap_gate(crate::replay::fixtures::swap_gate(config.filters.dir.clone()));
         let bus = Bus::new(metrics.clone());
         let health = Arc::new(Health::default());
         let sink_context = SinkContext {

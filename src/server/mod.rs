@@ -315,6 +315,7 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, connection: &C
         ..ConnState::default()
     };
     Arc::make_mut(&mut conn.meta).extend(identity.meta);
+    let recording = route.recorder.as_ref().and_then(|recorder| recorder.start(&mut conn));
     let (verdict, effects) = route.chain.open(&mut conn);
     if let Err((status, body)) = verdict {
         route.metrics.refused(status);
@@ -346,6 +347,7 @@ async fn upgrade(edge: Arc<Edge>, mut request: Request<Incoming>, connection: &C
         effects,
         upstream,
         expires: identity.expires,
+        recording,
     };
     let sources = edge.sources.clone();
     let shutdown = edge.drain.wave_of(id);

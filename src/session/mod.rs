@@ -28,6 +28,7 @@ use crate::connectors::sources::{Sources, Subscription};
 use crate::connectors::ws::UpstreamStream;
 use crate::filter::abi::{ConnState, Effect};
 use crate::filter::{ChainEffect, HookCall, Verdict};
+use crate::record::Recording;
 use crate::route::Route;
 use crate::tap::Direction;
 use crate::types::{Backlog, Delivered, DeliveryError, Opcode, Record, Reply, Settle, SinkResult};
@@ -79,6 +80,8 @@ pub struct Opening {
     pub upstream: Option<(Arc<str>, Box<UpstreamStream>)>,
     /// When the client's token expires: the connection is closed then (1008).
     pub expires: Option<Instant>,
+    /// The route records this connection (`[routes.NAME.record]`).
+    pub recording: Option<Recording>,
 }
 
 struct Session {
@@ -123,6 +126,8 @@ struct Session {
     /// The route's rate limit on what the client sends, and until when the client is not read.
     rate: Option<RateLimit>,
     paused_until: Option<Instant>,
+    /// Boxed: most connections are not recorded.
+    recording: Option<Box<Recording>>,
 }
 
 /// Runs a connection to its end. The work on each event is boxed: the future of an idle
@@ -153,7 +158,11 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         peer_close: None,
         rate: (route.settings.rate_limit.as_ref()).map(|limit| RateLimit::new(limit, Instant::now())),
         paused_until: None,
+        recording: opening.recording.map(Box::new),
     };
+    if let Some(recording) = &mut session.recording {
+        recording.after_hook(&mut session.conn, None); // what `fg_on_open` did
+    }
     route.metrics.opened.inc();
     route.metrics.active.inc();
     Box::pin(session.apply(opening.effects)).await;
@@ -284,7 +293,13 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         }
         (None, None) => ABNORMAL,
     };
+    if let Some(recording) = &mut session.recording {
+        recording.close(code);
+    }
     let farewell = route.chain.close(&mut session.conn, code);
+    if let Some(recording) = session.recording.take() {
+        recording.finish(&mut session.conn);
+    }
     Box::pin(session.apply(farewell)).await;
     if let Some((_, mut upstream)) = upstream {
         let _ = SinkExt::close(&mut upstream).await;
@@ -412,8 +427,14 @@ impl Session {
         metrics.bytes_in.inc_by(payload.len() as u64);
         self.route.tap.see(Direction::In, opcode, &payload, &self.conn.meta);
         let route = self.route.clone();
+        if let Some(recording) = &mut self.recording {
+            recording.client_message(opcode, &payload);
+        }
         let mut effects = std::mem::take(&mut self.spare_effects);
         let verdict = (route.chain).message_into(&mut self.conn, false, opcode, payload, Vec::new(), &mut effects);
+        if let Some(recording) = &mut self.recording {
+            recording.verdict(&mut self.conn, "in", &verdict);
+        }
         self.apply(effects).await;
         match verdict {
             Verdict::Deliver { opcode, payload } => {
@@ -432,6 +453,9 @@ impl Session {
         // broker redelivers it to whoever subscribes next, as it was never acked.
         if delivered.sub.is_some_and(|sub| !self.subscriptions.contains_key(&sub)) {
             return;
+        }
+        if let Some(recording) = &mut self.recording {
+            recording.towards_client(&delivered);
         }
         let mut message_meta = vec![
             ("msg.source".to_string(), Bytes::from(delivered.source.to_string())),
@@ -456,6 +480,9 @@ impl Session {
             message_meta,
             &mut effects,
         );
+        if let Some(recording) = &mut self.recording {
+            recording.verdict(&mut self.conn, "out", &verdict);
+        }
         self.apply(effects).await;
         match verdict {
             Verdict::Deliver { opcode, payload } => self.send_to_client(opcode, payload).await,
@@ -494,6 +521,9 @@ impl Session {
     }
 
     async fn on_result(&mut self, result: SinkResult) {
+        if let Some(recording) = &mut self.recording {
+            recording.result(&result);
+        }
         // A failed subscription is over: it no longer counts against the connection's limit.
         if result.outcome.is_err() && self.subscriptions.remove(&result.ticket).is_some() {
             self.conn.handles = self.conn.handles.saturating_sub(1);
@@ -512,11 +542,17 @@ impl Session {
 
     async fn on_timer(&mut self, timer: u64, filter: usize) {
         let route = self.route.clone();
+        if let Some(recording) = &mut self.recording {
+            recording.timer(timer);
+        }
         let (close, effects) = route.chain.notify(&mut self.conn, filter, HookCall::Timer(timer));
         self.after_hook(close, effects).await;
     }
 
     async fn after_hook(&mut self, close: Option<(u16, String)>, effects: Vec<ChainEffect>) {
+        if let Some(recording) = &mut self.recording {
+            recording.after_hook(&mut self.conn, close.as_ref());
+        }
         self.apply(effects).await;
         if let Some((code, reason)) = close {
             self.close(code, &reason);

@@ -119,7 +119,9 @@ impl Proxy {
                 .unwrap_or_else(|e| panic!("{} is missing ({e}): run scripts/build-filters", from.display()));
         }
         for (name, bytes) in extra {
-            std::fs::write(filter_dir.join(name), bytes).unwrap();
+            let file = filter_dir.join(name);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, bytes).unwrap();
         }
         std::fs::write(dir.path().join("framegate.toml"), config).unwrap();
         Self::spawn(dir, &["run", "framegate.toml"])
