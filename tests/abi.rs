@@ -60,14 +60,6 @@ filters = [{{ module = "upper" }}, {{ module = "echo" }}]
     )
 }
 
-fn records(proxy: &Proxy, file: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(proxy.dir.path().join(file))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn metadata_from_the_request_and_from_filters() {
     let proxy = Proxy::start(&config(), FILTERS, &[]);
@@ -115,7 +107,7 @@ async fn emitted_records_come_back_as_results() {
     let ticket = ask(&mut ws, "emit out hello").await;
     let ticket: u64 = ticket.strip_prefix("ok ").unwrap().parse().unwrap();
     assert_eq!(next_text(&mut ws).await, format!("result {ticket} ok  ctx:hello"));
-    let out = records(&proxy, "out.jsonl");
+    let out = proxy.json_lines("out.jsonl");
     assert_eq!(out.len(), 1, "confirmed means written: {out:?}");
     assert_eq!(out[0]["payload"], "hello");
     assert_eq!(out[0]["key"], "k");
@@ -133,10 +125,10 @@ async fn emitted_records_come_back_as_results() {
     );
     assert!(result.ends_with(" ctx:lost"), "{result}");
     eventually("the failed record in the dead letter sink", || async {
-        records(&proxy, "dlq.jsonl").len() == 1
+        proxy.json_lines("dlq.jsonl").len() == 1
     })
     .await;
-    let dead = &records(&proxy, "dlq.jsonl")[0];
+    let dead = &proxy.json_lines("dlq.jsonl")[0];
     assert_eq!(dead["payload"], "lost");
     assert_eq!(dead["headers"]["framegate-sink"], "broken");
     assert!(
@@ -167,14 +159,15 @@ async fn emitted_records_come_back_as_results() {
     // A message replaced by the chain reaches every sink of the route.
     send_text(&mut ws, "replace REPLACED").await;
     eventually("the replaced message in out.jsonl", || async {
-        records(&proxy, "out.jsonl").iter().any(|r| r["payload"] == "REPLACED")
+        proxy.json_lines("out.jsonl").iter().any(|r| r["payload"] == "REPLACED")
     })
     .await;
 
     // fg_on_close may still emit: the probe logs the close code.
     ws.close(None).await.unwrap();
     eventually("the close logged", || async {
-        records(&proxy, "log.jsonl")
+        proxy
+            .json_lines("log.jsonl")
             .iter()
             .any(|r| r["payload"] == "closed 1005")
     })

@@ -39,14 +39,6 @@ emit_sinks = ["audit"]
     )
 }
 
-fn records(proxy: &Proxy, file: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(proxy.dir.path().join(file))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 async fn answer(proxy: &Proxy, ws: &mut Ws) -> String {
     match tokio::time::timeout(PATIENCE, ws.next()).await {
         Ok(Some(Ok(Message::Text(text)))) => text.to_string(),
@@ -77,10 +69,11 @@ async fn round_trip(lang: &str) {
     assert_eq!(answer(&proxy, &mut nobody).await, "delivered: [anonymous] héllo wörld");
 
     eventually("four records in stamped.jsonl", || async {
-        records(&proxy, "stamped.jsonl").len() == 4
+        proxy.json_lines("stamped.jsonl").len() == 4
     })
     .await;
-    let stamped: Vec<(String, String)> = records(&proxy, "stamped.jsonl")
+    let stamped: Vec<(String, String)> = proxy
+        .json_lines("stamped.jsonl")
         .iter()
         .map(|r| {
             (
@@ -99,7 +92,8 @@ async fn round_trip(lang: &str) {
             text("[anonymous] héllo wörld"),
         ]
     );
-    let audit: Vec<(String, String)> = records(&proxy, "audit.jsonl")
+    let audit: Vec<(String, String)> = proxy
+        .json_lines("audit.jsonl")
         .iter()
         .map(|r| (r["key"].as_str().unwrap().into(), r["payload"].as_str().unwrap().into()))
         .collect();
@@ -123,7 +117,7 @@ async fn round_trip(lang: &str) {
         "the failure with the sink's detail: {failed}"
     );
     eventually("the stamped message written all the same", || async {
-        records(&proxy, "stamped.jsonl").len() == 1
+        proxy.json_lines("stamped.jsonl").len() == 1
     })
     .await;
 }

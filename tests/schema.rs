@@ -52,14 +52,6 @@ emit_sinks = ["rejected"]
     )
 }
 
-fn lines(proxy: &Proxy, file: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(proxy.dir.path().join(file))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn broken_rows_go_to_the_dead_letter_sink_with_reasons() {
     let proxy = Proxy::start(&config(), &["schema"], &[("blink.yaml", BLINK.as_bytes())]);
@@ -90,15 +82,16 @@ async fn broken_rows_go_to_the_dead_letter_sink_with_reasons() {
     }
 
     eventually("every row is in its file", || async {
-        lines(&proxy, "rides.jsonl").len() == valid.len() && lines(&proxy, "rejected.jsonl").len() == broken.len()
+        proxy.json_lines("rides.jsonl").len() == valid.len() && proxy.json_lines("rejected.jsonl").len() == broken.len()
     })
     .await;
-    let passed: Vec<String> = lines(&proxy, "rides.jsonl")
+    let passed: Vec<String> = proxy
+        .json_lines("rides.jsonl")
         .iter()
         .map(|l| l["payload"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(passed, valid, "valid rows pass byte for byte");
-    for (line, (row, reason, column)) in lines(&proxy, "rejected.jsonl").iter().zip(broken) {
+    for (line, (row, reason, column)) in proxy.json_lines("rejected.jsonl").iter().zip(broken) {
         assert_eq!(line["payload"], row);
         let reasons: serde_json::Value =
             serde_json::from_str(line["headers"]["framegate-schema-errors"].as_str().unwrap()).unwrap();

@@ -120,18 +120,10 @@ impl Drop for Upstream {
     }
 }
 
-/// The JSON lines of a file sink.
-fn lines(proxy: &Proxy, file: &str) -> Vec<Value> {
-    std::fs::read_to_string(proxy.dir.path().join(file))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// The `n` of each text message a file sink wrote (after a prefix the `tag` filter may have put).
 fn numbers(proxy: &Proxy, file: &str) -> Vec<u64> {
-    lines(proxy, file)
+    proxy
+        .json_lines(file)
         .iter()
         .filter(|l| l["opcode"] == "text")
         .map(|l| {
@@ -183,7 +175,7 @@ retry_delay_max_ms = 800"#,
     let proxy = Proxy::start(&format!("{}{}", head(""), fed_route("feed", &options)), &[], &[]);
     let has = |n: usize| {
         let proxy = &proxy;
-        move || async move { lines(proxy, "feed.jsonl").len() >= n }
+        move || async move { proxy.json_lines("feed.jsonl").len() >= n }
     };
     eventually("the first messages", has(30)).await;
 
@@ -201,7 +193,7 @@ retry_delay_max_ms = 800"#,
                 "{ready}"
             );
         }
-        let before = lines(&proxy, "feed.jsonl").len();
+        let before = proxy.json_lines("feed.jsonl").len();
         upstream.restart();
         eventually("messages after the restart", has(before + 30)).await;
     }
@@ -248,7 +240,7 @@ retry_delay_max_ms = 800"#,
     // Metadata: the generation counts connections, the sequence restarts with each one, and
     // each connection starts with the server's binary greeting, passed on as binary.
     let mut expected = (1, 0);
-    for line in lines(&proxy, "feed.jsonl") {
+    for line in proxy.json_lines("feed.jsonl") {
         let meta = &line["meta"];
         let first = meta["source.seq"] == "1";
         assert_eq!(line["opcode"] == "binary", first, "{line}");
@@ -289,7 +281,7 @@ async fn a_reload_restarts_a_changed_fed_route_and_every_route_of_a_source_gets_
     let proxy = Proxy::start(&config, &["tag"], &[]);
     let has = |file: &'static str, n: usize| {
         let proxy = &proxy;
-        move || async move { lines(proxy, file).len() >= n }
+        move || async move { proxy.json_lines(file).len() >= n }
     };
     eventually("the first messages", has("feed.jsonl", 50)).await;
 
@@ -301,18 +293,19 @@ async fn a_reload_restarts_a_changed_fed_route_and_every_route_of_a_source_gets_
     assert_ne!(tagged, config);
     proxy.replace_file("framegate.toml", tagged.as_bytes());
     eventually("the new config applies", || async {
-        lines(&proxy, "feed.jsonl")
+        proxy
+            .json_lines("feed.jsonl")
             .last()
             .is_some_and(|l| l["payload"].as_str().unwrap().starts_with("v2 "))
     })
     .await;
-    let now = lines(&proxy, "feed.jsonl").len();
+    let now = proxy.json_lines("feed.jsonl").len();
     eventually("more messages", has("feed.jsonl", now + 50)).await;
     upstream.stop();
 
     let sent = upstream.numbers("sent");
     eventually("every message in both files", || async {
-        lines(&proxy, "feed.jsonl").len() >= sent.len() && lines(&proxy, "copy.jsonl").len() >= sent.len()
+        proxy.json_lines("feed.jsonl").len() >= sent.len() && proxy.json_lines("copy.jsonl").len() >= sent.len()
     })
     .await;
     assert_eq!(
@@ -325,7 +318,8 @@ async fn a_reload_restarts_a_changed_fed_route_and_every_route_of_a_source_gets_
         sent,
         "the unchanged route saw everything too"
     );
-    let tagged: Vec<bool> = lines(&proxy, "feed.jsonl")
+    let tagged: Vec<bool> = proxy
+        .json_lines("feed.jsonl")
         .iter()
         .map(|l| l["payload"].as_str().unwrap().starts_with("v2 "))
         .collect();
@@ -333,7 +327,8 @@ async fn a_reload_restarts_a_changed_fed_route_and_every_route_of_a_source_gets_
         tagged.windows(2).all(|w| w[0] <= w[1]),
         "the old chain, then the new one"
     );
-    let generations: Vec<Value> = lines(&proxy, "copy.jsonl")
+    let generations: Vec<Value> = proxy
+        .json_lines("copy.jsonl")
         .iter()
         .map(|l| l["meta"]["source.generation"].clone())
         .collect();
@@ -427,7 +422,7 @@ async fn wss_with_a_ca_of_its_own_a_wrong_ca_mtls_and_no_verification() {
     for source in ["trusted", "by_name", "mutual", "unverified"] {
         let file = format!("{source}.jsonl");
         eventually(&format!("{source} receives"), || async {
-            lines(&proxy, &file).len() >= 5
+            proxy.json_lines(&file).len() >= 5
         })
         .await;
     }
@@ -468,7 +463,7 @@ async fn wss_with_a_ca_of_its_own_a_wrong_ca_mtls_and_no_verification() {
         "{ready}"
     );
     assert!(proxy.logs().contains("TLS certificates are NOT verified"));
-    assert!(lines(&proxy, "wrong.jsonl").is_empty());
+    assert!(proxy.json_lines("wrong.jsonl").is_empty());
 }
 
 #[tokio::test]
@@ -481,7 +476,7 @@ async fn a_half_open_upstream_is_caught_by_the_read_idle_deadline() {
     );
     let proxy = Proxy::start(&format!("{}{}", head(""), fed_route("feed", &options)), &[], &[]);
     eventually("the first messages", || async {
-        lines(&proxy, "feed.jsonl").len() >= 20
+        proxy.json_lines("feed.jsonl").len() >= 20
     })
     .await;
 
@@ -493,7 +488,8 @@ async fn a_half_open_upstream_is_caught_by_the_read_idle_deadline() {
     .await;
     upstream.resume();
     eventually("messages flow on a new connection", || async {
-        lines(&proxy, "feed.jsonl")
+        proxy
+            .json_lines("feed.jsonl")
             .last()
             .is_some_and(|l| l["meta"]["source.generation"] != "1")
     })
@@ -713,13 +709,14 @@ async fn the_taxi_rides_config_checks_a_feed_of_100000_rows() {
         count("taxi_rides.jsonl") + count("taxi_rides.rejected.jsonl") == total
     })
     .await;
-    let passed: Vec<String> = lines(&proxy, "taxi_rides.jsonl")
+    let passed: Vec<String> = proxy
+        .json_lines("taxi_rides.jsonl")
         .iter()
         .map(|l| l["payload"].as_str().unwrap().to_string())
         .collect();
     assert!(passed == valid, "valid rows pass unchanged, in order");
     let mut refused: BTreeMap<String, usize> = BTreeMap::new();
-    for line in lines(&proxy, "taxi_rides.rejected.jsonl") {
+    for line in proxy.json_lines("taxi_rides.rejected.jsonl") {
         let reasons: Value =
             serde_json::from_str(line["headers"]["framegate-schema-errors"].as_str().unwrap()).unwrap();
         let key = format!(
@@ -758,9 +755,9 @@ async fn a_fed_routes_filters_are_held_to_its_message_size_limit() {
     );
     let proxy = Proxy::start(&config, &["tag"], &[]);
     eventually("messages on the copy route", || async {
-        lines(&proxy, "copy.jsonl").len() >= 50
+        proxy.json_lines("copy.jsonl").len() >= 50
     })
     .await;
-    let tagged = lines(&proxy, "feed.jsonl");
+    let tagged = proxy.json_lines("feed.jsonl");
     assert!(tagged.is_empty(), "over the limit yet delivered: {:?}", tagged.first());
 }

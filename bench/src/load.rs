@@ -247,15 +247,7 @@ fn header_and_payload(header: &[u8]) -> Option<(usize, usize)> {
 
 /// CPU time of the calling thread, in microseconds.
 fn thread_cpu_micros() -> u64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, r)| r)
-        .split_whitespace()
-        .collect();
-    let ticks = fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-    ticks * 1_000_000 / crate::parties::clock_ticks()
+    crate::parties::stat_cpu_micros(&std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default())
 }
 
 struct Totals {

@@ -237,24 +237,27 @@ fn tree(root: u32) -> Vec<u32> {
 
 /// CPU time (user + system) of a process tree, in microseconds.
 pub fn cpu_micros(root: u32) -> u64 {
-    let ticks: u64 = tree(root)
+    tree(root)
         .into_iter()
         .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
-        .map(|stat| {
-            let fields: Vec<&str> = stat
-                .rsplit_once(')')
-                .map_or("", |(_, r)| r)
-                .split_whitespace()
-                .collect();
-            // utime and stime: fields 14 and 15 of stat, 12 and 13 after the name.
-            fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
-                + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0)
-        })
-        .sum();
+        .map(|stat| stat_cpu_micros(&stat))
+        .sum()
+}
+
+/// The CPU time (user + system) in a `/proc/.../stat` line, in microseconds.
+pub fn stat_cpu_micros(stat: &str) -> u64 {
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace()
+        .collect();
+    // utime and stime: fields 14 and 15 of stat, 12 and 13 after the name.
+    let ticks = fields.get(11).and_then(|u| u.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
     ticks * 1_000_000 / clock_ticks()
 }
 
-pub fn clock_ticks() -> u64 {
+fn clock_ticks() -> u64 {
     static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| {
         Command::new("getconf")

@@ -589,35 +589,24 @@ impl Run {
         } else {
             Err(DeliveryError::Failed(detail))
         };
-        if let Some((filter, context)) = self.awaiting.remove(&ticket) {
-            self.notify(
-                line,
-                filter,
-                HookCall::Result {
-                    ticket,
-                    outcome,
-                    context,
-                },
-            );
+        let (filter, context) = if let Some(awaited) = self.awaiting.remove(&ticket) {
+            awaited
         } else if !ok && let Some((_, filter)) = self.subscriptions.remove(&ticket) {
             // A subscription that cannot start, or ended for good.
             self.release_handle();
-            let context = Bytes::new();
-            self.notify(
-                line,
-                filter,
-                HookCall::Result {
-                    ticket,
-                    outcome,
-                    context,
-                },
-            );
+            (filter, Bytes::new())
         } else {
             return Err(session_error(
                 line,
                 format!("no record (or subscription) awaits a result for ticket {ticket}"),
             ));
-        }
+        };
+        let call = HookCall::Result {
+            ticket,
+            outcome,
+            context,
+        };
+        self.notify(line, filter, call);
         Ok(())
     }
 

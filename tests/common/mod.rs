@@ -183,6 +183,15 @@ impl Proxy {
         ws
     }
 
+    /// The JSON lines of a file in the proxy's folder (a file sink's records); none if absent.
+    pub fn json_lines(&self, file: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join(file))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
     }
