@@ -43,6 +43,8 @@ pub async fn run(framegate: &Party, measure: Duration) -> anyhow::Result<HotSwap
         warmup: Duration::from_millis(500),
         measure,
         server_pid: Some(framegate.pid()),
+        body: load::Body::Filler,
+        deflate: false,
     };
     let quiet = load::run(&load).await?;
 

@@ -14,7 +14,9 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio_tungstenite::tungstenite::http::Uri;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::header::SEC_WEBSOCKET_EXTENSIONS;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, Uri};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::parties::{self, Party};
@@ -41,12 +43,14 @@ const PER_SOURCE: usize = 20_000;
 /// Each client takes fresh source addresses: the last run's ports linger in TIME_WAIT.
 static NEXT_SOURCE: AtomicU8 = AtomicU8::new(2);
 
-/// Opens `count` idle connections to `path` on shards made by `start` and measures them.
+/// Opens `count` idle connections to `path` on shards made by `start` and measures them; with
+/// `deflate`, each agrees permessage-deflate first.
 pub async fn run(
     name: &str,
     start: impl Fn() -> anyhow::Result<Party>,
     path: &str,
     count: usize,
+    deflate: bool,
 ) -> anyhow::Result<Idle> {
     let processes = count.div_ceil(PER_PROCESS).max(1);
     let shards = (0..processes).map(|_| start()).collect::<anyhow::Result<Vec<_>>>()?;
@@ -56,7 +60,7 @@ pub async fn run(
     for (i, shard) in shards.iter().enumerate() {
         let share = count / processes + usize::from(i < count % processes);
         let url = format!("{}{}", shard.url.trim_end_matches('/'), path);
-        clients.push(spawn_client(&url, share)?);
+        clients.push(spawn_client(&url, share, deflate)?);
     }
     for (i, client) in clients.iter_mut().enumerate() {
         let mut line = String::new();
@@ -95,7 +99,7 @@ pub async fn run(
 }
 
 /// Starts an `idle-client` child for `count` connections to `url`, on fresh source addresses.
-fn spawn_client(url: &str, count: usize) -> anyhow::Result<Child> {
+fn spawn_client(url: &str, count: usize, deflate: bool) -> anyhow::Result<Child> {
     let first_source = NEXT_SOURCE.fetch_add(count.div_ceil(PER_SOURCE) as u8, Ordering::Relaxed);
     Command::new(std::env::current_exe()?)
         .args(["idle-client", "--url", url])
@@ -105,6 +109,7 @@ fn spawn_client(url: &str, count: usize) -> anyhow::Result<Child> {
             "--first-source",
             &first_source.to_string(),
         ])
+        .args(deflate.then_some("--deflate"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -113,8 +118,9 @@ fn spawn_client(url: &str, count: usize) -> anyhow::Result<Child> {
 }
 
 /// The `idle-client` subcommand: opens `count` connections to `url` from 127.0.0.`first_source`
-/// on, prints "open", and holds them until stdin closes.
-pub async fn hold(url: &str, count: usize, first_source: u8) -> anyhow::Result<()> {
+/// on, prints "open", and holds them until stdin closes. With `deflate`, each offers
+/// permessage-deflate and fails unless the server agrees (idle, nothing is ever compressed).
+pub async fn hold(url: &str, count: usize, first_source: u8, deflate: bool) -> anyhow::Result<()> {
     let uri: Uri = url.parse()?;
     let server = parties::addr(uri.port_u16().context("the url names no port")?);
     let mut open = Vec::with_capacity(count);
@@ -127,7 +133,18 @@ pub async fn hold(url: &str, count: usize, first_source: u8) -> anyhow::Result<(
                 let stream = socket.connect(server).await?;
                 // Small client buffers: the client's memory is not what is measured.
                 let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-                let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
+                let mut request = url.into_client_request()?;
+                if deflate {
+                    request
+                        .headers_mut()
+                        .insert(SEC_WEBSOCKET_EXTENSIONS, HeaderValue::from_static("permessage-deflate"));
+                }
+                let (ws, answer) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+                let agreed = answer.headers().get(SEC_WEBSOCKET_EXTENSIONS).is_some();
+                anyhow::ensure!(
+                    agreed == deflate,
+                    "permessage-deflate offered: {deflate}, agreed: {agreed}"
+                );
                 anyhow::Ok(ws)
             })
             .collect();

@@ -24,6 +24,47 @@ pub struct Load {
     pub measure: Duration,
     /// The process under test, whose CPU over the measured span is read.
     pub server_pid: Option<u32>,
+    pub body: Body,
+    /// Offer permessage-deflate and send every message compressed (RSV1 set). The client offers
+    /// `client_no_context_takeover`, so one compressed frame serves every message; the server's
+    /// compressed answers are counted, not inflated.
+    pub deflate: bool,
+}
+
+/// What every message of a load holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// `size` bytes of `x` in a binary message.
+    Filler,
+    /// A text message of `size` bytes cut from a JSON array of quotes, as a market feed sends
+    /// (compresses about 7x).
+    Json,
+}
+
+impl Body {
+    /// The message's bytes and its opcode.
+    fn message(self, size: usize) -> (Vec<u8>, u8) {
+        match self {
+            Body::Filler => (vec![b'x'; size], 0x2),
+            Body::Json => {
+                let mut json = String::from("[");
+                for i in 0.. {
+                    if json.len() >= size {
+                        break;
+                    }
+                    let side = if i % 3 == 0 { "sell" } else { "buy" };
+                    json += &format!(
+                        "{{\"symbol\":\"S{}\",\"price\":{:.2},\"size\":{},\"side\":\"{side}\"}},",
+                        i % 50,
+                        100.0 + (i * 37 % 1000) as f64 * 0.25,
+                        (i * 13) % 500
+                    );
+                }
+                json.truncate(size);
+                (json.into_bytes(), 0x1)
+            }
+        }
+    }
 }
 
 pub struct Outcome {
@@ -40,6 +81,8 @@ pub struct Outcome {
     pub client_cpu_us: u64,
     /// CPU time of the process under test over the measured span, in microseconds.
     pub server_cpu_us: Option<u64>,
+    /// Bytes the client wrote and read over the measured span (frames, both ways).
+    pub wire_bytes: u64,
 }
 
 /// Above this share of its one core the client, not the server, may be what sets the rate.
@@ -54,6 +97,11 @@ impl Outcome {
     /// A round-trip quantile, in microseconds.
     pub fn quantile_us(&self, quantile: f64) -> f64 {
         self.rtt.value_at_quantile(quantile) as f64 / 1_000.0
+    }
+
+    /// Bytes on the wire per answered message, both ways.
+    pub fn wire_bytes_per_message(&self) -> f64 {
+        self.wire_bytes as f64 / self.messages.max(1) as f64
     }
 
     /// The client's share of its core over the measured span.
@@ -81,9 +129,9 @@ pub async fn run(load: &Load) -> anyhow::Result<Outcome> {
 async fn run_here(load: &Load) -> anyhow::Result<Outcome> {
     let mut streams = Vec::with_capacity(load.connections);
     for _ in 0..load.connections {
-        streams.push(connect(&load.url).await?);
+        streams.push(connect(&load.url, load.deflate).await?);
     }
-    let frames = Arc::new(FrameBatch::new(load.size, load.window));
+    let frames = Arc::new(FrameBatch::new(load.body, load.size, load.deflate, load.window));
     let measuring = Arc::new(AtomicBool::new(false));
     let stop = Arc::new(AtomicBool::new(false));
     let tasks: Vec<_> = streams
@@ -116,6 +164,7 @@ async fn run_here(load: &Load) -> anyhow::Result<Outcome> {
         rtt: Histogram::new(3)?,
         client_cpu_us,
         server_cpu_us,
+        wire_bytes: 0,
     };
     for task in tasks {
         let totals = task.await??;
@@ -123,13 +172,14 @@ async fn run_here(load: &Load) -> anyhow::Result<Outcome> {
         outcome.sent += totals.sent;
         outcome.received += totals.received;
         outcome.lost += totals.lost;
+        outcome.wire_bytes += totals.wire_bytes;
         outcome.rtt.add(&totals.rtt)?;
     }
     Ok(outcome)
 }
 
 /// Opens a WebSocket connection by hand: the upgrade request, then the raw stream.
-async fn connect(url: &str) -> anyhow::Result<TcpStream> {
+async fn connect(url: &str, deflate: bool) -> anyhow::Result<TcpStream> {
     let rest = url.strip_prefix("ws://").context("only ws:// URLs")?;
     let (host, path) = rest
         .split_once('/')
@@ -138,9 +188,14 @@ async fn connect(url: &str) -> anyhow::Result<TcpStream> {
         .await
         .with_context(|| format!("connecting to {host}"))?;
     stream.set_nodelay(true)?;
+    let offer = if deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n"
+    } else {
+        ""
+    };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     // The answer is read a byte at a time so not one byte of the first frames is taken with it.
@@ -155,20 +210,41 @@ async fn connect(url: &str) -> anyhow::Result<TcpStream> {
         "{url}: {}",
         String::from_utf8_lossy(&head).lines().next().unwrap_or("")
     );
+    if deflate {
+        // Compressed frames to a server that did not agree would be protocol errors.
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        anyhow::ensure!(
+            head.contains("sec-websocket-extensions: permessage-deflate"),
+            "{url}: permessage-deflate was offered and not agreed"
+        );
+    }
     Ok(stream)
 }
 
-/// `window` + 1 masked binary frames of `size` bytes, back to back: what a connection writes,
-/// in slices (a window's worth, after finishing a frame a short write cut).
+/// `window` + 1 masked frames of one `size`-byte message, back to back: what a connection
+/// writes, in slices (a window's worth, after finishing a frame a short write cut).
 struct FrameBatch {
     bytes: Vec<u8>,
     frame_len: usize,
 }
 
 impl FrameBatch {
-    fn new(size: usize, window: usize) -> FrameBatch {
+    fn new(body: Body, size: usize, deflate: bool, window: usize) -> FrameBatch {
+        let (mut payload, opcode) = body.message(size);
+        let mut first = 0x80 | opcode;
+        if deflate {
+            payload = framegate::deflate::Compressor::new(framegate::deflate::Settings {
+                window_bits: 15,
+                mem_level: 8,
+                level: 6,
+                no_context_takeover: true,
+            })
+            .compress(&payload);
+            first |= 0x40;
+        }
+        let size = payload.len();
         let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut frame = vec![0x82];
+        let mut frame = vec![first];
         match size {
             0..=125 => frame.push(0x80 | size as u8),
             126..=65535 => {
@@ -181,7 +257,7 @@ impl FrameBatch {
             }
         }
         frame.extend_from_slice(&mask);
-        frame.extend((0..size).map(|i| b'x' ^ mask[i % 4]));
+        frame.extend(payload.iter().enumerate().map(|(i, byte)| byte ^ mask[i % 4]));
         FrameBatch {
             frame_len: frame.len(),
             bytes: frame.repeat(window + 1),
@@ -255,6 +331,7 @@ struct Totals {
     sent: u64,
     received: u64,
     lost: u64,
+    wire_bytes: u64,
     rtt: Histogram<u64>,
 }
 
@@ -271,6 +348,7 @@ async fn drive(
         sent: 0,
         received: 0,
         lost: 0,
+        wire_bytes: 0,
         rtt: Histogram::new(3)?,
     };
     let mut counter = FrameCounter::default();
@@ -307,6 +385,9 @@ async fn drive(
             let frames_to_end = room + usize::from(offset > 0);
             match stream.try_write(&frames.bytes[offset..frames_to_end * frames.frame_len]) {
                 Ok(written) => {
+                    if measuring.load(Ordering::Relaxed) {
+                        totals.wire_bytes += written as u64;
+                    }
                     // Frames begun: frame starts passed, the one at `offset` 0 included.
                     let begun = (offset + written).div_ceil(frames.frame_len) - offset.div_ceil(frames.frame_len);
                     offset = (offset + written) % frames.frame_len;
@@ -323,6 +404,9 @@ async fn drive(
             match stream.try_read(&mut buffer) {
                 Ok(0) => anyhow::bail!("connection closed by the server"),
                 Ok(read) => {
+                    if measuring.load(Ordering::Relaxed) {
+                        totals.wire_bytes += read as u64;
+                    }
                     let answers = counter.scan(&buffer[..read]);
                     if answers > 0 {
                         last_answer = Instant::now();
@@ -389,10 +473,27 @@ mod tests {
 
     #[test]
     fn a_batch_is_whole_masked_frames() {
-        let batch = FrameBatch::new(300, 3);
+        let batch = FrameBatch::new(Body::Filler, 300, false, 3);
         assert_eq!(batch.frame_len, 2 + 2 + 4 + 300);
         assert_eq!(batch.bytes.len(), 4 * batch.frame_len);
+        assert_eq!(batch.bytes[0], 0x82);
         let mask = &batch.bytes[4..8];
         assert_eq!(batch.bytes[8] ^ mask[0], b'x');
+    }
+
+    #[test]
+    fn a_json_body_is_text_of_the_size_asked() {
+        let (json, opcode) = Body::Json.message(4096);
+        assert_eq!((json.len(), opcode), (4096, 0x1));
+        assert!(json.starts_with(b"[{\"symbol\":\"S0\",\"price\":100.00,"));
+    }
+
+    #[test]
+    fn a_compressed_batch_is_rsv1_text_frames_much_smaller_than_the_message() {
+        let batch = FrameBatch::new(Body::Json, 4096, true, 1);
+        assert_eq!(batch.bytes[0], 0x80 | 0x40 | 0x1);
+        let (header, payload) = header_and_payload(&batch.bytes).unwrap();
+        assert_eq!(batch.frame_len, header + payload);
+        assert!(payload < 4096 / 4, "{payload} bytes");
     }
 }

@@ -17,7 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Serialize;
 use tokio_tungstenite::tungstenite::Message;
 
-use load::Load;
+use load::{Body, Load};
 use parties::Party;
 
 #[derive(Parser)]
@@ -75,6 +75,9 @@ enum Command {
         /// The connections come from 127.0.0.N on, N this.
         #[arg(long)]
         first_source: u8,
+        /// Offer permessage-deflate (and require it agreed).
+        #[arg(long)]
+        deflate: bool,
     },
 }
 
@@ -91,6 +94,8 @@ struct Row {
     /// Messages per second against the baseline of the same case and run.
     ratio: f64,
     mb_per_s: f64,
+    /// Bytes on the wire per message, both ways, as the client wrote and read them.
+    wire_bytes_per_message: f64,
     p50_us: f64,
     p99_us: f64,
     p999_us: f64,
@@ -107,6 +112,7 @@ struct Sample {
     p99: f64,
     p999: f64,
     cpu: f64,
+    wire: f64,
     client_load: f64,
     client_bound: bool,
     lost: u64,
@@ -119,7 +125,9 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 const ECHO: &str = "[routes.echo]\npath = \"/echo\"\nfilters = [{ module = \"echo\" }]\n\
     [routes.echo3]\npath = \"/echo3\"\n\
-    filters = [{ module = \"tag\", config = { prefix = \"\" } }, { module = \"tag\", config = { prefix = \"\" } }, { module = \"echo\" }]\n";
+    filters = [{ module = \"tag\", config = { prefix = \"\" } }, { module = \"tag\", config = { prefix = \"\" } }, { module = \"echo\" }]\n\
+    [routes.echo_light]\npath = \"/echo-light\"\nfilters = [{ module = \"echo\" }]\n\
+    deflate = { server_context_takeover = false, client_context_takeover = false }\n";
 
 /// A route whose filter loops on every message starting with "s", to its 100 ms deadline.
 const SPIN: &str = "[routes.spin]\npath = \"/spin\"\nfilters = [{ module = \"spin\", timeout_ms = 100 }]\n";
@@ -135,9 +143,10 @@ async fn spin_forever(url: String) {
     }
 }
 
-fn passthrough(upstream: u16) -> String {
+/// Pass-through routes to the echo at `upstream` (a ws:// URL).
+fn passthrough(upstream: &str) -> String {
     format!(
-        "[sinks.up]\ntype = \"ws\"\nurl = \"ws://127.0.0.1:{upstream}/\"\n\
+        "[sinks.up]\ntype = \"ws\"\nurl = \"{upstream}\"\n\
          [routes.up]\npath = \"/up\"\nsinks = [\"up\"]\n\
          [routes.up1]\npath = \"/up1\"\nfilters = [{{ module = \"tag\", config = {{ prefix = \"\" }} }}]\nsinks = [\"up\"]\n\
          [routes.raw]\npath = \"/raw\"\nsinks = [\"up\"]\nrelay = \"bytes\"\n"
@@ -149,6 +158,8 @@ struct Target {
     name: String,
     url: String,
     pid: u32,
+    /// The client offers permessage-deflate and sends compressed messages.
+    deflate: bool,
 }
 
 fn targets(parties: &[(&Party, &str, &str)]) -> Vec<Target> {
@@ -158,6 +169,23 @@ fn targets(parties: &[(&Party, &str, &str)]) -> Vec<Target> {
             name: name.to_string(),
             url: format!("{}{}", party.url.trim_end_matches('/'), path),
             pid: party.pid(),
+            deflate: false,
+        })
+        .collect()
+}
+
+/// The same targets, each once as is and once with permessage-deflate, its name marked.
+fn with_and_without_deflate(plain: Vec<Target>) -> Vec<Target> {
+    plain
+        .into_iter()
+        .flat_map(|target| {
+            let compressed = Target {
+                name: format!("{}, deflate", target.name),
+                url: target.url.clone(),
+                deflate: true,
+                ..target
+            };
+            [target, compressed]
         })
         .collect()
 }
@@ -170,6 +198,7 @@ async fn case(name: &str, targets: &[Target], load: &Load, repetitions: usize) -
             let load = Load {
                 url: target.url.clone(),
                 server_pid: Some(target.pid),
+                deflate: target.deflate,
                 ..load.clone()
             };
             let outcome = load::run(&load)
@@ -183,6 +212,7 @@ async fn case(name: &str, targets: &[Target], load: &Load, repetitions: usize) -
                 p99: quantile(0.99),
                 p999: quantile(0.999),
                 cpu: outcome.server_cpu_us.unwrap_or(0) as f64 / outcome.messages.max(1) as f64,
+                wire: outcome.wire_bytes_per_message(),
                 client_load: outcome.client_load(),
                 client_bound: outcome.client_bound(),
                 lost: outcome.lost,
@@ -204,6 +234,7 @@ async fn case(name: &str, targets: &[Target], load: &Load, repetitions: usize) -
                 messages_per_s: rate,
                 // Both ways: each message goes to the server and comes back.
                 mb_per_s: rate * load.size as f64 * 2.0 / 1e6,
+                wire_bytes_per_message: pick(i, |s| s.wire),
                 p50_us: pick(i, |s| s.p50),
                 p99_us: pick(i, |s| s.p99),
                 p999_us: pick(i, |s| s.p999),
@@ -223,20 +254,21 @@ async fn case(name: &str, targets: &[Target], load: &Load, repetitions: usize) -
 
 fn print_header() {
     println!(
-        "{:<34} {:<32} {:>9} {:>7} {:>11} {:>7} {:>9} {:>9} {:>7}",
-        "case", "party", "cpu us/m", "ratio", "msg/s", "ratio", "p50 us", "p99 us", "client"
+        "{:<34} {:<40} {:>9} {:>7} {:>11} {:>7} {:>8} {:>9} {:>9} {:>7}",
+        "case", "party", "cpu us/m", "ratio", "msg/s", "ratio", "wire B/m", "p50 us", "p99 us", "client"
     );
 }
 
 fn print_row(row: &Row) {
     println!(
-        "{:<34} {:<32} {:>9.3} {:>6.2}x {:>11.0} {:>6.2}x {:>9.1} {:>9.1} {:>6.0}%{}",
+        "{:<34} {:<40} {:>9.3} {:>6.2}x {:>11.0} {:>6.2}x {:>8.0} {:>9.1} {:>9.1} {:>6.0}%{}",
         row.case,
         row.party,
         row.cpu_us_per_message,
         row.cpu_ratio,
         row.messages_per_s,
         row.ratio,
+        row.wire_bytes_per_message,
         row.p50_us,
         row.p99_us,
         row.client_load * 100.0,
@@ -288,7 +320,8 @@ async fn main() -> anyhow::Result<()> {
             url,
             count,
             first_source,
-        }) => return idle::hold(url, *count, *first_source).await,
+            deflate,
+        }) => return idle::hold(url, *count, *first_source, *deflate).await,
         Some(Command::Load {
             url,
             connections,
@@ -305,6 +338,8 @@ async fn main() -> anyhow::Result<()> {
                 warmup: Duration::from_millis(500),
                 measure: Duration::from_secs_f64(*seconds),
                 server_pid: *pid,
+                body: Body::Filler,
+                deflate: false,
             };
             let outcome = load::run(&load).await?;
             let server = outcome
@@ -335,7 +370,7 @@ async fn main() -> anyhow::Result<()> {
     let framegate = Party::framegate("framegate", "/", ECHO)?;
     let upstream = Party::echo_server()?;
     let upstream_port: u16 = upstream.url.trim_end_matches('/').rsplit(':').next().unwrap().parse()?;
-    let proxy = Party::framegate("framegate pass-through", "/", &passthrough(upstream_port))?;
+    let proxy = Party::framegate("framegate pass-through", "/", &passthrough(&upstream.url))?;
     let mut peers = Vec::new();
     for (command, start) in [
         (
@@ -387,6 +422,8 @@ async fn main() -> anyhow::Result<()> {
                 warmup,
                 measure,
                 server_pid: None,
+                body: Body::Filler,
+                deflate: false,
             };
             for (group, targets) in [("echo", &echo_targets), ("pass-through", &pass_targets)] {
                 let name = format!("{group} {size}B x{connections}");
@@ -398,6 +435,45 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    // permessage-deflate at 4 KiB of JSON: what compression costs and saves, beside the same
+    // messages uncompressed. Relayed routes pass compressed frames in place, so their upstream
+    // must compress: framegate's own /echo.
+    let compressing = format!("{}echo", framegate.url);
+    let deflate_proxy = Party::framegate("framegate pass-through", "/", &passthrough(&compressing))?;
+    let deflate_load = Load {
+        url: String::new(),
+        connections: 16,
+        size: 4096,
+        window: 64,
+        warmup,
+        measure,
+        server_pid: None,
+        body: Body::Json,
+        deflate: false,
+    };
+    // The baseline echo speaks no deflate: it is the first row, uncompressed, of the echo case.
+    let mut deflate_echo = targets(&[(&baseline, "baseline echo", "")]);
+    deflate_echo.extend(with_and_without_deflate(targets(&[
+        (&framegate, "framegate /echo", "/echo"),
+        (&framegate, "framegate /echo, no context takeover", "/echo-light"),
+    ])));
+    let deflate_pass = with_and_without_deflate(targets(&[
+        (&framegate, "upstream framegate /echo, direct", "/echo"),
+        (&deflate_proxy, "framegate frame relay", "/up"),
+        (&deflate_proxy, "framegate byte relay", "/raw"),
+    ]));
+    for (name, targets) in [
+        ("deflate echo 4096B JSON x16", deflate_echo),
+        ("deflate pass-through 4096B JSON x16", deflate_pass),
+    ] {
+        if wanted(&cli.only, name) {
+            report
+                .throughput
+                .extend(case(name, &targets, &deflate_load, cli.repetitions).await?);
+        }
+    }
+    drop(deflate_proxy);
+
     let ping_pong = Load {
         url: String::new(),
         connections: 1,
@@ -406,6 +482,8 @@ async fn main() -> anyhow::Result<()> {
         warmup,
         measure,
         server_pid: None,
+        body: Body::Filler,
+        deflate: false,
     };
     for (group, targets) in [("echo", &echo_targets), ("pass-through", &pass_targets)] {
         let name = format!("{group} ping-pong 100B");
@@ -469,11 +547,14 @@ async fn main() -> anyhow::Result<()> {
         // Shards of their own, as many as the connections need (idle.rs).
         report
             .idle
-            .push(idle::run("baseline echo", Party::echo_server, "/", cli.idle).await?);
+            .push(idle::run("baseline echo", Party::echo_server, "/", cli.idle, false).await?);
         let shard = || Party::framegate("framegate", "/", ECHO);
         report
             .idle
-            .push(idle::run("framegate /echo", shard, "/echo", cli.idle).await?);
+            .push(idle::run("framegate /echo", shard, "/echo", cli.idle, false).await?);
+        report
+            .idle
+            .push(idle::run("framegate /echo, deflate", shard, "/echo", cli.idle, true).await?);
     }
 
     let out = parties::repo().join("target/bench");

@@ -7,5 +7,6 @@ mod codec;
 mod negotiate;
 mod stream;
 
+pub use codec::{Compressor, Settings};
 pub use negotiate::{Agreed, AnswerError, NAME, accept, accepted, offer};
 pub use stream::{Deflating, Marked, Options, compressed_limit};
