@@ -14,6 +14,8 @@ pub mod connectors;
 pub mod deflate;
 pub mod feed;
 pub mod filter;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod health;
 pub mod logs;
 pub mod metrics;
