@@ -497,6 +497,41 @@ async fn main() -> anyhow::Result<()> {
     drop(proxy);
     drop(upstream);
 
+    // Across cores: /echo on 1 worker, then on 2 and on every core (one row when they agree),
+    // against the baseline echo, which uses every core.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for size in [100usize, 4096] {
+        let name = format!("scaling echo {size}B x16");
+        if wanted(&cli.only, &name) {
+            let mut parties = vec![];
+            for workers in std::collections::BTreeSet::from([1, 2, cores]) {
+                let party_name = format!(
+                    "framegate /echo, {workers} worker{}",
+                    if workers == 1 { "" } else { "s" }
+                );
+                parties.push(Party::framegate_with(&party_name, "/", ECHO, &[], workers)?);
+            }
+            let mut scaling = targets(&[(&baseline, "baseline echo", "")]);
+            for party in &parties {
+                scaling.extend(targets(&[(party, &party.name, "/echo")]));
+            }
+            let load = Load {
+                url: String::new(),
+                connections: 16,
+                size,
+                window: (256 * 1024 / size).max(1),
+                warmup,
+                measure,
+                server_pid: None,
+                body: Body::Filler,
+                deflate: false,
+            };
+            report
+                .throughput
+                .extend(case(&name, &scaling, &load, cli.repetitions).await?);
+        }
+    }
+
     let runaway_case = "echo ping-pong 100B, a filter spinning on another route";
     if wanted(&cli.only, runaway_case) {
         let runaway = Party::framegate_with(
@@ -504,6 +539,7 @@ async fn main() -> anyhow::Result<()> {
             "/",
             &format!("{ECHO}{SPIN}"),
             &[("spin.wat", include_bytes!("../../tests/wat/spin_on_s.wat"))],
+            1,
         )?;
         let spinning = tokio::spawn(spin_forever(format!("{}spin", runaway.url)));
         let targets = targets(&[

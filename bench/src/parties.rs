@@ -95,13 +95,21 @@ impl Party {
         Party::start("baseline echo", "/", port, command, None)
     }
 
-    /// framegate (release build) on `config` (routes and sinks), with the bundled filters.
+    /// framegate (release build) on `config` (routes and sinks), with the bundled filters, on
+    /// one worker thread.
     pub fn framegate(name: &str, path: &str, config: &str) -> anyhow::Result<Party> {
-        Self::framegate_with(name, path, config, &[])
+        Self::framegate_with(name, path, config, &[], 1)
     }
 
-    /// framegate with `extra` files (name, contents) beside the bundled filters.
-    pub fn framegate_with(name: &str, path: &str, config: &str, extra: &[(&str, &[u8])]) -> anyhow::Result<Party> {
+    /// framegate on `workers` threads, with `extra` files (name, contents) beside the bundled
+    /// filters.
+    pub fn framegate_with(
+        name: &str,
+        path: &str,
+        config: &str,
+        extra: &[(&str, &[u8])],
+        workers: usize,
+    ) -> anyhow::Result<Party> {
         let dir = tempfile::tempdir()?;
         let filters = dir.path().join("filters");
         std::fs::create_dir_all(&filters)?;
@@ -116,7 +124,7 @@ impl Party {
         let port = free_port();
         let admin = free_port();
         let full = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin}\"\nmax_connections = 200000\nworkers = 1\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin = \"127.0.0.1:{admin}\"\nmax_connections = 200000\nworkers = {workers}\n\
              [filters]\ndir = \"filters\"\n{config}"
         );
         std::fs::write(dir.path().join("framegate.toml"), full)?;
