@@ -6,7 +6,8 @@ file sink (2), NSDb live queries (2 subscribers, 1 inserter), connection churn o
 5 a second), a hot swap of the echo module every 10 s and a config reload every minute (a route
 added or removed).
 
-Samples: the proxy's RSS, open files and threads (from /proc) once a minute; churn pauses for
+Samples: the proxy's RSS, open files and threads (from /proc) and its runtime's tasks (from /metrics)
+once a minute; churn pauses for
 the sample, so open files count the long-lived connections only.
 
 Checks: RSS and open files flat after warm-up (the samples after it within 5 % of each other),
@@ -272,6 +273,7 @@ async def sampler(pid: int, samples: list) -> None:
         sample.update(
             minute=round((time.monotonic() - start) / 60),
             connections=int(metric_sum(metrics, "framegate_connections_active")),
+            tasks=int(metric_sum(metrics, "framegate_runtime_tasks")),
             messages=int(metric_sum(metrics, "framegate_messages_total")),
             swaps=int(metric_sum(metrics, "framegate_filter_reloads_total")),
             echo=counts["echo"], hydra=counts["hydra_acked"], inserted=counts["inserted"],
@@ -279,7 +281,7 @@ async def sampler(pid: int, samples: list) -> None:
         )
         samples.append(sample)
         print(
-            "{minute:>4} {rss_kb:>9} {fds:>5} {threads:>7} {connections:>5} {messages:>10} {echo:>9} "
+            "{minute:>4} {rss_kb:>9} {fds:>5} {threads:>7} {tasks:>5} {connections:>5} {messages:>10} {echo:>9} "
             "{hydra:>7} {inserted:>8} {pushed:>8} {churn:>6} {swaps:>5} {closes:>6}".format(**sample),
             flush=True,
         )
@@ -307,7 +309,7 @@ async def main() -> int:
             await asyncio.sleep(0.1)
     quiet.set()
     print(f"framegate pid {proxy.pid}, {MINUTES:g} min, warm-up {WARM_UP / 60:g} min, work dir {WORK}")
-    print("min    rss_kB   fds threads conns   messages      echo   hydra inserted   pushed  churn swaps closes")
+    print("min    rss_kB   fds threads tasks conns   messages      echo   hydra inserted   pushed  churn swaps closes")
     samples = []
     tasks = [asyncio.create_task(t) for t in [
         *(echo(n) for n in range(4)), churn(), ingest(), *(hydra(n) for n in range(2)),

@@ -146,6 +146,8 @@ pub struct Metrics {
     /// Where a graceful shutdown stands (server::drain::Phase): 0 serving, 1 draining, 2 listener
     /// closed, 3 closing connections, 4 flushing sinks.
     pub shutdown_phase: Gauge,
+    /// Tasks alive in the proxy's runtime, read at each scrape: a task that never ends shows here.
+    runtime_tasks: Gauge,
     rate_limited: Family<RateLabel, Counter>,
     closed: Family<CloseLabel, Counter>,
     deflate_bytes: Family<DeflateLabel, Counter>,
@@ -312,6 +314,12 @@ impl Default for Metrics {
             "Graceful shutdown: 0 serving, 1 draining (readyz 503, still accepting), 2 listener closed, 3 closing connections (1001), 4 flushing sinks",
             shutdown_phase.clone(),
         );
+        let runtime_tasks = Gauge::default();
+        registry.register(
+            "runtime_tasks",
+            "Tasks alive in the proxy's async runtime (sessions, sinks, sources, timers), at the scrape",
+            runtime_tasks.clone(),
+        );
         let deflate_bytes = Family::default();
         registry.register(
             "deflate_bytes",
@@ -352,6 +360,7 @@ impl Default for Metrics {
             edge,
             config_reloads_refused,
             shutdown_phase,
+            runtime_tasks,
             rate_limited,
             closed,
             deflate_bytes,
@@ -363,6 +372,8 @@ impl Default for Metrics {
 impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
+        let tasks = tokio::runtime::Handle::try_current().map_or(0, |runtime| runtime.metrics().num_alive_tasks());
+        self.runtime_tasks.set(tasks as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
         out

@@ -6,6 +6,21 @@
 use std::path::Path;
 
 #[test]
+fn every_target_under_fuzz_has_its_body_here() {
+    let targets = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/fuzz_targets");
+    let mut fuzzed: Vec<String> = std::fs::read_dir(targets)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".rs").map(str::to_string)
+        })
+        .collect();
+    fuzzed.sort();
+    let replayed: Vec<&str> = framegate::fuzzing::TARGETS.iter().map(|(name, _)| *name).collect();
+    assert_eq!(fuzzed, replayed, "fuzz/fuzz_targets/ and framegate::fuzzing::TARGETS");
+}
+
+#[test]
 fn every_corpus_input_passes_its_target() {
     let corpora = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
     let mut failures = Vec::new();

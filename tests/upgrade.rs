@@ -88,3 +88,25 @@ async fn admin_endpoints() {
     }
     assert_eq!(http_get(proxy.admin, "/nope").await.0, 404);
 }
+
+#[tokio::test]
+async fn runtime_tasks_count_the_sessions_and_fall_back_when_they_end() {
+    let config = config().replace("max_connections = 2", "max_connections = 100");
+    let proxy = Proxy::start(&config, &["echo"], &[]);
+    let before = proxy.metric("framegate_runtime_tasks").await;
+    assert!(before > 0.0, "the proxy's own tasks are counted");
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        let mut ws = proxy.connect(&format!("/echo/{i}")).await;
+        send_text(&mut ws, "hi").await;
+        assert_eq!(next_text(&mut ws).await, "hi");
+        clients.push(ws);
+    }
+    let open = proxy.metric("framegate_runtime_tasks").await;
+    assert!(open >= before + 20.0, "20 sessions: {before} tasks, then {open}");
+    drop(clients);
+    eventually("the sessions' tasks end", || async {
+        proxy.metric("framegate_runtime_tasks").await <= before
+    })
+    .await;
+}

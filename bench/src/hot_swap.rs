@@ -37,14 +37,8 @@ pub async fn run(framegate: &Party, measure: Duration) -> anyhow::Result<HotSwap
     let original = std::fs::read(filters.join("echo.wasm"))?;
     let load = Load {
         url: format!("{}echo", framegate.url),
-        connections: 16,
-        size: 100,
-        window: 32,
-        warmup: Duration::from_millis(500),
-        measure,
         server_pid: Some(framegate.pid()),
-        body: load::Body::Filler,
-        deflate: false,
+        ..Load::new(16, 100, 32, Duration::from_millis(500), measure)
     };
     let quiet = load::run(&load).await?;
 

@@ -254,14 +254,14 @@ async fn case(name: &str, targets: &[Target], load: &Load, repetitions: usize) -
 
 fn print_header() {
     println!(
-        "{:<34} {:<40} {:>9} {:>7} {:>11} {:>7} {:>8} {:>9} {:>9} {:>7}",
+        "{:<34} {:<46} {:>9} {:>7} {:>11} {:>7} {:>8} {:>9} {:>9} {:>7}",
         "case", "party", "cpu us/m", "ratio", "msg/s", "ratio", "wire B/m", "p50 us", "p99 us", "client"
     );
 }
 
 fn print_row(row: &Row) {
     println!(
-        "{:<34} {:<40} {:>9.3} {:>6.2}x {:>11.0} {:>6.2}x {:>8.0} {:>9.1} {:>9.1} {:>6.0}%{}",
+        "{:<34} {:<46} {:>9.3} {:>6.2}x {:>11.0} {:>6.2}x {:>8.0} {:>9.1} {:>9.1} {:>6.0}%{}",
         row.case,
         row.party,
         row.cpu_us_per_message,
@@ -332,14 +332,14 @@ async fn main() -> anyhow::Result<()> {
         }) => {
             let load = Load {
                 url: url.clone(),
-                connections: *connections,
-                size: *size,
-                window: *window,
-                warmup: Duration::from_millis(500),
-                measure: Duration::from_secs_f64(*seconds),
                 server_pid: *pid,
-                body: Body::Filler,
-                deflate: false,
+                ..Load::new(
+                    *connections,
+                    *size,
+                    *window,
+                    Duration::from_millis(500),
+                    Duration::from_secs_f64(*seconds),
+                )
             };
             let outcome = load::run(&load).await?;
             let server = outcome
@@ -410,21 +410,7 @@ async fn main() -> anyhow::Result<()> {
     print_header();
     for size in [100usize, 4096] {
         for connections in [1usize, 16, 256] {
-            // Bytes in flight per connection, as a pipelining client keeps them: enough that
-            // neither side ever waits for the other, short of the server's socket buffers at 256.
-            let in_flight = if connections < 256 { 256 * 1024 } else { 16 * 1024 };
-            let window = (in_flight / size).max(1);
-            let load = Load {
-                url: String::new(),
-                connections,
-                size,
-                window,
-                warmup,
-                measure,
-                server_pid: None,
-                body: Body::Filler,
-                deflate: false,
-            };
+            let load = Load::new(connections, size, Load::window_for(connections, size), warmup, measure);
             for (group, targets) in [("echo", &echo_targets), ("pass-through", &pass_targets)] {
                 let name = format!("{group} {size}B x{connections}");
                 if wanted(&cli.only, &name) {
@@ -438,53 +424,37 @@ async fn main() -> anyhow::Result<()> {
     // permessage-deflate at 4 KiB of JSON: what compression costs and saves, beside the same
     // messages uncompressed. Relayed routes pass compressed frames in place, so their upstream
     // must compress: framegate's own /echo.
-    let compressing = format!("{}echo", framegate.url);
-    let deflate_proxy = Party::framegate("framegate pass-through", "/", &passthrough(&compressing))?;
     let deflate_load = Load {
-        url: String::new(),
-        connections: 16,
-        size: 4096,
-        window: 64,
-        warmup,
-        measure,
-        server_pid: None,
         body: Body::Json,
-        deflate: false,
+        ..Load::new(16, 4096, 64, warmup, measure)
     };
-    // The baseline echo speaks no deflate: it is the first row, uncompressed, of the echo case.
-    let mut deflate_echo = targets(&[(&baseline, "baseline echo", "")]);
-    deflate_echo.extend(with_and_without_deflate(targets(&[
-        (&framegate, "framegate /echo", "/echo"),
-        (&framegate, "framegate /echo, no context takeover", "/echo-light"),
-    ])));
-    let deflate_pass = with_and_without_deflate(targets(&[
-        (&framegate, "upstream framegate /echo, direct", "/echo"),
-        (&deflate_proxy, "framegate frame relay", "/up"),
-        (&deflate_proxy, "framegate byte relay", "/raw"),
-    ]));
-    for (name, targets) in [
-        ("deflate echo 4096B JSON x16", deflate_echo),
-        ("deflate pass-through 4096B JSON x16", deflate_pass),
-    ] {
-        if wanted(&cli.only, name) {
-            report
-                .throughput
-                .extend(case(name, &targets, &deflate_load, cli.repetitions).await?);
-        }
+    let deflate_echo = "deflate /echo JSON 4096B x16";
+    if wanted(&cli.only, deflate_echo) {
+        // The baseline echo speaks no deflate: it is the first row, uncompressed.
+        let mut echo = targets(&[(&baseline, "baseline echo", "")]);
+        echo.extend(with_and_without_deflate(targets(&[
+            (&framegate, "framegate /echo", "/echo"),
+            (&framegate, "framegate /echo, no context takeover", "/echo-light"),
+        ])));
+        report
+            .throughput
+            .extend(case(deflate_echo, &echo, &deflate_load, cli.repetitions).await?);
     }
-    drop(deflate_proxy);
+    let deflate_pass = "deflate pass-through JSON 4096B x16";
+    if wanted(&cli.only, deflate_pass) {
+        let compressing = format!("{}echo", framegate.url);
+        let relays = Party::framegate("framegate pass-through", "/", &passthrough(&compressing))?;
+        let pass = with_and_without_deflate(targets(&[
+            (&framegate, "upstream framegate /echo, direct", "/echo"),
+            (&relays, "framegate frame relay", "/up"),
+            (&relays, "framegate byte relay", "/raw"),
+        ]));
+        report
+            .throughput
+            .extend(case(deflate_pass, &pass, &deflate_load, cli.repetitions).await?);
+    }
 
-    let ping_pong = Load {
-        url: String::new(),
-        connections: 1,
-        size: 100,
-        window: 1,
-        warmup,
-        measure,
-        server_pid: None,
-        body: Body::Filler,
-        deflate: false,
-    };
+    let ping_pong = Load::new(1, 100, 1, warmup, measure);
     for (group, targets) in [("echo", &echo_targets), ("pass-through", &pass_targets)] {
         let name = format!("{group} ping-pong 100B");
         if wanted(&cli.only, &name) {
@@ -501,7 +471,7 @@ async fn main() -> anyhow::Result<()> {
     // against the baseline echo, which uses every core.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     for size in [100usize, 4096] {
-        let name = format!("scaling echo {size}B x16");
+        let name = format!("scaling /echo {size}B x16");
         if wanted(&cli.only, &name) {
             let mut parties = vec![];
             for workers in std::collections::BTreeSet::from([1, 2, cores]) {
@@ -515,17 +485,7 @@ async fn main() -> anyhow::Result<()> {
             for party in &parties {
                 scaling.extend(targets(&[(party, &party.name, "/echo")]));
             }
-            let load = Load {
-                url: String::new(),
-                connections: 16,
-                size,
-                window: (256 * 1024 / size).max(1),
-                warmup,
-                measure,
-                server_pid: None,
-                body: Body::Filler,
-                deflate: false,
-            };
+            let load = Load::new(16, size, Load::window_for(16, size), warmup, measure);
             report
                 .throughput
                 .extend(case(&name, &scaling, &load, cli.repetitions).await?);

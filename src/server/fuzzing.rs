@@ -1,5 +1,5 @@
-//! The edge's readers of untrusted bytes, for the fuzz targets (fuzz/) and nothing else: built
-//! only with the `fuzzing` feature. Each entry runs the code the listener runs, in its order.
+//! The edge's readers of untrusted bytes, for the fuzz targets' bodies (src/fuzzing/) and
+//! nothing else: built only with the `fuzzing` feature. Each entry runs the code the listener runs, in its order.
 
 use std::net::{IpAddr, SocketAddr};
 
