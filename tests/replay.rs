@@ -109,13 +109,13 @@ fn a_changed_fixture_fails_naming_the_event_and_the_field() {
     let effects = dir.path().join("changed.effects.jsonl");
     std::fs::write(&effects, changed).unwrap();
     let session = fixtures("tag").join("tag.session.jsonl");
-    let output = framegate(&[
-        Path::new("replay"),
-        &module("tag"),
-        &session,
-        Path::new("--expect"),
-        &effects,
-    ]);
+    let module = module("tag");
+    let replay = |extra: &[&Path]| {
+        let mut args = vec![Path::new("replay"), &module, &session, Path::new("--expect"), &effects];
+        args.extend_from_slice(extra);
+        framegate(&args)
+    };
+    let output = replay(&[]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -123,15 +123,7 @@ fn a_changed_fixture_fails_naming_the_event_and_the_field() {
         "{stderr}"
     );
     // A mask on that field lets the run pass.
-    let output = framegate(&[
-        Path::new("replay"),
-        &module("tag"),
-        &session,
-        Path::new("--expect"),
-        &effects,
-        Path::new("--mask"),
-        Path::new("replace.text"),
-    ]);
+    let output = replay(&[Path::new("--mask"), Path::new("replace.text")]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
