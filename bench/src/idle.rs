@@ -142,7 +142,7 @@ pub async fn hold(url: &str, count: usize, first_source: u8, deflate: bool) -> a
                 let (ws, answer) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
                 let agreed = (answer.headers().get(SEC_WEBSOCKET_EXTENSIONS))
                     .and_then(|value| value.to_str().ok())
-                    .is_some_and(|value| value.trim_start().starts_with(framegate::deflate::NAME));
+                    .is_some_and(crate::load::agrees_to_deflate);
                 anyhow::ensure!(
                     agreed == deflate,
                     "permessage-deflate offered: {deflate}, agreed: {agreed}"

@@ -243,10 +243,15 @@ async fn connect(url: &str, deflate: bool) -> anyhow::Result<TcpStream> {
         let agreed = head
             .lines()
             .filter_map(|line| line.strip_prefix("sec-websocket-extensions:"))
-            .any(|value| value.trim_start().starts_with(framegate::deflate::NAME));
+            .any(agrees_to_deflate);
         anyhow::ensure!(agreed, "{url}: permessage-deflate was offered and not agreed");
     }
     Ok(stream)
+}
+
+/// Whether a `Sec-WebSocket-Extensions` answer agrees to permessage-deflate.
+pub fn agrees_to_deflate(answer: &str) -> bool {
+    answer.trim_start().starts_with(framegate::deflate::NAME)
 }
 
 /// `window` + 1 masked frames of one `size`-byte message, back to back: what a connection
