@@ -112,6 +112,32 @@ impl SinkHandle {
 
     /// Queues a record, waiting for room: a full queue slows the connection feeding it.
     pub async fn submit(&self, record: Record, reply: Option<Reply>) {
+        self.queue_waiting(self.envelope(record, reply)).await;
+    }
+
+    /// Queues a record now if the queue has room and no record waits before it in `waiting`;
+    /// otherwise the record joins `waiting`, which `Waiting::queue` empties in order, waiting
+    /// for room. A session handles a message without waiting, and waits, if it must, before it
+    /// reads the next one.
+    pub fn submit_or_wait(self: &Arc<Self>, record: Record, reply: Option<Reply>, waiting: &mut Vec<Waiting>) {
+        let envelope = self.envelope(record, reply);
+        let envelope = if waiting.is_empty() {
+            match self.queue.try_send(envelope) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Closed(envelope)) => return self.shut_down(envelope),
+                Err(mpsc::error::TrySendError::Full(envelope)) => envelope,
+            }
+        } else {
+            envelope
+        };
+        waiting.push(Waiting {
+            sink: self.clone(),
+            envelope,
+        });
+    }
+
+    /// A record and its reply as the queue takes them: a fire-and-forget sink answers at once.
+    fn envelope(&self, record: Record, reply: Option<Reply>) -> Envelope {
         let reply = match (self.config.delivery, reply) {
             (Delivery::FireAndForget, Some(reply)) => {
                 reply.send(Ok(String::new()));
@@ -119,13 +145,34 @@ impl SinkHandle {
             }
             (_, reply) => reply,
         };
-        if let Err(mpsc::error::SendError(envelope)) = self.queue.send(Envelope { record, reply }).await {
-            let reason = format!("sink {} is shut down", self.name);
-            tracing::warn!(conn = envelope.record.conn, "{reason}");
-            if let Some(reply) = envelope.reply {
-                reply.send(Err(DeliveryError::Failed(reason)));
-            }
+        Envelope { record, reply }
+    }
+
+    async fn queue_waiting(&self, envelope: Envelope) {
+        if let Err(mpsc::error::SendError(envelope)) = self.queue.send(envelope).await {
+            self.shut_down(envelope);
         }
+    }
+
+    fn shut_down(&self, envelope: Envelope) {
+        let reason = format!("sink {} is shut down", self.name);
+        tracing::warn!(conn = envelope.record.conn, "{reason}");
+        if let Some(reply) = envelope.reply {
+            reply.send(Err(DeliveryError::Failed(reason)));
+        }
+    }
+}
+
+/// A record its sink's queue had no room for when it came (`SinkHandle::submit_or_wait`).
+pub struct Waiting {
+    sink: Arc<SinkHandle>,
+    envelope: Envelope,
+}
+
+impl Waiting {
+    /// Queues the record, waiting for room.
+    pub async fn queue(self) {
+        self.sink.queue_waiting(self.envelope).await;
     }
 }
 
@@ -964,6 +1011,36 @@ mod tests {
         drop(receiver);
         handle.submit(record("b"), Some(reply(1, &to))).await;
         assert_eq!(outcomes(&mut results), [failed("sink gone is shut down")]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_keeps_records_waiting_in_order_until_there_is_room() {
+        let (queue, mut receiver) = mpsc::channel(1);
+        let handle = Arc::new(SinkHandle {
+            name: "main".into(),
+            config: sink_config(),
+            queue,
+        });
+        let mut waiting = Vec::new();
+        handle.submit_or_wait(record("a"), None, &mut waiting);
+        handle.submit_or_wait(record("b"), None, &mut waiting); // the queue is full
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(text(&receiver.recv().await.unwrap().record.payload), "a");
+        // Room now, but "b" waits before it: "c" goes behind it, not past it.
+        handle.submit_or_wait(record("c"), None, &mut waiting);
+        assert_eq!(waiting.len(), 2);
+        assert!(receiver.try_recv().is_err());
+        let queued = tokio::spawn(async move {
+            for record in waiting {
+                record.queue().await;
+            }
+        });
+        let mut order = Vec::new();
+        for _ in 0..2 {
+            order.push(text(&receiver.recv().await.unwrap().record.payload));
+        }
+        queued.await.unwrap();
+        assert_eq!(order, ["b", "c"]);
     }
 
     fn context() -> SinkContext {

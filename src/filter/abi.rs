@@ -113,14 +113,8 @@ pub enum Effect {
         opcode: Opcode,
         payload: Bytes,
     },
-    Emit {
-        ticket: u64,
-        sink: String,
-        key: Option<Bytes>,
-        payload: Bytes,
-        headers: Vec<(String, Bytes)>,
-        context: Bytes,
-    },
+    /// Boxed: the rarer, larger effect keeps every effect small to move (a `send` is the common one).
+    Emit(Box<Emission>),
     Subscribe {
         id: u64,
         source: String,
@@ -142,6 +136,17 @@ pub enum Effect {
         ms: u64,
     },
     CancelTimer(u64),
+}
+
+/// A record a filter emitted to one of its route's sinks.
+#[derive(Debug, Clone)]
+pub struct Emission {
+    pub ticket: u64,
+    pub sink: String,
+    pub key: Option<Bytes>,
+    pub payload: Bytes,
+    pub headers: Vec<(String, Bytes)>,
+    pub context: Bytes,
 }
 
 /// The store's data: everything the imports read or write during one hook call.
@@ -529,14 +534,14 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
                 }
                 let headers = decode_headers(&headers).ok_or(ERR_BAD_ARGUMENT)?;
                 let ticket = state.conn.next_id();
-                state.push_effect(Effect::Emit {
+                state.push_effect(Effect::Emit(Box::new(Emission {
                     ticket,
                     sink,
                     key: key.map(Bytes::from),
                     payload,
                     headers,
                     context: context.into(),
-                });
+                })));
                 Ok(ticket as i64)
             })()))
         },

@@ -64,6 +64,11 @@ impl Breaker {
         (at.saturating_duration_since(self.origin).as_millis() as u64).max(1)
     }
 
+    /// Closed: every call goes ahead, and a success changes nothing (no clock needed to say so).
+    pub fn closed(&self) -> bool {
+        self.open_until_ms.load(Ordering::Relaxed) == 0
+    }
+
     /// Whether a call may go ahead at `now`.
     pub fn admits(&self, now: Instant) -> bool {
         let until = self.open_until_ms.load(Ordering::Relaxed);

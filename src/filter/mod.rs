@@ -113,6 +113,9 @@ pub struct FilterHost {
 
 impl FilterHost {
     pub fn new(config: &FiltersConfig, metrics: Arc<Metrics>) -> anyhow::Result<Arc<FilterHost>> {
+        // The clock every call is timed with (src/filter/slot.rs) calibrates itself at its first
+        // reading, for up to 200 ms: here, not on a client's first message.
+        quanta::Instant::now();
         let mut pooling = wasmtime::PoolingAllocationConfig::default();
         pooling
             .total_core_instances(config.max_instances)

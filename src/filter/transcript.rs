@@ -189,30 +189,23 @@ fn effect_note(start: impl Fn(&str) -> Line, effect: &Effect) -> Line {
             put_payload(&mut out, payload);
             out
         }
-        Effect::Emit {
-            ticket,
-            sink,
-            key,
-            payload,
-            headers,
-            context,
-        } => {
+        Effect::Emit(emission) => {
             let mut out = start("emit");
-            out.insert("ticket".into(), (*ticket).into());
-            out.insert("sink".into(), sink.as_str().into());
-            if let Some(key) = key {
+            out.insert("ticket".into(), emission.ticket.into());
+            out.insert("sink".into(), emission.sink.as_str().into());
+            if let Some(key) = &emission.key {
                 put_field(&mut out, "key", key);
             }
-            if !headers.is_empty() {
-                let headers: Line = (headers.iter())
+            if !emission.headers.is_empty() {
+                let headers: Line = (emission.headers.iter())
                     .map(|(name, value)| (name.clone(), bytes_value(Some(value))))
                     .collect();
                 out.insert("headers".into(), headers.into());
             }
-            if !context.is_empty() {
-                put_field(&mut out, "context", context);
+            if !emission.context.is_empty() {
+                put_field(&mut out, "context", &emission.context);
             }
-            put_payload(&mut out, payload);
+            put_payload(&mut out, &emission.payload);
             out
         }
         Effect::Subscribe { id, source, spec } => {
@@ -259,6 +252,7 @@ fn effect_note(start: impl Fn(&str) -> Line, effect: &Effect) -> Line {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filter::abi::Emission;
 
     #[test]
     fn bytes_round_trip_as_text_or_base64() {
@@ -279,14 +273,14 @@ mod tests {
 
     #[test]
     fn an_emit_reads_as_one_line() {
-        let effect = Effect::Emit {
+        let effect = Effect::Emit(Box::new(Emission {
             ticket: 3,
             sink: "out".into(),
             key: Some("k".into()),
             payload: "p".into(),
             headers: vec![("h".into(), "v".into())],
             context: Bytes::new(),
-        };
+        }));
         let line = note_line(4, "tag", &Note::Effect(effect));
         assert_eq!(
             Value::Object(line),

@@ -361,9 +361,9 @@ impl Run {
         }
         for ChainEffect { filter, effect } in effects {
             match effect {
-                Effect::Emit { ticket, context, .. } => {
-                    self.awaiting.insert(ticket, (filter, context));
-                    self.emits.push(ticket);
+                Effect::Emit(emission) => {
+                    self.awaiting.insert(emission.ticket, (filter, emission.context));
+                    self.emits.push(emission.ticket);
                 }
                 Effect::Subscribe { id, source, .. } => {
                     self.subscriptions.insert(id, (source, filter));

@@ -23,10 +23,10 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_util::sync::CancellationToken;
 use tokio_util::time::{DelayQueue, delay_queue};
 
-use crate::connectors::sinks::RouteSink;
+use crate::connectors::sinks::{RouteSink, Waiting};
 use crate::connectors::sources::{Sources, Subscription};
 use crate::connectors::ws::UpstreamStream;
-use crate::filter::abi::{ConnState, Effect};
+use crate::filter::abi::{ConnState, Effect, Emission};
 use crate::filter::{ChainEffect, HookCall, Verdict};
 use crate::record::Recording;
 use crate::route::Route;
@@ -34,8 +34,10 @@ use crate::tap::Direction;
 use crate::types::{Backlog, Delivered, DeliveryError, Opcode, Record, Reply, Settle, SinkResult};
 use rate::{Charge, RateLimit};
 
-/// Messages handled (read and answered) between two flushes, at most.
-const BATCH: usize = 64;
+/// Messages handled (read and answered) between two flushes, at most: at 100 B messages, 64
+/// made the write syscalls a fifth of the CPU (docs/performance.md); the outbox's bytes bound
+/// the batch of large messages (`FLUSH_BYTES`).
+const BATCH: usize = 256;
 /// Deliveries from subscriptions and the upstream waiting for the chain.
 const INBOUND_QUEUE: usize = 256;
 /// Bytes waiting for the client past which a flush comes before handling more: with large
@@ -128,6 +130,21 @@ struct Session {
     paused_until: Option<Instant>,
     /// Boxed: most connections are not recorded.
     recording: Option<Box<Recording>>,
+    /// Messages and bytes since the last flush, added to the route's counters once a batch: a
+    /// shared counter touched per message is a cache line every worker fights over.
+    tally: Tally,
+    /// Records whose sink's queue was full: the session queues them, waiting for room, before
+    /// it reads or handles anything else (a full sink slows the connection feeding it).
+    waiting: Vec<Waiting>,
+}
+
+/// What a session counted since it last told the route's metrics.
+#[derive(Default)]
+struct Tally {
+    messages_in: u64,
+    bytes_in: u64,
+    messages_out: u64,
+    bytes_out: u64,
 }
 
 /// Runs a connection to its end. The work on each event is boxed: the future of an idle
@@ -159,13 +176,15 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         rate: (route.settings.rate_limit.as_ref()).map(|limit| RateLimit::new(limit, Instant::now())),
         paused_until: None,
         recording: opening.recording.map(Box::new),
+        tally: Tally::default(),
+        waiting: Vec::new(),
     };
     if let Some(recording) = &mut session.recording {
         recording.after_hook(&mut session.conn, None); // what `fg_on_open` did
     }
     route.metrics.opened.inc();
     route.metrics.active.inc();
-    Box::pin(session.apply(opening.effects)).await;
+    session.apply(opening.effects);
     // What `fg_on_open` sent goes out at once: where the server speaks first, the client must
     // not wait for a message of its own (or a ping) to be greeted.
     let gone = Box::pin(session.flush(&mut ws, upstream.as_mut().map(|u| &mut u.1)))
@@ -187,6 +206,9 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
     tokio::pin!(expiry);
 
     'serving: while !gone && session.closing.is_none() {
+        if !session.waiting.is_empty() {
+            Box::pin(session.queue_waiting()).await;
+        }
         tokio::select! {
             biased;
             _ = shutdown.cancelled(), if !session.leaving => session.leave(),
@@ -195,17 +217,17 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
                 if let Some(limit) = idle_limit.filter(|_| !session.reads_client()) {
                     idle.as_mut().reset(Instant::now() + limit); // not read meanwhile: not idle
                 }
-                Box::pin(session.on_result(result)).await;
+                session.on_result(result);
             }
             Some(delivered) = async { session.inbound.as_mut().unwrap().1.recv().await }, if session.inbound.is_some() && !session.held => {
-                Box::pin(session.towards_client(delivered)).await;
+                session.towards_client(delivered);
             }
             Some(expired) = async { session.timers.as_mut().unwrap().next().await },
                 if session.timers.as_ref().is_some_and(|t| !t.is_empty()) => {
                 let (timer, filter) = expired.into_inner();
                 session.timer_keys.remove(&timer);
                 session.conn.handles = session.conn.handles.saturating_sub(1);
-                Box::pin(session.on_timer(timer, filter)).await;
+                session.on_timer(timer, filter);
             }
             () = tokio::time::sleep_until(session.paused_until.unwrap_or_else(Instant::now)), if session.paused_until.is_some() => {
                 session.paused_until = None;
@@ -218,7 +240,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
                     idle.as_mut().reset(Instant::now() + limit);
                 }
                 let meta = ws.message_meta();
-                if !Box::pin(session.on_read(read, meta)).await {
+                if !session.on_read(read, meta) {
                     break 'serving;
                 }
             }
@@ -231,7 +253,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
                 session.close(1008, "token expired");
             }
             read = async { upstream.as_mut().unwrap().1.next().await }, if upstream.is_some() => {
-                Box::pin(session.upstream_read(upstream.as_ref().map(|u| u.0.clone()), &mut upstream_seq, read)).await;
+                session.upstream_read(upstream.as_ref().map(|u| u.0.clone()), &mut upstream_seq, read);
             }
         }
         if session.leaving && session.in_flight == 0 {
@@ -239,12 +261,16 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         }
         // Whatever else is ready is handled before writing: one flush answers all of it.
         let mut handled = 0;
-        while session.closing.is_none() && handled < BATCH && session.outbox_bytes < FLUSH_BYTES {
+        while session.closing.is_none()
+            && session.waiting.is_empty()
+            && handled < BATCH
+            && session.outbox_bytes < FLUSH_BYTES
+        {
             if session.reads_client()
                 && let Some(read) = ws.next().now_or_never()
             {
                 let meta = ws.message_meta();
-                if !Box::pin(session.on_read(read, meta)).await {
+                if !session.on_read(read, meta) {
                     break 'serving;
                 }
             } else if let Some(delivered) = (!session.held)
@@ -252,12 +278,12 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
                 .flatten()
                 .and_then(|(_, rx)| rx.try_recv().ok())
             {
-                Box::pin(session.towards_client(delivered)).await;
+                session.towards_client(delivered);
             } else if let Some((name, stream)) = upstream.as_mut()
                 && let Some(read) = stream.next().now_or_never()
             {
                 let name = name.clone();
-                Box::pin(session.upstream_read(Some(name), &mut upstream_seq, read)).await;
+                session.upstream_read(Some(name), &mut upstream_seq, read);
             } else {
                 break;
             }
@@ -300,7 +326,9 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
     if let Some(recording) = session.recording.take() {
         recording.finish(&mut session.conn);
     }
-    Box::pin(session.apply(farewell)).await;
+    session.apply(farewell);
+    Box::pin(session.queue_waiting()).await;
+    session.publish_tally();
     if let Some((_, mut upstream)) = upstream {
         let _ = SinkExt::close(&mut upstream).await;
     }
@@ -347,7 +375,10 @@ impl Session {
     /// Whether the client is read now: not while its rate limit pauses it, nor while its
     /// filters wait for `max_in_flight` outcomes, nor once it was told to go.
     fn reads_client(&self) -> bool {
-        self.paused_until.is_none() && self.in_flight < self.route.settings.max_in_flight && !self.leaving
+        self.paused_until.is_none()
+            && self.in_flight < self.route.settings.max_in_flight
+            && !self.leaving
+            && self.waiting.is_empty()
     }
 
     /// Stops reading the client; the connection closes (1001) once every record it emitted is
@@ -362,14 +393,21 @@ impl Session {
         }
     }
 
+    /// Queues the records whose sinks were full, in order, waiting for room.
+    async fn queue_waiting(&mut self) {
+        for waiting in self.waiting.drain(..) {
+            waiting.queue().await;
+        }
+    }
+
     /// Handles one read from the client; `false` when the connection is gone.
-    async fn on_read(&mut self, read: Option<Result<Message, WsError>>, meta: Vec<(String, Bytes)>) -> bool {
+    fn on_read(&mut self, read: Option<Result<Message, WsError>>, meta: Vec<(String, Bytes)>) -> bool {
         if !meta.is_empty() {
             Arc::make_mut(&mut self.conn.meta).extend(meta);
         }
         match read {
-            Some(Ok(Message::Text(text))) => self.client_message(Opcode::Text, text.into()).await,
-            Some(Ok(Message::Binary(bytes))) => self.client_message(Opcode::Binary, bytes).await,
+            Some(Ok(Message::Text(text))) => self.client_message(Opcode::Text, text.into()),
+            Some(Ok(Message::Binary(bytes))) => self.client_message(Opcode::Binary, bytes),
             // tungstenite answers the close frame; reading on finishes the handshake.
             Some(Ok(Message::Close(frame))) => self.peer_close = Some(frame.map_or(1005, |f| u16::from(f.code))),
             Some(Ok(_)) => {} // ping, pong: tungstenite answers pings itself
@@ -389,6 +427,7 @@ impl Session {
         ws: &mut C,
         upstream: Option<&mut Box<UpstreamStream>>,
     ) -> Result<(), WsError> {
+        self.publish_tally();
         if let Some(upstream) = upstream
             && !self.upstream_outbox.is_empty()
         {
@@ -407,7 +446,28 @@ impl Session {
         ws.flush().await
     }
 
-    async fn client_message(&mut self, opcode: Opcode, payload: Bytes) {
+    /// Adds what was counted since the last time to the route's counters.
+    fn publish_tally(&mut self) {
+        let Tally {
+            messages_in,
+            bytes_in,
+            messages_out,
+            bytes_out,
+        } = std::mem::take(&mut self.tally);
+        let metrics = &self.route.metrics;
+        for (counter, value) in [
+            (&metrics.messages_in, messages_in),
+            (&metrics.bytes_in, bytes_in),
+            (&metrics.messages_out, messages_out),
+            (&metrics.bytes_out, bytes_out),
+        ] {
+            if value != 0 {
+                counter.inc_by(value);
+            }
+        }
+    }
+
+    fn client_message(&mut self, opcode: Opcode, payload: Bytes) {
         let metrics = &self.route.metrics;
         if let Some(rate) = &mut self.rate {
             let now = Instant::now();
@@ -423,8 +483,8 @@ impl Session {
                 }
             }
         }
-        metrics.messages_in.inc();
-        metrics.bytes_in.inc_by(payload.len() as u64);
+        self.tally.messages_in += 1;
+        self.tally.bytes_in += payload.len() as u64;
         self.route.tap.see(Direction::In, opcode, &payload, &self.conn.meta);
         let route = self.route.clone();
         if let Some(recording) = &mut self.recording {
@@ -435,12 +495,11 @@ impl Session {
         if let Some(recording) = &mut self.recording {
             recording.verdict(&mut self.conn, "in", &verdict);
         }
-        self.apply(effects).await;
+        self.apply(effects);
         match verdict {
             Verdict::Deliver { opcode, payload } => {
                 for sink in &route.sinks {
-                    self.deliver(sink, opcode, None, payload.clone(), Vec::new(), None)
-                        .await;
+                    self.deliver(sink, opcode, None, payload.clone(), Vec::new(), None);
                 }
             }
             Verdict::Drop => {}
@@ -448,7 +507,7 @@ impl Session {
         }
     }
 
-    async fn towards_client(&mut self, delivered: Delivered) {
+    fn towards_client(&mut self, delivered: Delivered) {
         // What a subscription had on its way when the filter ended it is not delivered: a
         // broker redelivers it to whoever subscribes next, as it was never acked.
         if delivered.sub.is_some_and(|sub| !self.subscriptions.contains_key(&sub)) {
@@ -483,16 +542,16 @@ impl Session {
         if let Some(recording) = &mut self.recording {
             recording.verdict(&mut self.conn, "out", &verdict);
         }
-        self.apply(effects).await;
+        self.apply(effects);
         match verdict {
-            Verdict::Deliver { opcode, payload } => self.send_to_client(opcode, payload).await,
+            Verdict::Deliver { opcode, payload } => self.send_to_client(opcode, payload),
             Verdict::Drop => {}
             Verdict::Close(code, reason) => self.close(code, &reason),
         }
     }
 
     /// A read from the upstream: a message goes down the chain; the end of it ends the session.
-    async fn upstream_read(&mut self, name: Option<Arc<str>>, seq: &mut u64, read: Option<Result<Message, WsError>>) {
+    fn upstream_read(&mut self, name: Option<Arc<str>>, seq: &mut u64, read: Option<Result<Message, WsError>>) {
         let (opcode, payload) = match read {
             Some(Ok(Message::Text(text))) => (Opcode::Text, text.into()),
             Some(Ok(Message::Binary(bytes))) => (Opcode::Binary, bytes),
@@ -509,18 +568,18 @@ impl Session {
             attrs: Vec::new(),
             held: None,
         };
-        self.towards_client(delivered).await;
+        self.towards_client(delivered);
     }
 
-    async fn send_to_client(&mut self, opcode: Opcode, payload: Bytes) {
-        self.route.metrics.messages_out.inc();
-        self.route.metrics.bytes_out.inc_by(payload.len() as u64);
+    fn send_to_client(&mut self, opcode: Opcode, payload: Bytes) {
+        self.tally.messages_out += 1;
+        self.tally.bytes_out += payload.len() as u64;
         self.route.tap.see(Direction::Out, opcode, &payload, &self.conn.meta);
         self.outbox_bytes += payload.len();
         self.outbox.push(to_message(opcode, payload));
     }
 
-    async fn on_result(&mut self, result: SinkResult) {
+    fn on_result(&mut self, result: SinkResult) {
         if let Some(recording) = &mut self.recording {
             recording.result(&result);
         }
@@ -537,30 +596,30 @@ impl Session {
         };
         let route = self.route.clone();
         let (close, effects) = route.chain.notify(&mut self.conn, result.filter, call);
-        self.after_hook(close, effects).await;
+        self.after_hook(close, effects);
     }
 
-    async fn on_timer(&mut self, timer: u64, filter: usize) {
+    fn on_timer(&mut self, timer: u64, filter: usize) {
         let route = self.route.clone();
         if let Some(recording) = &mut self.recording {
             recording.timer(timer);
         }
         let (close, effects) = route.chain.notify(&mut self.conn, filter, HookCall::Timer(timer));
-        self.after_hook(close, effects).await;
+        self.after_hook(close, effects);
     }
 
-    async fn after_hook(&mut self, close: Option<(u16, String)>, effects: Vec<ChainEffect>) {
+    fn after_hook(&mut self, close: Option<(u16, String)>, effects: Vec<ChainEffect>) {
         if let Some(recording) = &mut self.recording {
             recording.after_hook(&mut self.conn, close.as_ref());
         }
-        self.apply(effects).await;
+        self.apply(effects);
         if let Some((code, reason)) = close {
             self.close(code, &reason);
         }
     }
 
     /// Hands a record to a sink; `reply` brings the outcome back to the filter that emitted it.
-    async fn deliver(
+    fn deliver(
         &mut self,
         sink: &RouteSink,
         opcode: Opcode,
@@ -581,7 +640,7 @@ impl Session {
                     headers,
                     meta: self.conn.meta.clone(),
                 };
-                handle.submit(record, reply).await;
+                handle.submit_or_wait(record, reply, &mut self.waiting);
             }
             RouteSink::Upstream(name, _) => {
                 let outcome = if self.has_upstream {
@@ -599,18 +658,19 @@ impl Session {
 
     /// Carries out what the filters asked for, in the order they asked; the emptied vector is
     /// kept for the next message's effects.
-    async fn apply(&mut self, mut effects: Vec<ChainEffect>) {
+    fn apply(&mut self, mut effects: Vec<ChainEffect>) {
         for ChainEffect { filter, effect } in effects.drain(..) {
             match effect {
-                Effect::Send { opcode, payload } => self.send_to_client(opcode, payload).await,
-                Effect::Emit {
-                    ticket,
-                    sink,
-                    key,
-                    payload,
-                    headers,
-                    context,
-                } => {
+                Effect::Send { opcode, payload } => self.send_to_client(opcode, payload),
+                Effect::Emit(emission) => {
+                    let Emission {
+                        ticket,
+                        sink,
+                        key,
+                        payload,
+                        headers,
+                        context,
+                    } = *emission;
                     let reply = Reply {
                         to: self.results_sender(),
                         ticket,
@@ -622,7 +682,7 @@ impl Session {
                     };
                     let opcode = Opcode::of(&payload);
                     self.in_flight += 1;
-                    self.deliver(&target, opcode, key, payload, headers, Some(reply)).await;
+                    self.deliver(&target, opcode, key, payload, headers, Some(reply));
                 }
                 Effect::Subscribe { id, source, spec } => {
                     let inbound = self

@@ -139,7 +139,7 @@ mod tests {
         feed.reconnects.inc();
         feed.paused_seconds.inc_by(1.5);
         let filter = metrics.filter("echo");
-        filter.call_seconds.observe(0.25);
+        filter.call_seconds.observe(std::time::Duration::from_millis(250));
         filter.failure("trap");
         let samples = Samples::parse(&metrics.render());
         // The names the console's snapshot reads.

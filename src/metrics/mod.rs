@@ -10,8 +10,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::family::MetricConstructor;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+mod striped;
+pub use striped::CallHistogram;
 
 /// The metric of one label set. `get_or_create` hands out a read guard: taking a second one
 /// while the first lives (as in one struct literal) deadlocks, so every lookup goes through here.
@@ -123,7 +125,7 @@ pub struct Metrics {
     auth_refused: Family<AuthLabel, Counter>,
     messages: Family<FlowLabel, Counter>,
     bytes: Family<FlowLabel, Counter>,
-    filter_calls: Family<FilterLabel, Histogram, fn() -> Histogram>,
+    filter_calls: Family<FilterLabel, CallHistogram>,
     filter_failures: Family<FailureLabel, Counter>,
     filter_reloads: Family<FilterLabel, Counter>,
     filter_reload_failures: Family<FilterLabel, Counter>,
@@ -154,11 +156,6 @@ pub struct Metrics {
     upstream_bytes: Family<DeflateLabel, Counter>,
 }
 
-/// Filter call times from 1 microsecond to about a second.
-fn call_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(1e-6, 4.0, 11))
-}
-
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("framegate");
@@ -168,7 +165,7 @@ impl Default for Metrics {
         let auth_refused = Family::default();
         let messages = Family::default();
         let bytes = Family::default();
-        let filter_calls = Family::new_with_constructor(call_histogram as fn() -> Histogram);
+        let filter_calls = Family::default();
         let filter_failures = Family::default();
         let filter_reloads = Family::default();
         let filter_reload_failures = Family::default();
@@ -632,7 +629,7 @@ impl AuthMetrics {
 /// One filter module's handles.
 pub struct FilterMetrics {
     filter: String,
-    pub call_seconds: Histogram,
+    pub call_seconds: CallHistogram,
     pub reloads: Counter,
     pub reload_failures: Counter,
     pub meta_refused: Counter,
