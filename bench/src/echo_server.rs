@@ -5,7 +5,20 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
-pub async fn serve(listen: std::net::SocketAddr) -> anyhow::Result<()> {
+/// Serves on a runtime of its own with `workers` threads (every core when `None`).
+pub fn run(listen: std::net::SocketAddr, workers: Option<usize>) -> anyhow::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        runtime.worker_threads(workers);
+    }
+    let runtime = runtime.enable_all().build()?;
+    // On a thread of its own: this one is already in the suite's runtime.
+    std::thread::spawn(move || runtime.block_on(serve(listen)))
+        .join()
+        .map_err(|_| anyhow::anyhow!("the echo server panicked"))?
+}
+
+async fn serve(listen: std::net::SocketAddr) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     eprintln!("echo listening {}", listener.local_addr()?);
     loop {

@@ -48,6 +48,9 @@ enum Command {
     EchoServer {
         #[arg(long)]
         listen: std::net::SocketAddr,
+        /// Worker threads (tokio's); every core when not given.
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// One load against any WebSocket echo (for profiling one party): prints msg/s and p99.
     Load {
@@ -315,7 +318,7 @@ fn wanted(only: &Option<String>, name: &str) -> bool {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match &cli.command {
-        Some(Command::EchoServer { listen }) => return echo_server::serve(*listen).await,
+        Some(Command::EchoServer { listen, workers }) => return echo_server::run(*listen, *workers),
         Some(Command::IdleClient {
             url,
             count,
@@ -366,9 +369,11 @@ async fn main() -> anyhow::Result<()> {
     let measure = Duration::from_secs_f64(cli.seconds);
     let warmup = Duration::from_millis(500);
 
-    let baseline = Party::echo_server()?;
+    // The baseline on one worker thread, as framegate: throughputs compare core for core (the
+    // scaling rows compare every core).
+    let baseline = Party::echo_server(Some(1))?;
     let framegate = Party::framegate("framegate", "/", ECHO)?;
-    let upstream = Party::echo_server()?;
+    let upstream = Party::echo_server(None)?;
     let upstream_port: u16 = upstream.url.trim_end_matches('/').rsplit(':').next().unwrap().parse()?;
     let proxy = Party::framegate("framegate pass-through", "/", &passthrough(&upstream.url))?;
     let mut peers = Vec::new();
@@ -468,7 +473,7 @@ async fn main() -> anyhow::Result<()> {
     drop(upstream);
 
     // Across cores: /echo on 1 worker, then on 2 and on every core (one row when they agree),
-    // against the baseline echo, which uses every core.
+    // against the baseline echo on one worker and on every core.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     for size in [100usize, 4096] {
         let name = format!("scaling /echo {size}B x16");
@@ -481,7 +486,11 @@ async fn main() -> anyhow::Result<()> {
                 );
                 parties.push(Party::framegate_with(&party_name, "/", ECHO, &[], workers)?);
             }
-            let mut scaling = targets(&[(&baseline, "baseline echo", "")]);
+            let everywhere = Party::echo_server(None)?;
+            let mut scaling = targets(&[
+                (&baseline, "baseline echo", ""),
+                (&everywhere, "baseline echo, every core", ""),
+            ]);
             for party in &parties {
                 scaling.extend(targets(&[(party, &party.name, "/echo")]));
             }
@@ -543,7 +552,7 @@ async fn main() -> anyhow::Result<()> {
         // Shards of their own, as many as the connections need (idle.rs).
         report
             .idle
-            .push(idle::run("baseline echo", Party::echo_server, "/", cli.idle, false).await?);
+            .push(idle::run("baseline echo", || Party::echo_server(None), "/", cli.idle, false).await?);
         let shard = || Party::framegate("framegate", "/", ECHO);
         report
             .idle

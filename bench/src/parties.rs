@@ -87,11 +87,14 @@ impl Party {
         self.child.id()
     }
 
-    /// The baseline: this program's own echo server.
-    pub fn echo_server() -> anyhow::Result<Party> {
+    /// The baseline: this program's own echo server, on `workers` threads (every core: `None`).
+    pub fn echo_server(workers: Option<usize>) -> anyhow::Result<Party> {
         let port = free_port();
         let mut command = Command::new(std::env::current_exe()?);
         command.args(["echo-server", "--listen", &format!("127.0.0.1:{port}")]);
+        if let Some(workers) = workers {
+            command.args(["--workers", &workers.to_string()]);
+        }
         Party::start("baseline echo", "/", port, command, None)
     }
 
