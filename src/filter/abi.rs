@@ -54,6 +54,9 @@ pub struct ConnState {
     pub next_id: u64,
     /// Subscriptions and timers currently held.
     pub handles: usize,
+    /// The metadata (`msg.*`) of the delivery towards the client going through the chain now:
+    /// lent with the connection, so a chain of filters reads it without a copy per filter.
+    pub message_meta: Vec<(String, Bytes)>,
     /// A replay's or a recording's view of the calls (src/filter/replay/); `None` otherwise.
     pub journal: Option<Box<Journal>>,
 }
@@ -159,8 +162,6 @@ pub struct CallState {
     pub opcode: Option<Opcode>,
     pub payload: Bytes,
     pub replaced: bool,
-    /// Per-message metadata (`msg.*`) of a delivery towards the client.
-    pub message_meta: Vec<(String, Bytes)>,
     pub config: Bytes,
     pub result: Option<Bytes>,
     pub context: Option<Bytes>,
@@ -194,9 +195,7 @@ impl CallState {
 
     fn meta_value(&self, key: &str) -> Option<&[u8]> {
         if key.starts_with("msg.") {
-            return self
-                .message_meta
-                .iter()
+            return (self.conn.message_meta.iter())
                 .find(|(k, _)| k == key)
                 .map(|(_, v)| v.as_ref());
         }
@@ -211,7 +210,7 @@ impl CallState {
             .meta
             .keys()
             .map(String::as_str)
-            .chain(self.message_meta.iter().map(|(k, _)| k.as_str()))
+            .chain(self.conn.message_meta.iter().map(|(k, _)| k.as_str()))
             .filter(|k| k.starts_with(prefix))
             .collect();
         names.sort_unstable();

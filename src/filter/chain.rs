@@ -99,8 +99,22 @@ impl Chain {
         conn: &mut ConnState,
         towards_client: bool,
         opcode: Opcode,
-        mut payload: Bytes,
+        payload: Bytes,
         message_meta: Vec<(String, Bytes)>,
+        effects: &mut Vec<ChainEffect>,
+    ) -> Verdict {
+        conn.message_meta = message_meta;
+        let verdict = self.through(conn, towards_client, opcode, payload, effects);
+        conn.message_meta.clear();
+        verdict
+    }
+
+    fn through(
+        &self,
+        conn: &mut ConnState,
+        towards_client: bool,
+        opcode: Opcode,
+        mut payload: Bytes,
         effects: &mut Vec<ChainEffect>,
     ) -> Verdict {
         let last = self.slots.len().saturating_sub(1);
@@ -110,7 +124,6 @@ impl Chain {
                 dir: i32::from(towards_client),
                 opcode,
                 payload: payload.clone(),
-                message_meta: message_meta.clone(),
             };
             let output = match self.call(index, conn, call, effects) {
                 Ok(Some(output)) => output,

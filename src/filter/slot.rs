@@ -48,7 +48,6 @@ pub enum HookCall {
         dir: i32,
         opcode: Opcode,
         payload: Bytes,
-        message_meta: Vec<(String, Bytes)>,
     },
     Result {
         ticket: u64,
@@ -363,18 +362,12 @@ impl FilterSlot {
                     None => Ok(0),
                 }
             }
-            HookCall::Message {
-                dir,
-                opcode,
-                payload,
-                message_meta,
-            } => {
+            HookCall::Message { dir, opcode, payload } => {
                 let state = store.data_mut();
                 state.hook = Hook::Message;
                 state.opcode = Some(opcode);
                 let len = payload.len() as i32;
                 state.payload = payload;
-                state.message_meta = message_meta;
                 hooks.on_message.call(&mut *store, (conn_id, dir, opcode as i32, len))
             }
             HookCall::Result {
@@ -423,7 +416,6 @@ impl FilterSlot {
         };
         state.replaced = false;
         state.payload = Bytes::new();
-        state.message_meta.clear();
         state.opcode = None;
         state.result = None;
         state.context = None;
