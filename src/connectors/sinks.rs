@@ -116,8 +116,8 @@ impl SinkHandle {
     }
 
     /// Queues a record now if the queue has room and no record waits before it in `waiting`;
-    /// otherwise the record joins `waiting`, which `Waiting::queue` empties in order, waiting
-    /// for room. A session handles a message without waiting, and waits, if it must, before it
+    /// otherwise the record joins `waiting`, whose records `Waiting::queue` queues one by one, in
+    /// order, waiting for room. A session handles a message without waiting, and waits, if it must, before it
     /// reads the next one.
     pub fn submit_or_wait(self: &Arc<Self>, record: Record, reply: Option<Reply>, waiting: &mut Vec<Waiting>) {
         let envelope = self.envelope(record, reply);

@@ -105,7 +105,7 @@ impl Chain {
     ) -> Verdict {
         conn.message_meta = message_meta;
         let verdict = self.through(conn, towards_client, opcode, payload, effects);
-        conn.message_meta.clear();
+        conn.message_meta = Vec::new(); // each delivery brings its own: no room kept
         verdict
     }
 

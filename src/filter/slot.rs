@@ -313,6 +313,9 @@ impl FilterSlot {
         // The TSC, calibrated (quanta): a call is timed for `filter_call_seconds`, and two readings
         // of the system's clock cost as much as a short call in a virtual machine.
         let started = quanta::Instant::now();
+        // The breaker's clock, read only when it is not closed: a success then tells it when the
+        // call began (a call that began before the breaker opened closes nothing).
+        let breaker_started = (!self.breaker.closed()).then(Instant::now);
         let warm = {
             // One load per call: the version checked here is the one that serves it.
             let current = self.module.load();
@@ -327,7 +330,7 @@ impl FilterSlot {
             if !exported {
                 return Ok(CallOutput::default());
             }
-            if !self.breaker.closed() && !self.breaker.admits(Instant::now()) {
+            if breaker_started.is_some_and(|now| !self.breaker.admits(now)) {
                 self.metrics.failure("breaker_open");
                 return Err(FilterFailure {
                     filter: self.name.clone(),
@@ -425,7 +428,7 @@ impl FilterSlot {
             Ok(code) => {
                 effects.for_each(effect);
                 self.give_back(warm);
-                if !self.breaker.closed() && self.breaker.succeeded(Instant::now()) == Some(Transition::Closed) {
+                if breaker_started.is_some_and(|began| self.breaker.succeeded(began) == Some(Transition::Closed)) {
                     self.metrics.breaker_open.set(0);
                     tracing::info!(filter = &*self.name, "circuit breaker closed: the filter answers again");
                 }

@@ -14,7 +14,8 @@ const STRIPES: usize = 16;
 /// Upper bounds in nanoseconds: 1 us, 4 us, ... 4^10 us (about a second), then +Inf.
 const BOUNDS: usize = 11;
 
-/// One thread's counts, a cache line pair of its own so that two threads never share one.
+/// One thread's counts, on cache lines of their own: threads with different stripes never share
+/// a line.
 #[repr(align(128))]
 #[derive(Debug, Default)]
 struct Stripe {
