@@ -112,13 +112,13 @@ impl SinkHandle {
 
     /// Queues a record, waiting for room: a full queue slows the connection feeding it.
     pub async fn submit(&self, record: Record, reply: Option<Reply>) {
-        self.queue_waiting(self.envelope(record, reply)).await;
+        self.enqueue(self.envelope(record, reply)).await;
     }
 
     /// Queues a record now if the queue has room and no record waits before it in `waiting`;
-    /// otherwise the record joins `waiting`, whose records `Waiting::queue` queues one by one, in
-    /// order, waiting for room. A session handles a message without waiting, and waits, if it must, before it
-    /// reads the next one.
+    /// otherwise the record joins `waiting`, whose records `Waiting::queue` queues one by one,
+    /// in order, waiting for room. A session handles a message without waiting, and queues
+    /// what waits before it writes to its client again.
     pub fn submit_or_wait(self: &Arc<Self>, record: Record, reply: Option<Reply>, waiting: &mut Vec<Waiting>) {
         let envelope = self.envelope(record, reply);
         let envelope = if waiting.is_empty() {
@@ -148,7 +148,7 @@ impl SinkHandle {
         Envelope { record, reply }
     }
 
-    async fn queue_waiting(&self, envelope: Envelope) {
+    async fn enqueue(&self, envelope: Envelope) {
         if let Err(mpsc::error::SendError(envelope)) = self.queue.send(envelope).await {
             self.shut_down(envelope);
         }
@@ -172,7 +172,7 @@ pub struct Waiting {
 impl Waiting {
     /// Queues the record, waiting for room.
     pub async fn queue(self) {
-        self.sink.queue_waiting(self.envelope).await;
+        self.sink.enqueue(self.envelope).await;
     }
 }
 
