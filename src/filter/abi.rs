@@ -162,6 +162,9 @@ pub struct CallState {
     pub opcode: Option<Opcode>,
     pub payload: Bytes,
     pub replaced: bool,
+    /// The connection's metadata as it was before the call's first `meta_set`: a call that
+    /// fails leaves no trace (src/filter/slot.rs puts it back).
+    pub meta_before: Option<Meta>,
     pub config: Bytes,
     pub result: Option<Bytes>,
     pub context: Option<Bytes>,
@@ -399,14 +402,17 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
         M,
         "read",
         |mut caller: Caller<'_, CallState>, buf: i32, offset: i32, dst: i32, cap: i32| {
-            let bytes = match caller.data().buffer(buf) {
-                Ok(Some(b)) => b.clone(),
+            let mem = memory(&caller)?;
+            // The guest's memory and the state at once: the buffer is read where it is.
+            let (data, state) = mem.data_and_store_mut(&mut caller);
+            let bytes = match state.buffer(buf) {
+                Ok(Some(b)) => b,
                 Ok(None) => return Ok(ERR_NOT_FOUND),
                 Err(c) => return Ok(c),
             };
             let start = (offset.max(0) as usize).min(bytes.len());
             let n = (bytes.len() - start).min(cap.max(0) as usize);
-            copy_out(&mut caller, &bytes[start..start + n], dst, cap)?;
+            guest_slice_mut(data, dst, n as i32)?.copy_from_slice(&bytes[start..start + n]);
             wasmtime::Result::Ok(n as i32)
         },
     )?;
@@ -476,6 +482,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             state
                 .conn
                 .note(&state.filter, || Note::Meta(key.clone(), value.clone()));
+            state.meta_before.get_or_insert_with(|| state.conn.meta.clone());
             let meta = Arc::make_mut(&mut state.conn.meta);
             match value {
                 Some(v) => meta.insert(key, v),

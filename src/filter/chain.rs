@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::abi::{ConnState, Effect};
-use super::slot::{CallOutput, FilterFailure, FilterSlot, HookCall};
+use super::slot::{CallOutput, FilterFailure, FilterSlot, HookCall, Warm};
 use super::{FilterHost, LoadError};
 use crate::config::{FilterRef, OnError};
 use crate::types::Opcode;
@@ -34,6 +34,15 @@ pub struct Chain {
     slots: Vec<FilterSlot>,
 }
 
+/// Warm instances a caller keeps for a run of calls, one place per filter of a chain: a session
+/// takes them at its first call after a wait and gives them back (`Chain::release`) before it
+/// waits again, so a message costs no trip through the pools. Dropped without `release`, its
+/// instances are dropped, not reused.
+#[derive(Default)]
+pub struct Lease {
+    warm: Vec<Option<Warm>>,
+}
+
 impl Chain {
     /// The chain of `filters`, on a route whose filters may `emit` to `sinks`.
     pub fn build(host: &Arc<FilterHost>, filters: &[FilterRef], sinks: &Arc<[String]>) -> Result<Chain, LoadError> {
@@ -44,16 +53,35 @@ impl Chain {
         Ok(Chain { slots })
     }
 
+    /// Gives the lease's instances back to their pools.
+    pub fn release(&self, lease: &mut Lease) {
+        for (slot, leased) in self.slots.iter().zip(&mut lease.warm) {
+            slot.release(leased);
+        }
+    }
+
+    /// Runs `f` with a lease given back at the end: for callers that make one call at a time.
+    fn leasing<R>(&self, f: impl FnOnce(&mut Lease) -> R) -> R {
+        let mut lease = Lease::default();
+        let result = f(&mut lease);
+        self.release(&mut lease);
+        result
+    }
+
     /// Calls one filter; `Ok(None)` when it failed open and is to be skipped.
     fn call(
         &self,
+        lease: &mut Lease,
         index: usize,
         conn: &mut ConnState,
         call: HookCall,
         effects: &mut Vec<ChainEffect>,
     ) -> Result<Option<CallOutput>, FilterFailure> {
+        if lease.warm.len() < self.slots.len() {
+            lease.warm.resize_with(self.slots.len(), || None);
+        }
         let slot = &self.slots[index];
-        match slot.call(conn, call, &mut |effect| {
+        match slot.call(&mut lease.warm[index], conn, call, &mut |effect| {
             effects.push(ChainEffect { filter: index, effect })
         }) {
             Ok(output) => Ok(Some(output)),
@@ -65,17 +93,19 @@ impl Chain {
     /// Asks every filter, in order, whether the upgrade may go on: `Err` is the HTTP refusal.
     pub fn open(&self, conn: &mut ConnState) -> (Result<(), (u16, Bytes)>, Vec<ChainEffect>) {
         let mut effects = Vec::new();
-        for index in 0..self.slots.len() {
-            match self.call(index, conn, HookCall::Open, &mut effects) {
-                Ok(Some(output)) if output.code != 0 => {
-                    let refusal = output.reject.unwrap_or((403, Bytes::new()));
-                    return (Err(refusal), effects);
+        let verdict = self.leasing(|lease| {
+            for index in 0..self.slots.len() {
+                match self.call(lease, index, conn, HookCall::Open, &mut effects) {
+                    Ok(Some(output)) if output.code != 0 => {
+                        return Err(output.reject.unwrap_or((403, Bytes::new())));
+                    }
+                    Ok(_) => {}
+                    Err(_) => return Err((500, Bytes::from_static(b"filter failed\n"))),
                 }
-                Ok(_) => {}
-                Err(_) => return (Err((500, Bytes::from_static(b"filter failed\n"))), effects),
             }
-        }
-        (Ok(()), effects)
+            Ok(())
+        });
+        (verdict, effects)
     }
 
     /// Runs a message through the chain: first to last from the client, last to first towards it.
@@ -88,14 +118,19 @@ impl Chain {
         message_meta: Vec<(String, Bytes)>,
     ) -> (Verdict, Vec<ChainEffect>) {
         let mut effects = Vec::new();
-        let verdict = self.message_into(conn, towards_client, opcode, payload, message_meta, &mut effects);
+        let verdict = self.leasing(|lease| {
+            self.message_into(lease, conn, towards_client, opcode, payload, message_meta, &mut effects)
+        });
         (verdict, effects)
     }
 
-    /// `message`, adding the effects to `effects`: a session passes the same vector for every
-    /// message, so the hot path allocates none.
+    /// `message` with the instances of `lease`, adding the effects to `effects`: a session
+    /// passes the same lease and vector for every message it has read, so the hot path takes
+    /// no lock and allocates nothing.
+    #[allow(clippy::too_many_arguments)]
     pub fn message_into(
         &self,
+        lease: &mut Lease,
         conn: &mut ConnState,
         towards_client: bool,
         opcode: Opcode,
@@ -104,13 +139,14 @@ impl Chain {
         effects: &mut Vec<ChainEffect>,
     ) -> Verdict {
         conn.message_meta = message_meta;
-        let verdict = self.through(conn, towards_client, opcode, payload, effects);
+        let verdict = self.through(lease, conn, towards_client, opcode, payload, effects);
         conn.message_meta = Vec::new(); // each delivery brings its own: no room kept
         verdict
     }
 
     fn through(
         &self,
+        lease: &mut Lease,
         conn: &mut ConnState,
         towards_client: bool,
         opcode: Opcode,
@@ -120,22 +156,24 @@ impl Chain {
         let last = self.slots.len().saturating_sub(1);
         for step in 0..self.slots.len() {
             let index = if towards_client { last - step } else { step };
+            // The message is moved into the call and comes back in its output; a filter that
+            // fails open is skipped with the message as it was.
+            let kept = (self.slots[index].on_error == OnError::FailOpen).then(|| payload.clone());
             let call = HookCall::Message {
                 dir: i32::from(towards_client),
                 opcode,
-                payload: payload.clone(),
+                payload: std::mem::take(&mut payload),
             };
-            let output = match self.call(index, conn, call, effects) {
+            let output = match self.call(lease, index, conn, call, effects) {
                 Ok(Some(output)) => output,
-                Ok(None) => continue,
+                Ok(None) => {
+                    payload = kept.unwrap_or_default();
+                    continue;
+                }
                 Err(failure) => return failed(&failure),
             };
             match output.code {
-                0 => {
-                    if let Some(replaced) = output.replaced {
-                        payload = replaced;
-                    }
-                }
+                0 => payload = output.payload,
                 1 => return Verdict::Drop,
                 2 => {
                     let (code, reason) = output.close.unwrap_or((1000, String::new()));
@@ -158,6 +196,7 @@ impl Chain {
     /// Hands a hook that belongs to one filter (a result, a timer) to that filter.
     pub fn notify(
         &self,
+        lease: &mut Lease,
         conn: &mut ConnState,
         filter: usize,
         call: HookCall,
@@ -166,7 +205,7 @@ impl Chain {
         if filter >= self.slots.len() {
             return (None, effects);
         }
-        match self.call(filter, conn, call, &mut effects) {
+        match self.call(lease, filter, conn, call, &mut effects) {
             Ok(Some(output)) => (output.close, effects),
             Ok(None) => (None, effects),
             Err(failure) => match failed(&failure) {
@@ -179,9 +218,11 @@ impl Chain {
     /// Tells every filter the connection ended; what they emit on the way out still goes.
     pub fn close(&self, conn: &mut ConnState, code: u16) -> Vec<ChainEffect> {
         let mut effects = Vec::new();
-        for index in 0..self.slots.len() {
-            let _ = self.call(index, conn, HookCall::Close(code), &mut effects);
-        }
+        self.leasing(|lease| {
+            for index in 0..self.slots.len() {
+                let _ = self.call(lease, index, conn, HookCall::Close(code), &mut effects);
+            }
+        });
         effects
     }
 }

@@ -11,7 +11,7 @@ use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadl
 
 use super::abi::{CallState, ConnState, Effect, Hook, Note};
 use super::breaker::{Breaker, Transition};
-use super::{FilterHost, InitWith, ModuleVersion};
+use super::{Exports, FilterHost, InitWith, ModuleVersion};
 use crate::config::{FilterRef, OnError};
 use crate::metrics::FilterMetrics;
 use crate::types::{Opcode, Outcome};
@@ -63,8 +63,8 @@ pub enum HookCall {
 pub struct CallOutput {
     /// The hook's return value (0 for hooks without one).
     pub code: i32,
-    /// The message as replaced, if `replace` was called.
-    pub replaced: Option<Bytes>,
+    /// For `fg_on_message`: the message after the call, as given or as replaced (`replace`).
+    pub payload: Bytes,
     pub close: Option<(u16, String)>,
     pub reject: Option<(u16, Bytes)>,
 }
@@ -77,8 +77,11 @@ struct Hooks {
     on_close: Option<TypedFunc<(i64, i32), ()>>,
 }
 
+/// An instance ready for calls, of one version of the module.
 pub(super) struct Warm {
     version: u64,
+    /// The hooks its version exports.
+    exports: Exports,
     store: Store<CallState>,
     hooks: Hooks,
 }
@@ -141,6 +144,7 @@ pub(super) fn instantiate(
     store.data_mut().config = Bytes::new();
     Ok(Warm {
         version: version.id,
+        exports,
         store,
         hooks,
     })
@@ -294,7 +298,9 @@ impl FilterSlot {
         }
     }
 
-    fn give_back(&self, warm: Warm) {
+    /// Gives a leased instance back to the pool (kept only while the pool has room).
+    pub(super) fn release(&self, leased: &mut Option<Warm>) {
+        let Some(warm) = leased.take() else { return };
         let mut pool = self.pool.lock().unwrap();
         if pool.len() < self.host.pool_size {
             pool.push(warm);
@@ -302,10 +308,13 @@ impl FilterSlot {
     }
 
     /// Runs one hook with the connection's state lent to the instance; a call that succeeds hands
-    /// its effects, in order, to `effect`. A long call leaves its worker thread to the other
-    /// connections (`at_epoch_deadline`), until its `timeout_ms`.
-    pub fn call(
+    /// its effects, in order, to `effect`. The instance is the one in `leased`, or one taken from
+    /// the pool and left there for the caller's next calls (it gives it back with `release`);
+    /// a call that fails drops it. A long call leaves its worker thread to the other connections
+    /// (`at_epoch_deadline`), until its `timeout_ms`.
+    pub(super) fn call(
         &self,
+        leased: &mut Option<Warm>,
         conn: &mut ConnState,
         call: HookCall,
         effect: &mut dyn FnMut(Effect),
@@ -313,42 +322,44 @@ impl FilterSlot {
         // The TSC, calibrated (quanta): a call is timed for `filter_call_seconds`, and two readings
         // of the system's clock cost as much as a short call in a virtual machine.
         let started = quanta::Instant::now();
+        // What the instance's version exports (a leased instance's version was current when it
+        // was taken: a swap applies from the caller's next lease).
+        let exports = match leased {
+            Some(warm) => warm.exports,
+            None => self.module.load().exports,
+        };
+        let exported = match call {
+            HookCall::Message { .. } => true,
+            HookCall::Open => exports.open,
+            HookCall::Result { .. } => exports.result,
+            HookCall::Timer(_) => exports.timer,
+            HookCall::Close(_) => exports.close,
+        };
+        if !exported {
+            return Ok(CallOutput::default());
+        }
         // The breaker's clock, read only when it is not closed: a success then tells it when the
         // call began (a call that began before the breaker opened closes nothing).
         let breaker_started = (!self.breaker.closed()).then(Instant::now);
-        let warm = {
-            // One load per call: the version checked here is the one that serves it.
-            let current = self.module.load();
-            let exports = current.exports;
-            let exported = match call {
-                HookCall::Message { .. } => true,
-                HookCall::Open => exports.open,
-                HookCall::Result { .. } => exports.result,
-                HookCall::Timer(_) => exports.timer,
-                HookCall::Close(_) => exports.close,
-            };
-            if !exported {
-                return Ok(CallOutput::default());
-            }
-            if breaker_started.is_some_and(|now| !self.breaker.admits(now)) {
-                self.metrics.failure("breaker_open");
-                return Err(FilterFailure {
-                    filter: self.name.clone(),
-                    kind: "breaker_open",
-                    message: "not called: its circuit breaker is open after repeated failures".into(),
-                });
-            }
-            self.take(&current)
-        };
-        let mut warm = match warm {
-            Ok(warm) => warm,
-            Err(failure) => {
-                self.breaker_failed();
-                return Err(failure);
+        if breaker_started.is_some_and(|now| !self.breaker.admits(now)) {
+            self.metrics.failure("breaker_open");
+            return Err(FilterFailure {
+                filter: self.name.clone(),
+                kind: "breaker_open",
+                message: "not called: its circuit breaker is open after repeated failures".into(),
+            });
+        }
+        let warm = match leased {
+            Some(warm) => warm,
+            None => {
+                // One load: the version checked here is the one that serves the lease.
+                let taken = self.take(&self.module.load()).inspect_err(|_| self.breaker_failed())?;
+                leased.insert(taken)
             }
         };
-        // A call that fails leaves no trace: its effects are dropped, and so are these changes.
-        let (meta_before, handles_before) = (conn.meta.clone(), conn.handles);
+        // A call that fails leaves no trace: its effects are dropped, and so are its changes to
+        // the connection (the metadata as it was is kept by `meta_set`, when it first changes).
+        let handles_before = conn.handles;
         let state = warm.store.data_mut();
         std::mem::swap(&mut state.conn, conn);
         let timeout = self.limits.timeout_ms;
@@ -411,14 +422,14 @@ impl FilterSlot {
         let state = warm.store.data_mut();
         state.ticks_after_handoff = None;
         std::mem::swap(&mut state.conn, conn);
+        let meta_before = state.meta_before.take();
         let output = CallOutput {
             code: 0,
-            replaced: state.replaced.then(|| std::mem::take(&mut state.payload)),
+            payload: std::mem::take(&mut state.payload),
             close: state.close.take(),
             reject: state.reject.take(),
         };
         state.replaced = false;
-        state.payload = Bytes::new();
         state.opcode = None;
         state.result = None;
         state.context = None;
@@ -427,7 +438,6 @@ impl FilterSlot {
         match result {
             Ok(code) => {
                 effects.for_each(effect);
-                self.give_back(warm);
                 if breaker_started.is_some_and(|began| self.breaker.succeeded(began) == Some(Transition::Closed)) {
                     self.metrics.breaker_open.set(0);
                     tracing::info!(filter = &*self.name, "circuit breaker closed: the filter answers again");
@@ -437,7 +447,10 @@ impl FilterSlot {
             Err(error) => {
                 drop(effects);
                 // The instance may be in any state: it is dropped, a fresh one serves the next call.
-                conn.meta = meta_before;
+                *leased = None;
+                if let Some(meta) = meta_before {
+                    conn.meta = meta;
+                }
                 conn.handles = handles_before;
                 let (kind, message) = describe(&error);
                 conn.note(&self.name, || Note::Failed {

@@ -27,7 +27,7 @@ use crate::connectors::sinks::{RouteSink, Waiting};
 use crate::connectors::sources::{Sources, Subscription};
 use crate::connectors::ws::UpstreamStream;
 use crate::filter::abi::{ConnState, Effect, Emission};
-use crate::filter::{ChainEffect, HookCall, Verdict};
+use crate::filter::{ChainEffect, HookCall, Lease, Verdict};
 use crate::record::Recording;
 use crate::route::Route;
 use crate::tap::Direction;
@@ -96,6 +96,9 @@ struct Session {
     outbox_bytes: usize,
     /// An empty vector with room, for the effects of the next message (kept, not reallocated).
     spare_effects: Vec<ChainEffect>,
+    /// The route's filter instances this session calls while it handles what it has read;
+    /// given back before every wait (`release`), so an idle connection holds none.
+    lease: Lease,
     /// Whether the route's `ws` sink has its connection.
     has_upstream: bool,
     /// Messages for the upstream, written at the next flush.
@@ -162,6 +165,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         outbox: Vec::new(),
         outbox_bytes: 0,
         spare_effects: Vec::new(),
+        lease: Lease::default(),
         has_upstream: upstream.is_some(),
         upstream_outbox: Vec::new(),
         inbound: None,
@@ -328,6 +332,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
     if let Some(recording) = &mut session.recording {
         recording.close(code);
     }
+    session.release();
     let farewell = route.chain.close(&mut session.conn, code);
     if let Some(recording) = session.recording.take() {
         recording.finish(&mut session.conn);
@@ -401,7 +406,13 @@ impl Session {
     }
 
     /// Queues the records whose sinks were full, in order, waiting for room.
+    /// Gives the filter instances back to the route's pools: before every wait.
+    fn release(&mut self) {
+        self.route.chain.release(&mut self.lease);
+    }
+
     async fn queue_waiting(&mut self) {
+        self.release();
         for waiting in self.waiting.drain(..) {
             waiting.queue().await;
         }
@@ -434,6 +445,7 @@ impl Session {
         ws: &mut C,
         upstream: Option<&mut Box<UpstreamStream>>,
     ) -> Result<(), WsError> {
+        self.release();
         self.publish_tally();
         if let Some(upstream) = upstream
             && !self.upstream_outbox.is_empty()
@@ -498,7 +510,15 @@ impl Session {
             recording.client_message(opcode, &payload);
         }
         let mut effects = std::mem::take(&mut self.spare_effects);
-        let verdict = (route.chain).message_into(&mut self.conn, false, opcode, payload, Vec::new(), &mut effects);
+        let verdict = (route.chain).message_into(
+            &mut self.lease,
+            &mut self.conn,
+            false,
+            opcode,
+            payload,
+            Vec::new(),
+            &mut effects,
+        );
         if let Some(recording) = &mut self.recording {
             recording.verdict(&mut self.conn, "in", &verdict);
         }
@@ -539,6 +559,7 @@ impl Session {
         let route = self.route.clone();
         let mut effects = std::mem::take(&mut self.spare_effects);
         let verdict = (route.chain).message_into(
+            &mut self.lease,
             &mut self.conn,
             true,
             delivered.opcode,
@@ -602,7 +623,7 @@ impl Session {
             context: result.context,
         };
         let route = self.route.clone();
-        let (close, effects) = route.chain.notify(&mut self.conn, result.filter, call);
+        let (close, effects) = route.chain.notify(&mut self.lease, &mut self.conn, result.filter, call);
         self.after_hook(close, effects);
     }
 
@@ -611,7 +632,7 @@ impl Session {
         if let Some(recording) = &mut self.recording {
             recording.timer(timer);
         }
-        let (close, effects) = route.chain.notify(&mut self.conn, filter, HookCall::Timer(timer));
+        let (close, effects) = (route.chain).notify(&mut self.lease, &mut self.conn, filter, HookCall::Timer(timer));
         self.after_hook(close, effects);
     }
 
