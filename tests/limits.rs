@@ -82,3 +82,24 @@ async fn runaway_filters_are_cut_off_and_others_keep_serving() {
     assert_eq!(proxy.metric(&failures("wild", "trap")).await, 3.0);
     assert!(proxy.logs().contains("filter passed a pointer outside its memory"));
 }
+
+/// A call that fails leaves the connection's metadata as it was before that call, even on an
+/// instance whose `fg_init` changed metadata of its own (on a connection of its own).
+#[tokio::test]
+async fn a_failed_call_keeps_the_connections_metadata() {
+    let config = format!(
+        "{head}\n[routes.keep]\npath = \"/keep\"\nfilters = [{{ module = \"meta_keeper\", on_error = \"fail_open\" }}]\n",
+        head = head("")
+    );
+    let proxy = Proxy::start(
+        &config,
+        &[],
+        &[("meta_keeper.wat", include_bytes!("wat/meta_keeper.wat"))],
+    );
+    let mut client = proxy.connect("/keep").await;
+    send_text(&mut client, "trap").await;
+    send_text(&mut client, "x").await;
+    assert_eq!(next_text(&mut client).await, "keep");
+    let trapped = "framegate_filter_failures_total{filter=\"meta_keeper\",kind=\"trap\"}";
+    assert_eq!(proxy.metric(trapped).await, 1.0);
+}

@@ -141,7 +141,10 @@ pub(super) fn instantiate(
             Err(e) => return Err(describe(&e).1),
         }
     }
-    store.data_mut().config = Bytes::new();
+    let state = store.data_mut();
+    state.config = Bytes::new();
+    // What `fg_init` set was on a connection of its own: no call may roll back to it.
+    state.meta_before = None;
     Ok(Warm {
         version: version.id,
         exports,
@@ -324,9 +327,13 @@ impl FilterSlot {
         let started = quanta::Instant::now();
         // What the instance's version exports (a leased instance's version was current when it
         // was taken: a swap applies from the caller's next lease).
-        let exports = match leased {
-            Some(warm) => warm.exports,
-            None => self.module.load().exports,
+        // One load when nothing is leased: the version whose exports are checked here is the
+        // one that serves the lease.
+        let current = leased.is_none().then(|| self.module.load());
+        let exports = match (&*leased, &current) {
+            (Some(warm), _) => warm.exports,
+            (None, Some(current)) => current.exports,
+            (None, None) => unreachable!("loaded when nothing is leased"),
         };
         let exported = match call {
             HookCall::Message { .. } => true,
@@ -352,9 +359,8 @@ impl FilterSlot {
         let warm = match leased {
             Some(warm) => warm,
             None => {
-                // One load: the version checked here is the one that serves the lease.
-                let taken = self.take(&self.module.load()).inspect_err(|_| self.breaker_failed())?;
-                leased.insert(taken)
+                let current = current.as_deref().expect("loaded when nothing is leased");
+                leased.insert(self.take(current).inspect_err(|_| self.breaker_failed())?)
             }
         };
         // A call that fails leaves no trace: its effects are dropped, and so are its changes to

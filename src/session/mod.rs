@@ -405,12 +405,12 @@ impl Session {
         }
     }
 
-    /// Queues the records whose sinks were full, in order, waiting for room.
     /// Gives the filter instances back to the route's pools: before every wait.
     fn release(&mut self) {
         self.route.chain.release(&mut self.lease);
     }
 
+    /// Queues the records whose sinks were full, in order, waiting for room.
     async fn queue_waiting(&mut self) {
         self.release();
         for waiting in self.waiting.drain(..) {

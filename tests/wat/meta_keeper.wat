@@ -1,0 +1,25 @@
+;; Deletes a metadata key in fg_init; a message starting with "t" traps; any other is answered
+;; with the connection's `route` metadata ("lost" when it is gone) and dropped.
+(module
+  (import "framegate" "meta_set" (func $meta_set (param i32 i32 i32 i32) (result i32)))
+  (import "framegate" "meta_get" (func $meta_get (param i32 i32 i32 i32) (result i32)))
+  (import "framegate" "read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "framegate" "send" (func $send (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "a.k")
+  (data (i32.const 16) "route")
+  (data (i32.const 32) "lost")
+  (func (export "fg_abi_v1"))
+  (func (export "fg_init") (param i32) (result i32)
+    (drop (call $meta_set (i32.const 0) (i32.const 3) (i32.const 0) (i32.const -1)))
+    (i32.const 0))
+  (func (export "fg_on_message") (param i64 i32 i32 i32) (result i32)
+    (local $n i32)
+    (drop (call $read (i32.const 0) (i32.const 0) (i32.const 100) (i32.const 1)))
+    (if (i32.eq (i32.load8_u (i32.const 100)) (i32.const 116)) ;; 't'
+      (then unreachable))
+    (local.set $n (call $meta_get (i32.const 16) (i32.const 5) (i32.const 200) (i32.const 64)))
+    (if (i32.lt_s (local.get $n) (i32.const 0))
+      (then (drop (call $send (i32.const 1) (i32.const 32) (i32.const 4))))
+      (else (drop (call $send (i32.const 1) (i32.const 200) (local.get $n)))))
+    (i32.const 1)))
