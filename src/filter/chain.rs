@@ -61,7 +61,7 @@ impl Chain {
     }
 
     /// Runs `f` with a lease given back at the end: for callers that make one call at a time.
-    fn leasing<R>(&self, f: impl FnOnce(&mut Lease) -> R) -> R {
+    pub fn leasing<R>(&self, f: impl FnOnce(&mut Lease) -> R) -> R {
         let mut lease = Lease::default();
         let result = f(&mut lease);
         self.release(&mut lease);

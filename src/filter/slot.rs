@@ -325,10 +325,8 @@ impl FilterSlot {
         // The TSC, calibrated (quanta): a call is timed for `filter_call_seconds`, and two readings
         // of the system's clock cost as much as a short call in a virtual machine.
         let started = quanta::Instant::now();
-        // What the instance's version exports (a leased instance's version was current when it
-        // was taken: a swap applies from the caller's next lease).
-        // One load when nothing is leased: the version whose exports are checked here is the
-        // one that serves the lease.
+        // The hooks of the version that serves: a leased instance's (current when it was taken:
+        // a swap applies from the caller's next lease), or the current one, loaded once here.
         let current = leased.is_none().then(|| self.module.load());
         let exports = match (&*leased, &current) {
             (Some(warm), _) => warm.exports,

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::config::{FilterRef, FiltersConfig, RouteConfig};
 use crate::filter::abi::{ConnState, Effect, Journal};
 use crate::filter::transcript::{self, Line};
-use crate::filter::{Chain, ChainEffect, FilterHost, HookCall, Lease, Verdict};
+use crate::filter::{Chain, ChainEffect, FilterHost, HookCall, Verdict};
 use crate::metrics::Metrics;
 use crate::session::request::{RequestInfo, from_request};
 use crate::types::{DeliveryError, MetaLimit, Opcode};
@@ -406,9 +406,8 @@ impl Run {
 
     /// A hook for one filter (a result, a timer), and the close it may ask for.
     fn notify(&mut self, line: usize, filter: usize, call: HookCall) {
-        let mut lease = Lease::default();
-        let (close, effects) = self.chain.notify(&mut lease, &mut self.conn, filter, call);
-        self.chain.release(&mut lease);
+        let chain = &self.chain;
+        let (close, effects) = chain.leasing(|lease| chain.notify(lease, &mut self.conn, filter, call));
         self.after_call(line, effects);
         if let Some((code, reason)) = close
             && self.stage == Stage::Open
