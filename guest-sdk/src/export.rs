@@ -35,12 +35,34 @@ pub fn on_open<F: Filter>(slot: &'static Slot<F>, conn: i64) -> i32 {
     })
 }
 
-pub fn on_message<F: Filter>(slot: &'static Slot<F>, conn: i64, dir: i32, opcode: i32, len: i32) -> i32 {
-    let mut message = Message::new(dir, opcode, len);
-    with(slot, |f| match f.on_message(&Conn::new(conn), &mut message) {
+fn code(verdict: Verdict) -> i32 {
+    match verdict {
         Verdict::Continue => 0,
         Verdict::Drop => 1,
         Verdict::Close => 2,
+    }
+}
+
+pub fn on_message<F: Filter>(slot: &'static Slot<F>, conn: i64, dir: i32, opcode: i32, len: i32) -> i32 {
+    let mut message = Message::new(dir, opcode, len);
+    with(slot, |f| code(f.on_message(&Conn::new(conn), &mut message)))
+}
+
+/// Every message of a batch through [`Filter::on_message`], one at a time: `next` gives each
+/// one's verdict and takes the next, so the host is called once for the lot.
+pub fn on_messages<F: Filter>(slot: &'static Slot<F>, conn: i64, dir: i32) -> i32 {
+    let conn = Conn::new(conn);
+    with(slot, |f| {
+        let mut verdict = 0;
+        loop {
+            // SAFETY: no pointers.
+            let next = unsafe { sys::next(verdict) };
+            if next < 0 {
+                return 0;
+            }
+            let mut message = Message::new(dir, (next >> 32) as i32, next as u32 as i32);
+            verdict = code(f.on_message(&conn, &mut message));
+        }
     })
 }
 
@@ -64,7 +86,8 @@ pub fn on_close<F: Filter>(slot: &'static Slot<F>, conn: i64, code: i32) {
     with(slot, |f| f.on_close(&Conn::new(conn), code as u16));
 }
 
-/// Exports a [`Filter`] type as a framegate module: every hook of ABI v1, and the
+/// Exports a [`Filter`] type as a framegate module: every hook of ABI v1 (with
+/// `fg_on_messages`, which runs a batch of messages through [`Filter::on_message`]), and the
 /// `fg_abi_v1` marker. Use it once per crate, on a `Default` type; each instance of the module
 /// keeps one value of it, made by `Default` then [`Filter::init`].
 ///
@@ -106,6 +129,11 @@ macro_rules! export_filter {
         #[unsafe(no_mangle)]
         pub extern "C" fn fg_on_message(conn: i64, dir: i32, opcode: i32, len: i32) -> i32 {
             $crate::export::on_message(&FRAMEGATE_FILTER, conn, dir, opcode, len)
+        }
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn fg_on_messages(conn: i64, dir: i32) -> i32 {
+            $crate::export::on_messages(&FRAMEGATE_FILTER, conn, dir)
         }
 
         #[unsafe(no_mangle)]

@@ -95,6 +95,7 @@ pub fn with<R>(f: impl FnOnce(&mut Host) -> R) -> R {
 
 const NOT_FOUND: i32 = -1;
 const BAD_ARGUMENT: i32 = -2;
+const NOT_ALLOWED: i32 = -3;
 const UNKNOWN_TARGET: i32 = -4;
 const TOO_LARGE: i32 = -5;
 const LIMIT: i32 = -6;
@@ -171,6 +172,11 @@ pub(crate) unsafe fn read(buf: i32, offset: i32, dst: *mut u8, cap: i32) -> i32 
             None => BAD_ARGUMENT,
         },
     )
+}
+
+/// The in-memory host runs hooks one message at a time: it never calls `fg_on_messages`.
+pub(crate) unsafe fn next(_verdict: i32) -> i64 {
+    NOT_ALLOWED as i64
 }
 
 pub(crate) unsafe fn replace(src: *const u8, len: i32) -> i32 {

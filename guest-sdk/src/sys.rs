@@ -51,6 +51,9 @@ imports! {
     fn buf_len(buf: i32) -> i32;
     /// Copies up to `cap` bytes of a buffer from `offset`; returns the count.
     fn read(buf: i32, offset: i32, dst: *mut u8, cap: i32) -> i32;
+    /// In `fg_on_messages`: gives the verdict of the message in hand (ignored before the
+    /// first) and takes the next one; answers its `opcode << 32 | len`, or -1 when none is left.
+    fn next(verdict: i32) -> i64;
     /// Replaces the current message.
     fn replace(src: *const u8, len: i32) -> i32;
     /// Copies up to `cap` bytes of a metadata value; returns its whole length, -1 if absent.

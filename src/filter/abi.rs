@@ -5,11 +5,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use wasmtime::{Caller, Linker, Memory, StoreLimits};
+use wasmtime::{AsContextMut, Caller, Linker, Memory, StoreLimits};
 
 use super::store::{Store, StoreError};
 use crate::metrics::FilterMetrics;
-use crate::types::{Meta, MetaLimit, Opcode, is_reserved};
+use crate::types::{MessageMeta, Meta, MetaLimit, Opcode, is_reserved};
 
 pub const BUF_PAYLOAD: i32 = 0;
 pub const BUF_CONFIG: i32 = 1;
@@ -56,7 +56,7 @@ pub struct ConnState {
     pub handles: usize,
     /// The metadata (`msg.*`) of the delivery towards the client going through the chain now:
     /// lent with the connection, so a chain of filters reads it without a copy per filter.
-    pub message_meta: Vec<(String, Bytes)>,
+    pub message_meta: MessageMeta,
     /// A replay's or a recording's view of the calls (src/filter/replay/); `None` otherwise.
     pub journal: Option<Box<Journal>>,
 }
@@ -152,6 +152,54 @@ pub struct Emission {
     pub context: Bytes,
 }
 
+/// A run of messages in one direction that one `fg_on_messages` call handles, one at a time:
+/// `next` gives the verdict of the message in hand and takes the next one.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub messages: Vec<Incoming>,
+    /// How many messages `next` has handed out.
+    pub started: usize,
+    /// Whether the last one handed out is still in hand (its verdict not given yet).
+    pub in_hand: bool,
+    /// What became of each message handed out, in order.
+    pub handled: Vec<Handled>,
+    /// A verdict ended the run (a close, or a code that is no verdict): no more messages.
+    pub ended: bool,
+    /// The filter's timeout, which each message has.
+    pub timeout_ms: u64,
+}
+
+/// A message waiting in a batch, with its `msg.*` metadata (lent to the call while in hand).
+#[derive(Debug)]
+pub struct Incoming {
+    pub opcode: Opcode,
+    pub payload: Bytes,
+    pub meta: MessageMeta,
+}
+
+/// What a batch call made of one message.
+#[derive(Debug)]
+pub struct Handled {
+    /// Its verdict, as `fg_on_message` would have returned it.
+    pub code: i32,
+    /// Its payload, when the call replaced it.
+    pub replaced: Option<Bytes>,
+    pub close: Option<(u16, String)>,
+    /// How many of the call's effects were asked for by the end of this message.
+    pub effects_end: usize,
+}
+
+impl Batch {
+    /// Empties the batch for the next run, keeping its room.
+    pub fn clear(&mut self) {
+        self.messages.clear();
+        self.handled.clear();
+        self.started = 0;
+        self.in_hand = false;
+        self.ended = false;
+    }
+}
+
 /// The store's data: everything the imports read or write during one hook call.
 #[derive(Default)]
 pub struct CallState {
@@ -168,6 +216,8 @@ pub struct CallState {
     pub config: Bytes,
     pub result: Option<Bytes>,
     pub context: Option<Bytes>,
+    /// During a batch call (`fg_on_messages`): its messages, which `next` hands out one by one.
+    pub batch: Option<Batch>,
     pub effects: Vec<Effect>,
     /// Where messages copied out of the guest (`send`, `replace`, `emit`) are cut from: one
     /// allocation per chunk instead of one per message.
@@ -188,12 +238,77 @@ pub struct CallState {
 impl CallState {
     fn buffer(&self, buf: i32) -> Result<Option<&Bytes>, i32> {
         match buf {
-            BUF_PAYLOAD => Ok((self.hook == Hook::Message).then_some(&self.payload)),
+            BUF_PAYLOAD => Ok((self.hook == Hook::Message).then(|| self.message())),
             BUF_CONFIG => Ok((self.hook == Hook::Init).then_some(&self.config)),
             BUF_RESULT => Ok(self.result.as_ref()),
             BUF_CONTEXT => Ok(self.context.as_ref()),
             _ => Err(ERR_BAD_ARGUMENT),
         }
+    }
+
+    /// The message in hand: as replaced, or as it came (in a batch, where it waits).
+    fn message(&self) -> &Bytes {
+        match &self.batch {
+            Some(batch) if !self.replaced && batch.in_hand => &batch.messages[batch.started - 1].payload,
+            _ => &self.payload,
+        }
+    }
+
+    /// `next`: ends the message in hand with `verdict`, then hands out the next one; its opcode
+    /// and length (`opcode << 32 | len`), or -1 when there is none.
+    fn next_message(&mut self, verdict: i32) -> i64 {
+        let Some(mut batch) = self.batch.take() else {
+            return ERR_NOT_ALLOWED as i64;
+        };
+        if batch.in_hand {
+            self.finish_message(&mut batch, verdict);
+        }
+        let answer = match batch.messages.get_mut(batch.started).filter(|_| !batch.ended) {
+            Some(message) => {
+                std::mem::swap(&mut self.conn.message_meta, &mut message.meta);
+                self.opcode = Some(message.opcode);
+                batch.started += 1;
+                batch.in_hand = true;
+                ((message.opcode as i64) << 32) | message.payload.len() as i64
+            }
+            None => {
+                self.opcode = None; // nothing in hand to replace
+                ERR_NOT_FOUND as i64
+            }
+        };
+        self.batch = Some(batch);
+        answer
+    }
+
+    /// Takes the batch back after the call: the message still in hand gets the call's return
+    /// value as its verdict (none when the call failed) and gives its metadata back.
+    pub fn take_batch(&mut self, verdict: Option<i32>) -> Batch {
+        let mut batch = self.batch.take().unwrap_or_default();
+        if batch.in_hand {
+            match verdict {
+                Some(verdict) => self.finish_message(&mut batch, verdict),
+                None => {
+                    batch.in_hand = false;
+                    let message = &mut batch.messages[batch.started - 1];
+                    std::mem::swap(&mut self.conn.message_meta, &mut message.meta);
+                }
+            }
+        }
+        batch
+    }
+
+    /// Notes what became of the message in hand and gives its metadata back.
+    fn finish_message(&mut self, batch: &mut Batch, verdict: i32) {
+        batch.in_hand = false;
+        let message = &mut batch.messages[batch.started - 1];
+        std::mem::swap(&mut self.conn.message_meta, &mut message.meta);
+        batch.handled.push(Handled {
+            code: verdict,
+            replaced: std::mem::take(&mut self.replaced).then(|| std::mem::take(&mut self.payload)),
+            close: self.close.take(),
+            effects_end: self.effects.len(),
+        });
+        batch.ended = !matches!(verdict, 0 | 1);
     }
 
     fn meta_value(&self, key: &str) -> Option<&[u8]> {
@@ -213,7 +328,7 @@ impl CallState {
             .meta
             .keys()
             .map(String::as_str)
-            .chain(self.conn.message_meta.iter().map(|(k, _)| k.as_str()))
+            .chain(self.conn.message_meta.iter().map(|(k, _)| &**k))
             .filter(|k| k.starts_with(prefix))
             .collect();
         names.sort_unstable();
@@ -416,6 +531,18 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
             wasmtime::Result::Ok(n as i32)
         },
     )?;
+
+    linker.func_wrap(M, "next", |mut caller: Caller<'_, CallState>, verdict: i32| {
+        let state = caller.data_mut();
+        let answer = state.next_message(verdict);
+        // Each message has the filter's whole timeout once the call has left its worker thread
+        // (before that, the call is young: the hand-off comes first, for the whole batch).
+        if answer >= 0 && state.ticks_after_handoff.is_none() {
+            let ticks = state.batch.as_ref().map_or(0, |batch| batch.timeout_ms);
+            caller.as_context_mut().set_epoch_deadline(ticks);
+        }
+        answer
+    })?;
 
     linker.func_wrap(M, "replace", |mut caller: Caller<'_, CallState>, src: i32, len: i32| {
         let payload = message_in(&mut caller, src, len)?;

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::abi::{ConnState, Effect};
+use super::abi::{Batch, ConnState, Effect};
 use super::slot::{CallOutput, FilterFailure, FilterSlot, HookCall, Warm};
 use super::{FilterHost, LoadError};
 use crate::config::{FilterRef, OnError};
-use crate::types::Opcode;
+use crate::types::{MessageMeta, Opcode};
 
 /// Close code when a `fail_closed` filter fails.
 const INTERNAL_ERROR: u16 = 1011;
@@ -115,7 +115,7 @@ impl Chain {
         towards_client: bool,
         opcode: Opcode,
         payload: Bytes,
-        message_meta: Vec<(String, Bytes)>,
+        message_meta: MessageMeta,
     ) -> (Verdict, Vec<ChainEffect>) {
         let mut effects = Vec::new();
         let verdict = self.leasing(|lease| {
@@ -135,7 +135,7 @@ impl Chain {
         towards_client: bool,
         opcode: Opcode,
         payload: Bytes,
-        message_meta: Vec<(String, Bytes)>,
+        message_meta: MessageMeta,
         effects: &mut Vec<ChainEffect>,
     ) -> Verdict {
         conn.message_meta = message_meta;
@@ -172,25 +172,114 @@ impl Chain {
                 }
                 Err(failure) => return failed(&failure),
             };
-            match output.code {
-                0 => payload = output.payload,
-                1 => return Verdict::Drop,
-                2 => {
-                    let (code, reason) = output.close.unwrap_or((1000, String::new()));
-                    return Verdict::Close(code, reason);
-                }
-                other => {
-                    let failure = FilterFailure {
-                        filter: self.slots[index].name.clone(),
-                        kind: "verdict",
-                        message: format!("fg_on_message returned {other}, expected 0, 1 or 2"),
-                    };
-                    return failed(&failure);
-                }
+            if let Some(verdict) = self.judge(index, output.code, output.close) {
+                return verdict;
             }
+            payload = output.payload;
         }
         // A message keeps its opcode through the chain (`replace` checks text stays UTF-8).
         Verdict::Deliver { opcode, payload }
+    }
+
+    /// What `code`, filter `index`'s answer to a message, makes of it: `None` to go on.
+    fn judge(&self, index: usize, code: i32, close: Option<(u16, String)>) -> Option<Verdict> {
+        match code {
+            0 => None,
+            1 => Some(Verdict::Drop),
+            2 => {
+                let (code, reason) = close.unwrap_or((1000, String::new()));
+                Some(Verdict::Close(code, reason))
+            }
+            other => {
+                let failure = FilterFailure {
+                    filter: self.slots[index].name.clone(),
+                    kind: "verdict",
+                    message: format!("fg_on_message returned {other}, expected 0, 1 or 2"),
+                };
+                Some(failed(&failure))
+            }
+        }
+    }
+
+    /// Whether runs of messages may go through in one call (`messages_into`): on a route of
+    /// one filter. Through several, each message goes through the whole chain before the next
+    /// comes, as filters that share the connection's metadata expect.
+    pub fn batches(&self) -> bool {
+        self.slots.len() == 1
+    }
+
+    /// Runs the messages of `batch` (all one way) through the chain, in order, leaving it empty;
+    /// adds a verdict for each message run to `verdicts`, with how many of `effects` had been
+    /// asked for by the end of that message. On a route of one filter whose module exports
+    /// `fg_on_messages`, one call handles them all; otherwise, or when that call fails, they go
+    /// one by one. After a verdict that closes the connection, the rest are not run.
+    pub fn messages_into(
+        &self,
+        lease: &mut Lease,
+        conn: &mut ConnState,
+        towards_client: bool,
+        batch: &mut Batch,
+        verdicts: &mut Vec<(Verdict, usize)>,
+        effects: &mut Vec<ChainEffect>,
+    ) {
+        let first = verdicts.len();
+        let mut next = 0;
+        if self.batches() && batch.messages.len() > 1 && conn.journal.is_none() {
+            next = self.one_call(lease, conn, towards_client, batch, verdicts, effects);
+        }
+        for message in batch.messages.drain(..).skip(next) {
+            if verdicts[first..]
+                .last()
+                .is_some_and(|(verdict, _)| matches!(verdict, Verdict::Close(..)))
+            {
+                break;
+            }
+            let verdict = self.message_into(
+                lease,
+                conn,
+                towards_client,
+                message.opcode,
+                message.payload,
+                message.meta,
+                effects,
+            );
+            verdicts.push((verdict, effects.len()));
+        }
+        batch.clear();
+    }
+
+    /// The one call of `messages_into`: how many of the messages it handled (none when it
+    /// could not, or failed; those it did not reach, when it returned early, go one by one).
+    fn one_call(
+        &self,
+        lease: &mut Lease,
+        conn: &mut ConnState,
+        towards_client: bool,
+        batch: &mut Batch,
+        verdicts: &mut Vec<(Verdict, usize)>,
+        effects: &mut Vec<ChainEffect>,
+    ) -> usize {
+        if lease.warm.is_empty() {
+            lease.warm.push(None);
+        }
+        let before = effects.len();
+        let dir = i32::from(towards_client);
+        let called = self.slots[0].call_batch(&mut lease.warm[0], conn, dir, batch, &mut |effect| {
+            effects.push(ChainEffect { filter: 0, effect })
+        });
+        if !matches!(called, Ok(Some(_))) {
+            return 0;
+        }
+        for (handled, message) in batch.handled.drain(..).zip(&mut batch.messages) {
+            let verdict = self
+                .judge(0, handled.code, handled.close)
+                .unwrap_or_else(|| Verdict::Deliver {
+                    opcode: message.opcode,
+                    payload: handled.replaced.unwrap_or_else(|| std::mem::take(&mut message.payload)),
+                });
+            verdicts.push((verdict, before + handled.effects_end));
+        }
+        batch.started
     }
 
     /// Hands a hook that belongs to one filter (a result, a timer) to that filter.

@@ -70,6 +70,8 @@ pub struct Exports {
     pub result: bool,
     pub timer: bool,
     pub close: bool,
+    /// `fg_on_messages`: every message a read brought, in one call.
+    pub batch: bool,
 }
 
 /// What `/filters` shows of a module.
@@ -363,6 +365,7 @@ impl FilterHost {
                 result: module.get_export("fg_on_result").is_some(),
                 timer: module.get_export("fg_on_timer").is_some(),
                 close: module.get_export("fg_on_close").is_some(),
+                batch: module.get_export("fg_on_messages").is_some(),
             },
             pre,
         };
@@ -391,7 +394,7 @@ fn check_exports(module: &Module) -> Result<(), String> {
     if module.get_export("proxy_abi_version_0_2_1").is_some() {
         return Err("a Proxy-Wasm module; framegate loads modules speaking its own ABI v1 (docs/abi.md)".into());
     }
-    let expected: [(&str, &[ValType], &[ValType], bool); 7] = [
+    let expected: [(&str, &[ValType], &[ValType], bool); 8] = [
         ("fg_abi_v1", &[], &[], true),
         ("fg_on_message", &[I64, I32, I32, I32], &[I32], true),
         ("fg_init", &[I32], &[I32], false),
@@ -399,6 +402,7 @@ fn check_exports(module: &Module) -> Result<(), String> {
         ("fg_on_result", &[I64, I64, I32, I32], &[], false),
         ("fg_on_timer", &[I64, I64], &[], false),
         ("fg_on_close", &[I64, I32], &[], false),
+        ("fg_on_messages", &[I64, I32], &[I32], false),
     ];
     match module.get_export("memory") {
         Some(ExternType::Memory(_)) => {}

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use wasmtime::{Instance, Store, StoreLimitsBuilder, Trap, TypedFunc, UpdateDeadline, WasmParams, WasmResults};
 
-use super::abi::{CallState, ConnState, Effect, Hook, Note};
+use super::abi::{Batch, CallState, ConnState, Effect, Hook, Note};
 use super::breaker::{Breaker, Transition};
 use super::{Exports, FilterHost, InitWith, ModuleVersion};
 use crate::config::{FilterRef, OnError};
@@ -75,6 +75,7 @@ struct Hooks {
     on_result: Option<TypedFunc<(i64, i64, i32, i32), ()>>,
     on_timer: Option<TypedFunc<(i64, i64), ()>>,
     on_close: Option<TypedFunc<(i64, i32), ()>>,
+    on_messages: Option<TypedFunc<(i64, i32), i32>>,
 }
 
 /// An instance ready for calls, of one version of the module.
@@ -127,6 +128,7 @@ pub(super) fn instantiate(
         on_result: typed(&instance, &mut store, "fg_on_result", exports.result)?,
         on_timer: typed(&instance, &mut store, "fg_on_timer", exports.timer)?,
         on_close: typed(&instance, &mut store, "fg_on_close", exports.close)?,
+        on_messages: typed(&instance, &mut store, "fg_on_messages", exports.batch)?,
     };
     if let Some(init) = typed::<i32, i32>(&instance, &mut store, "fg_init", exports.init)? {
         let len = store.data().config.len() as i32;
@@ -214,6 +216,14 @@ fn describe(error: &wasmtime::Error) -> (&'static str, String) {
         return ("memory", "grew past its memory limit".into());
     }
     ("trap", cause)
+}
+
+/// Whether a failed call is counted (metrics, breaker, log, journal) or left to the caller,
+/// which runs the call's messages again one by one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Failures {
+    Counted,
+    Quiet,
 }
 
 pub struct FilterSlot {
@@ -322,57 +332,14 @@ impl FilterSlot {
         call: HookCall,
         effect: &mut dyn FnMut(Effect),
     ) -> Result<CallOutput, FilterFailure> {
-        // The TSC, calibrated (quanta): a call is timed for `filter_call_seconds`, and two readings
-        // of the system's clock cost as much as a short call in a virtual machine.
-        let started = quanta::Instant::now();
-        // The hooks of the version that serves: a leased instance's (current when it was taken:
-        // a swap applies from the caller's next lease), or the current one, loaded once here.
-        let current = leased.is_none().then(|| self.module.load());
-        let exports = match (&*leased, &current) {
-            (Some(warm), _) => warm.exports,
-            (None, Some(current)) => current.exports,
-            (None, None) => unreachable!("loaded when nothing is leased"),
+        let wanted: fn(Exports) -> bool = match &call {
+            HookCall::Message { .. } => |_| true,
+            HookCall::Open => |exports| exports.open,
+            HookCall::Result { .. } => |exports| exports.result,
+            HookCall::Timer(_) => |exports| exports.timer,
+            HookCall::Close(_) => |exports| exports.close,
         };
-        let exported = match call {
-            HookCall::Message { .. } => true,
-            HookCall::Open => exports.open,
-            HookCall::Result { .. } => exports.result,
-            HookCall::Timer(_) => exports.timer,
-            HookCall::Close(_) => exports.close,
-        };
-        if !exported {
-            return Ok(CallOutput::default());
-        }
-        // The breaker's clock, read only when it is not closed: a success then tells it when the
-        // call began (a call that began before the breaker opened closes nothing).
-        let breaker_started = (!self.breaker.closed()).then(Instant::now);
-        if breaker_started.is_some_and(|now| !self.breaker.admits(now)) {
-            self.metrics.failure("breaker_open");
-            return Err(FilterFailure {
-                filter: self.name.clone(),
-                kind: "breaker_open",
-                message: "not called: its circuit breaker is open after repeated failures".into(),
-            });
-        }
-        let warm = match leased {
-            Some(warm) => warm,
-            None => {
-                let current = current.as_deref().expect("loaded when nothing is leased");
-                leased.insert(self.take(current).inspect_err(|_| self.breaker_failed())?)
-            }
-        };
-        // A call that fails leaves no trace: its effects are dropped, and so are its changes to
-        // the connection (the metadata as it was is kept by `meta_set`, when it first changes).
-        let handles_before = conn.handles;
-        let state = warm.store.data_mut();
-        std::mem::swap(&mut state.conn, conn);
-        let timeout = self.limits.timeout_ms;
-        state.ticks_after_handoff = (timeout > HANDOFF_TICKS).then(|| timeout - HANDOFF_TICKS);
-        let conn_id = state.conn.id as i64;
-        let hooks = &warm.hooks;
-        let store = &mut warm.store;
-        store.set_epoch_deadline(timeout.min(HANDOFF_TICKS));
-        let result = match call {
+        let invoke = |hooks: &Hooks, store: &mut Store<CallState>, conn_id: i64| match call {
             HookCall::Open => {
                 store.data_mut().hook = Hook::Open;
                 match &hooks.on_open {
@@ -422,6 +389,95 @@ impl FilterSlot {
                 }
             }
         };
+        let output = self.run(leased, conn, Failures::Counted, wanted, invoke, effect)?;
+        Ok(output.unwrap_or_default())
+    }
+
+    /// Runs `fg_on_messages` over `batch`: one call for every message in it, handed out by
+    /// `next`; what became of each is in `batch.handled`. `Ok(None)` when the module that serves
+    /// has no such hook, or its breaker is not closed: the caller runs the messages one by one.
+    /// A failed batch call leaves no trace and is not counted: the caller runs its messages one
+    /// by one, where a failure counts as any.
+    pub(super) fn call_batch(
+        &self,
+        leased: &mut Option<Warm>,
+        conn: &mut ConnState,
+        dir: i32,
+        batch: &mut Batch,
+        effect: &mut dyn FnMut(Effect),
+    ) -> Result<Option<i32>, FilterFailure> {
+        if !self.breaker.closed() {
+            return Ok(None);
+        }
+        let invoke = |hooks: &Hooks, store: &mut Store<CallState>, conn_id: i64| {
+            let state = store.data_mut();
+            state.hook = Hook::Message;
+            batch.timeout_ms = self.limits.timeout_ms;
+            state.batch = Some(std::mem::take(batch));
+            let on_messages = hooks.on_messages.as_ref().expect("called only when exported");
+            let result = on_messages.call(&mut *store, (conn_id, dir));
+            *batch = store.data_mut().take_batch(result.as_ref().ok().copied());
+            result
+        };
+        let output = self.run(leased, conn, Failures::Quiet, |exports| exports.batch, invoke, effect)?;
+        Ok(output.map(|output| output.code))
+    }
+
+    /// Runs a hook the module serving exports (`wanted`; `Ok(None)` when it has not) with
+    /// `invoke`, the connection's state lent to the instance.
+    fn run(
+        &self,
+        leased: &mut Option<Warm>,
+        conn: &mut ConnState,
+        failures: Failures,
+        wanted: impl FnOnce(Exports) -> bool,
+        invoke: impl FnOnce(&Hooks, &mut Store<CallState>, i64) -> wasmtime::Result<i32>,
+        effect: &mut dyn FnMut(Effect),
+    ) -> Result<Option<CallOutput>, FilterFailure> {
+        // The TSC, calibrated (quanta): a call is timed for `filter_call_seconds`, and two readings
+        // of the system's clock cost as much as a short call in a virtual machine.
+        let started = quanta::Instant::now();
+        // The hooks of the version that serves: a leased instance's (current when it was taken:
+        // a swap applies from the caller's next lease), or the current one, loaded once here.
+        let current = leased.is_none().then(|| self.module.load());
+        let exports = match (&*leased, &current) {
+            (Some(warm), _) => warm.exports,
+            (None, Some(current)) => current.exports,
+            (None, None) => unreachable!("loaded when nothing is leased"),
+        };
+        if !wanted(exports) {
+            return Ok(None);
+        }
+        // The breaker's clock, read only when it is not closed: a success then tells it when the
+        // call began (a call that began before the breaker opened closes nothing).
+        let breaker_started = (!self.breaker.closed()).then(Instant::now);
+        if breaker_started.is_some_and(|now| !self.breaker.admits(now)) {
+            self.metrics.failure("breaker_open");
+            return Err(FilterFailure {
+                filter: self.name.clone(),
+                kind: "breaker_open",
+                message: "not called: its circuit breaker is open after repeated failures".into(),
+            });
+        }
+        let warm = match leased {
+            Some(warm) => warm,
+            None => {
+                let current = current.as_deref().expect("loaded when nothing is leased");
+                leased.insert(self.take(current).inspect_err(|_| self.breaker_failed())?)
+            }
+        };
+        // A call that fails leaves no trace: its effects are dropped, and so are its changes to
+        // the connection (the metadata as it was is kept by `meta_set`, when it first changes).
+        let handles_before = conn.handles;
+        let state = warm.store.data_mut();
+        std::mem::swap(&mut state.conn, conn);
+        let timeout = self.limits.timeout_ms;
+        state.ticks_after_handoff = (timeout > HANDOFF_TICKS).then(|| timeout - HANDOFF_TICKS);
+        let conn_id = state.conn.id as i64;
+        let hooks = &warm.hooks;
+        let store = &mut warm.store;
+        store.set_epoch_deadline(timeout.min(HANDOFF_TICKS));
+        let result = invoke(hooks, store, conn_id);
         self.metrics.call_seconds.observe(started.elapsed());
         let state = warm.store.data_mut();
         state.ticks_after_handoff = None;
@@ -446,7 +502,7 @@ impl FilterSlot {
                     self.metrics.breaker_open.set(0);
                     tracing::info!(filter = &*self.name, "circuit breaker closed: the filter answers again");
                 }
-                Ok(CallOutput { code, ..output })
+                Ok(Some(CallOutput { code, ..output }))
             }
             Err(error) => {
                 drop(effects);
@@ -457,6 +513,19 @@ impl FilterSlot {
                 }
                 conn.handles = handles_before;
                 let (kind, message) = describe(&error);
+                if failures == Failures::Quiet {
+                    tracing::debug!(
+                        filter = &*self.name,
+                        conn = conn_id,
+                        kind,
+                        "batch call cut off: {message}"
+                    );
+                    return Err(FilterFailure {
+                        filter: self.name.clone(),
+                        kind,
+                        message,
+                    });
+                }
                 conn.note(&self.name, || Note::Failed {
                     kind,
                     message: message.clone(),

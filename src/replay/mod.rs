@@ -19,7 +19,7 @@ use crate::filter::transcript::{self, Line};
 use crate::filter::{Chain, ChainEffect, FilterHost, HookCall, Verdict};
 use crate::metrics::Metrics;
 use crate::session::request::{RequestInfo, from_request};
-use crate::types::{DeliveryError, MetaLimit, Opcode};
+use crate::types::{DeliveryError, MetaLimit, Opcode, message_meta};
 
 /// What `now_ms` answers at the open when the session does not say: 2026-01-01T00:00:00Z.
 const DEFAULT_CLOCK_MS: i64 = 1_767_225_600_000;
@@ -536,10 +536,7 @@ impl Run {
                 self.upstream_seq += 1;
                 let source = field_str(event, "source").unwrap_or("upstream");
                 let id = field_str(event, "id").map_or_else(|| self.upstream_seq.to_string(), str::to_string);
-                let message_meta = vec![
-                    ("msg.source".to_string(), Bytes::from(source.to_string())),
-                    ("msg.id".to_string(), Bytes::from(id)),
-                ];
+                let message_meta = message_meta(Bytes::from(source.to_string()), Bytes::from(id), None, Vec::new());
                 let (verdict, effects) = self.chain.message(&mut self.conn, true, opcode, payload, message_meta);
                 self.after_call(line, effects);
                 self.verdict(line, "out", verdict);
@@ -559,12 +556,8 @@ impl Run {
             let Some((source, _)) = self.subscriptions.get(&delivery.sub) else {
                 continue;
             };
-            let mut message_meta = vec![
-                ("msg.source".to_string(), Bytes::from(source.clone())),
-                ("msg.id".to_string(), Bytes::from(delivery.id)),
-                ("msg.sub".to_string(), Bytes::from(delivery.sub.to_string())),
-            ];
-            message_meta.extend((delivery.attrs.into_iter()).map(|(name, value)| (format!("msg.{name}"), value)));
+            let source = Bytes::from(source.clone());
+            let message_meta = message_meta(source, Bytes::from(delivery.id), Some(delivery.sub), delivery.attrs);
             let (verdict, effects) =
                 (self.chain).message(&mut self.conn, true, delivery.opcode, delivery.payload, message_meta);
             self.after_call(delivery.line, effects);

@@ -26,12 +26,12 @@ use tokio_util::time::{DelayQueue, delay_queue};
 use crate::connectors::sinks::{RouteSink, Waiting};
 use crate::connectors::sources::{Sources, Subscription};
 use crate::connectors::ws::UpstreamStream;
-use crate::filter::abi::{ConnState, Effect, Emission};
+use crate::filter::abi::{Batch, ConnState, Effect, Emission, Incoming};
 use crate::filter::{ChainEffect, HookCall, Lease, Verdict};
 use crate::record::Recording;
 use crate::route::Route;
 use crate::tap::Direction;
-use crate::types::{Backlog, Delivered, DeliveryError, Opcode, Record, Reply, Settle, SinkResult};
+use crate::types::{Backlog, Delivered, DeliveryError, Opcode, Record, Reply, Settle, SinkResult, message_meta};
 use rate::{Charge, RateLimit};
 
 /// Messages handled (read and answered) between two flushes, at most: at 100 B messages, 64
@@ -96,6 +96,18 @@ struct Session {
     outbox_bytes: usize,
     /// An empty vector with room, for the effects of the next message (kept, not reallocated).
     spare_effects: Vec<ChainEffect>,
+    /// Messages read one way (from the client, or from the upstream) since the chain last ran: a
+    /// route of one filter runs them all at once (`run_held_back`), before anything else is
+    /// handled and before a flush.
+    held_back: Batch,
+    /// Whether the messages in `held_back` go towards the client.
+    held_back_towards_client: bool,
+    /// The bytes of the messages in `held_back`.
+    held_back_bytes: usize,
+    /// An empty vector with room, for the verdicts of the next run of `held_back`.
+    spare_verdicts: Vec<(Verdict, usize)>,
+    /// The name of the route's `ws` sink, its upstream's messages' `msg.source`.
+    upstream_source: Bytes,
     /// The route's filter instances this session calls while it handles what it has read;
     /// given back before every wait (`release`), so an idle connection holds none.
     lease: Lease,
@@ -165,6 +177,11 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         outbox: Vec::new(),
         outbox_bytes: 0,
         spare_effects: Vec::new(),
+        held_back: Batch::default(),
+        held_back_towards_client: false,
+        held_back_bytes: 0,
+        upstream_source: Bytes::from(upstream.as_ref().map_or("upstream".into(), |u| u.0.to_string())),
+        spare_verdicts: Vec::new(),
         lease: Lease::default(),
         has_upstream: upstream.is_some(),
         upstream_outbox: Vec::new(),
@@ -259,7 +276,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
                 session.close(1008, "token expired");
             }
             read = async { upstream.as_mut().unwrap().1.next().await }, if upstream.is_some() => {
-                session.upstream_read(upstream.as_ref().map(|u| u.0.clone()), &mut upstream_seq, read);
+                session.upstream_read(&mut upstream_seq, read);
             }
         }
         if session.leaving && session.in_flight == 0 {
@@ -270,7 +287,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         while session.closing.is_none()
             && session.waiting.is_empty()
             && handled < BATCH
-            && session.outbox_bytes < FLUSH_BYTES
+            && session.outbox_bytes + session.held_back_bytes < FLUSH_BYTES
         {
             if session.reads_client()
                 && let Some(read) = ws.next().now_or_never()
@@ -284,17 +301,18 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
                 .flatten()
                 .and_then(|(_, rx)| rx.try_recv().ok())
             {
+                session.run_held_back();
                 session.towards_client(delivered);
-            } else if let Some((name, stream)) = upstream.as_mut()
+            } else if let Some((_, stream)) = upstream.as_mut()
                 && let Some(read) = stream.next().now_or_never()
             {
-                let name = name.clone();
-                session.upstream_read(Some(name), &mut upstream_seq, read);
+                session.upstream_read(&mut upstream_seq, read);
             } else {
                 break;
             }
             handled += 1;
         }
+        session.run_held_back();
         // Records for a full sink are queued before the answers go out, as they were handled.
         if !session.waiting.is_empty() {
             Box::pin(session.queue_waiting()).await;
@@ -388,7 +406,7 @@ impl Session {
     /// once it was told to go.
     fn reads_client(&self) -> bool {
         self.paused_until.is_none()
-            && self.in_flight < self.route.settings.max_in_flight
+            && self.in_flight + self.held_back.messages.len() < self.route.settings.max_in_flight
             && !self.leaving
             && self.waiting.is_empty()
     }
@@ -418,22 +436,32 @@ impl Session {
         }
     }
 
-    /// Handles one read from the client; `false` when the connection is gone.
+    /// Handles one read from the client; `false` when the connection is gone. A message is held
+    /// back when the route runs them together (`holds_back`); anything else runs those first.
     fn on_read(&mut self, read: Option<Result<Message, WsError>>, meta: Vec<(String, Bytes)>) -> bool {
+        let message = match read {
+            Some(Ok(Message::Text(text))) => Ok((Opcode::Text, text.into())),
+            Some(Ok(Message::Binary(bytes))) => Ok((Opcode::Binary, bytes)),
+            other => Err(other),
+        };
+        // A feed's message brings its own metadata, set on the connection before it is run.
+        let waits = meta.is_empty() && self.holds_back();
+        if !waits || message.is_err() {
+            self.run_held_back();
+        }
         if !meta.is_empty() {
             Arc::make_mut(&mut self.conn.meta).extend(meta);
         }
-        match read {
-            Some(Ok(Message::Text(text))) => self.client_message(Opcode::Text, text.into()),
-            Some(Ok(Message::Binary(bytes))) => self.client_message(Opcode::Binary, bytes),
+        match message {
+            Ok((opcode, payload)) => self.client_message(opcode, payload, waits),
             // tungstenite answers the close frame; reading on finishes the handshake.
-            Some(Ok(Message::Close(frame))) => self.peer_close = Some(frame.map_or(1005, |f| u16::from(f.code))),
-            Some(Ok(_)) => {} // ping, pong: tungstenite answers pings itself
-            Some(Err(error)) => match close_for(&error) {
+            Err(Some(Ok(Message::Close(frame)))) => self.peer_close = Some(frame.map_or(1005, |f| u16::from(f.code))),
+            Err(Some(Ok(_))) => {} // ping, pong: tungstenite answers pings itself
+            Err(Some(Err(error))) => match close_for(&error) {
                 Some((code, reason)) => self.close(code, reason),
                 None => return false,
             },
-            None => return false,
+            Err(None) => return false,
         }
         true
     }
@@ -486,7 +514,9 @@ impl Session {
         }
     }
 
-    fn client_message(&mut self, opcode: Opcode, payload: Bytes) {
+    /// A message from the client: counted, then run through the chain, or held back when it
+    /// `waits` for the others read with it.
+    fn client_message(&mut self, opcode: Opcode, payload: Bytes, waits: bool) {
         let metrics = &self.route.metrics;
         if let Some(rate) = &mut self.rate {
             let now = Instant::now();
@@ -509,6 +539,10 @@ impl Session {
         if let Some(recording) = &mut self.recording {
             recording.client_message(opcode, &payload);
         }
+        if waits {
+            let meta = Vec::new();
+            return self.hold_back(false, Incoming { opcode, payload, meta });
+        }
         let mut effects = std::mem::take(&mut self.spare_effects);
         let verdict = (route.chain).message_into(
             &mut self.lease,
@@ -523,6 +557,69 @@ impl Session {
             recording.verdict(&mut self.conn, "in", &verdict);
         }
         self.apply(effects);
+        self.client_verdict(verdict);
+    }
+
+    /// Whether messages read together are held back to run through the chain at once: on a
+    /// route of one filter (`Chain::batches`), when the connection is not recorded (a recording
+    /// notes each message's calls apart).
+    fn holds_back(&self) -> bool {
+        self.route.chain.batches() && self.recording.is_none()
+    }
+
+    /// Holds a message back until the others read with it (one way) have come.
+    fn hold_back(&mut self, towards_client: bool, message: Incoming) {
+        if self.held_back_towards_client != towards_client {
+            self.run_held_back();
+            self.held_back_towards_client = towards_client;
+        }
+        self.held_back_bytes += message.payload.len();
+        self.held_back.messages.push(message);
+    }
+
+    /// Runs the messages held back through the chain (in one call, where the filter takes them
+    /// so), then carries out each one's effects and verdict in turn.
+    fn run_held_back(&mut self) {
+        if self.held_back.messages.is_empty() {
+            return;
+        }
+        self.held_back_bytes = 0;
+        let towards_client = self.held_back_towards_client;
+        let route = self.route.clone();
+        let mut effects = std::mem::take(&mut self.spare_effects);
+        let mut verdicts = std::mem::take(&mut self.spare_verdicts);
+        (route.chain).messages_into(
+            &mut self.lease,
+            &mut self.conn,
+            towards_client,
+            &mut self.held_back,
+            &mut verdicts,
+            &mut effects,
+        );
+        let mut in_order = effects.drain(..);
+        let mut applied = 0;
+        for (verdict, effects_end) in verdicts.drain(..) {
+            in_order
+                .by_ref()
+                .take(effects_end - applied)
+                .for_each(|effect| self.apply_one(effect));
+            applied = effects_end;
+            if towards_client {
+                self.verdict_towards_client(verdict);
+            } else {
+                self.client_verdict(verdict);
+            }
+        }
+        in_order.for_each(|effect| self.apply_one(effect));
+        self.spare_verdicts = verdicts;
+        if effects.capacity() > self.spare_effects.capacity() {
+            self.spare_effects = effects;
+        }
+    }
+
+    /// Carries out what the chain made of a message from the client.
+    fn client_verdict(&mut self, verdict: Verdict) {
+        let route = self.route.clone();
         match verdict {
             Verdict::Deliver { opcode, payload } => {
                 for sink in &route.sinks {
@@ -534,6 +631,7 @@ impl Session {
         }
     }
 
+    /// A delivery from a subscription (or a recorded connection's upstream) down the chain.
     fn towards_client(&mut self, delivered: Delivered) {
         // What a subscription had on its way when the filter ended it is not delivered: a
         // broker redelivers it to whoever subscribes next, as it was never acked.
@@ -543,34 +641,37 @@ impl Session {
         if let Some(recording) = &mut self.recording {
             recording.towards_client(&delivered);
         }
-        let mut message_meta = vec![
-            ("msg.source".to_string(), Bytes::from(delivered.source.to_string())),
-            ("msg.id".to_string(), Bytes::from(delivered.id)),
-        ];
-        if let Some(sub) = delivered.sub {
-            message_meta.push(("msg.sub".to_string(), Bytes::from(sub.to_string())));
-        }
-        message_meta.extend(
-            delivered
-                .attrs
-                .into_iter()
-                .map(|(name, value)| (format!("msg.{name}"), value)),
-        );
+        let source = Bytes::from(delivered.source.to_string());
+        let meta = message_meta(source, Bytes::from(delivered.id), delivered.sub, delivered.attrs);
+        self.run_towards_client(Incoming {
+            opcode: delivered.opcode,
+            payload: delivered.payload,
+            meta,
+        });
+    }
+
+    /// Runs one message towards the client through the chain and carries out what it made of it.
+    fn run_towards_client(&mut self, Incoming { opcode, payload, meta }: Incoming) {
         let route = self.route.clone();
         let mut effects = std::mem::take(&mut self.spare_effects);
         let verdict = (route.chain).message_into(
             &mut self.lease,
             &mut self.conn,
             true,
-            delivered.opcode,
-            delivered.payload,
-            message_meta,
+            opcode,
+            payload,
+            meta,
             &mut effects,
         );
         if let Some(recording) = &mut self.recording {
             recording.verdict(&mut self.conn, "out", &verdict);
         }
         self.apply(effects);
+        self.verdict_towards_client(verdict);
+    }
+
+    /// Carries out what the chain made of a message towards the client.
+    fn verdict_towards_client(&mut self, verdict: Verdict) {
         match verdict {
             Verdict::Deliver { opcode, payload } => self.send_to_client(opcode, payload),
             Verdict::Drop => {}
@@ -578,8 +679,9 @@ impl Session {
         }
     }
 
-    /// A read from the upstream: a message goes down the chain; the end of it ends the session.
-    fn upstream_read(&mut self, name: Option<Arc<str>>, seq: &mut u64, read: Option<Result<Message, WsError>>) {
+    /// A read from the upstream: a message goes down the chain (held back with the others read
+    /// with it, where the route does that); the end of it ends the session.
+    fn upstream_read(&mut self, seq: &mut u64, read: Option<Result<Message, WsError>>) {
         let (opcode, payload) = match read {
             Some(Ok(Message::Text(text))) => (Opcode::Text, text.into()),
             Some(Ok(Message::Binary(bytes))) => (Opcode::Binary, bytes),
@@ -587,16 +689,29 @@ impl Session {
             Some(Ok(Message::Close(_)) | Err(_)) | None => return self.close(1001, "upstream closed"),
         };
         *seq += 1;
-        let delivered = Delivered {
-            sub: None,
-            source: name.unwrap_or_else(|| "upstream".into()),
-            id: seq.to_string(),
-            opcode,
-            payload,
-            attrs: Vec::new(),
-            held: None,
-        };
-        self.towards_client(delivered);
+        if self.recording.is_some() {
+            let delivered = Delivered {
+                sub: None,
+                source: String::from_utf8_lossy(&self.upstream_source).into(),
+                id: seq.to_string(),
+                opcode,
+                payload,
+                attrs: Vec::new(),
+                held: None,
+            };
+            return self.towards_client(delivered);
+        }
+        let meta = message_meta(
+            self.upstream_source.clone(),
+            Bytes::from(seq.to_string()),
+            None,
+            Vec::new(),
+        );
+        let message = Incoming { opcode, payload, meta };
+        if self.holds_back() {
+            return self.hold_back(true, message);
+        }
+        self.run_towards_client(message);
     }
 
     fn send_to_client(&mut self, opcode: Opcode, payload: Bytes) {
@@ -687,83 +802,88 @@ impl Session {
     /// Carries out what the filters asked for, in the order they asked; the emptied vector is
     /// kept for the next message's effects.
     fn apply(&mut self, mut effects: Vec<ChainEffect>) {
-        for ChainEffect { filter, effect } in effects.drain(..) {
-            match effect {
-                Effect::Send { opcode, payload } => self.send_to_client(opcode, payload),
-                Effect::Emit(emission) => {
-                    let Emission {
-                        ticket,
-                        sink,
-                        key,
-                        payload,
-                        headers,
-                        context,
-                    } = *emission;
-                    let reply = Reply {
-                        to: self.results_sender(),
-                        ticket,
-                        filter,
-                        context,
-                    };
-                    let Some(target) = self.route.sink(&sink) else {
-                        continue; // `emit` only hands out tickets for the route's sinks
-                    };
-                    let opcode = Opcode::of(&payload);
-                    self.in_flight += 1;
-                    self.deliver(&target, opcode, key, payload, headers, Some(reply));
-                }
-                Effect::Subscribe { id, source, spec } => {
-                    let inbound = self
-                        .inbound
-                        .get_or_insert_with(|| mpsc::channel(INBOUND_QUEUE))
-                        .0
-                        .clone();
-                    let max_backlog = self.route.settings.max_backlog_bytes;
-                    let backlog = self.backlog.get_or_insert_with(|| Backlog::new(max_backlog)).clone();
-                    // A subscription that cannot start, or ends for good, tells the filter
-                    // through its result hook, with the id as ticket.
-                    let failed = Reply {
-                        to: self.results_sender(),
-                        ticket: id,
-                        filter,
-                        context: Bytes::new(),
-                    };
-                    let subscription = self.sources.subscribe(&source, &spec, id, inbound, backlog, failed);
-                    self.subscriptions.insert(id, (subscription, filter));
-                }
-                Effect::Ack { sub, id } => {
-                    if let Some((subscription, _)) = self.subscriptions.get(&sub) {
-                        subscription.settle(Settle::Ack(id));
-                    }
-                }
-                Effect::Nack { sub, id } => {
-                    if let Some((subscription, _)) = self.subscriptions.get(&sub) {
-                        subscription.settle(Settle::Nack(id));
-                    }
-                }
-                Effect::Unsubscribe(sub) => {
-                    if self.subscriptions.remove(&sub).is_some() {
-                        self.conn.handles = self.conn.handles.saturating_sub(1);
-                    }
-                }
-                Effect::Hold(on) => self.held = on,
-                Effect::SetTimer { id, ms } => {
-                    let timers = self.timers.get_or_insert_with(DelayQueue::new);
-                    let key = timers.insert((id, filter), Duration::from_millis(ms));
-                    self.timer_keys.insert(id, key);
-                }
-                Effect::CancelTimer(id) => {
-                    if let Some(key) = self.timer_keys.remove(&id) {
-                        if let Some(timers) = self.timers.as_mut() {
-                            timers.remove(&key);
-                        }
-                        self.conn.handles = self.conn.handles.saturating_sub(1);
-                    }
-                }
-            }
+        for effect in effects.drain(..) {
+            self.apply_one(effect);
         }
         if effects.capacity() > self.spare_effects.capacity() {
             self.spare_effects = effects;
+        }
+    }
+
+    /// Carries out one thing a filter asked for.
+    fn apply_one(&mut self, ChainEffect { filter, effect }: ChainEffect) {
+        match effect {
+            Effect::Send { opcode, payload } => self.send_to_client(opcode, payload),
+            Effect::Emit(emission) => {
+                let Emission {
+                    ticket,
+                    sink,
+                    key,
+                    payload,
+                    headers,
+                    context,
+                } = *emission;
+                let reply = Reply {
+                    to: self.results_sender(),
+                    ticket,
+                    filter,
+                    context,
+                };
+                let Some(target) = self.route.sink(&sink) else {
+                    return; // `emit` only hands out tickets for the route's sinks
+                };
+                let opcode = Opcode::of(&payload);
+                self.in_flight += 1;
+                self.deliver(&target, opcode, key, payload, headers, Some(reply));
+            }
+            Effect::Subscribe { id, source, spec } => {
+                let inbound = self
+                    .inbound
+                    .get_or_insert_with(|| mpsc::channel(INBOUND_QUEUE))
+                    .0
+                    .clone();
+                let max_backlog = self.route.settings.max_backlog_bytes;
+                let backlog = self.backlog.get_or_insert_with(|| Backlog::new(max_backlog)).clone();
+                // A subscription that cannot start, or ends for good, tells the filter
+                // through its result hook, with the id as ticket.
+                let failed = Reply {
+                    to: self.results_sender(),
+                    ticket: id,
+                    filter,
+                    context: Bytes::new(),
+                };
+                let subscription = self.sources.subscribe(&source, &spec, id, inbound, backlog, failed);
+                self.subscriptions.insert(id, (subscription, filter));
+            }
+            Effect::Ack { sub, id } => {
+                if let Some((subscription, _)) = self.subscriptions.get(&sub) {
+                    subscription.settle(Settle::Ack(id));
+                }
+            }
+            Effect::Nack { sub, id } => {
+                if let Some((subscription, _)) = self.subscriptions.get(&sub) {
+                    subscription.settle(Settle::Nack(id));
+                }
+            }
+            Effect::Unsubscribe(sub) => {
+                if self.subscriptions.remove(&sub).is_some() {
+                    self.conn.handles = self.conn.handles.saturating_sub(1);
+                }
+            }
+            Effect::Hold(on) => self.held = on,
+            Effect::SetTimer { id, ms } => {
+                let timers = self.timers.get_or_insert_with(DelayQueue::new);
+                let key = timers.insert((id, filter), Duration::from_millis(ms));
+                self.timer_keys.insert(id, key);
+            }
+            Effect::CancelTimer(id) => {
+                if let Some(key) = self.timer_keys.remove(&id) {
+                    if let Some(timers) = self.timers.as_mut() {
+                        timers.remove(&key);
+                    }
+                    self.conn.handles = self.conn.handles.saturating_sub(1);
+                }
+            }
         }
     }
 }
