@@ -1,12 +1,13 @@
-//! The Wasm boundary: nanoseconds per filter call through framegate's own chain, in process, as
-//! a session makes them (one lease of instances and one effects vector for every message).
+//! The Wasm boundary: nanoseconds per message through framegate's own chain, in process, as a
+//! session makes the calls (one lease of instances and one effects vector for every message):
+//! a call per message, and the messages a read brought in one call (`fg_on_messages`).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use framegate::config::{FilterRef, FiltersConfig, OnError};
-use framegate::filter::abi::ConnState;
+use framegate::filter::abi::{Batch, ConnState, Incoming};
 use framegate::filter::{Chain, FilterHost, Lease};
 use framegate::metrics::Metrics;
 use framegate::types::Opcode;
@@ -18,10 +19,15 @@ pub struct CallCost {
     /// What the filter does with the message.
     pub case: String,
     pub size: usize,
+    /// Messages a call handles: 1, or a batch of as many.
+    pub batch: usize,
+    /// Nanoseconds per message.
     pub ns_per_call: f64,
 }
 
 const CALLS: u32 = 200_000;
+/// Messages a batch call handles: what 100 B messages a busy connection's read brings, at least.
+const BATCH: usize = 16;
 
 pub fn measure() -> anyhow::Result<Vec<CallCost>> {
     let config = FiltersConfig {
@@ -52,35 +58,48 @@ pub fn measure() -> anyhow::Result<Vec<CallCost>> {
             max_message_size: 1 << 20,
             ..ConnState::default()
         };
-        let (mut lease, mut effects) = (Lease::default(), Vec::new());
-        for size in [100usize, 4096] {
+        let (mut lease, mut effects, mut verdicts) = (Lease::default(), Vec::new(), Vec::new());
+        let mut batch = Batch::default();
+        for (size, in_batch) in [(100usize, 1), (100, BATCH), (4096, 1), (4096, BATCH)] {
             let payload = Bytes::from(vec![b'x'; size]);
             let mut call = || {
-                let verdict = chain.message_into(
-                    &mut lease,
-                    &mut conn,
-                    false,
-                    opcode,
-                    payload.clone(),
-                    Vec::new(),
-                    &mut effects,
-                );
-                std::hint::black_box(verdict);
+                if in_batch == 1 {
+                    let verdict = chain.message_into(
+                        &mut lease,
+                        &mut conn,
+                        false,
+                        opcode,
+                        payload.clone(),
+                        None,
+                        &mut effects,
+                    );
+                    std::hint::black_box(verdict);
+                } else {
+                    batch.messages.extend((0..in_batch).map(|_| Incoming {
+                        opcode,
+                        payload: payload.clone(),
+                        meta: None,
+                    }));
+                    chain.messages_into(&mut lease, &mut conn, false, &mut batch, &mut verdicts, &mut effects);
+                    std::hint::black_box(verdicts.drain(..).count());
+                }
                 effects.clear(); // what a session does with them, once applied
             };
+            let rounds = CALLS / in_batch as u32;
             for _ in 0..1_000 {
                 call();
             }
             let started = Instant::now();
-            for _ in 0..CALLS {
+            for _ in 0..rounds {
                 call();
             }
-            let ns = started.elapsed().as_nanos() as f64 / f64::from(CALLS);
-            println!("wasm call: {what:<26} {size:>5} B: {ns:>7.0} ns per call");
+            let ns = started.elapsed().as_nanos() as f64 / f64::from(rounds * in_batch as u32);
+            println!("wasm call: {what:<26} {size:>5} B, {in_batch:>2} a call: {ns:>7.0} ns per message");
             costs.push(CallCost {
                 filter: module.into(),
                 case: what.into(),
                 size,
+                batch: in_batch,
                 ns_per_call: ns,
             });
         }

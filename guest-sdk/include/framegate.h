@@ -86,7 +86,10 @@ FG_EXPORT(fg_on_close) void fg_on_close(int64_t conn, int32_t code);
 FG_IMPORT(buf_len) int32_t fg_buf_len(int32_t buf);
 /* Copies min(cap, len - offset) bytes of a buffer to dst; returns the count. */
 FG_IMPORT(read) int32_t fg_read(int32_t buf, int32_t offset, void *dst, int32_t cap);
-/* Replaces the current message (fg_on_message only; text must stay UTF-8). */
+/* In fg_on_messages (optional export, docs/abi.md): gives the verdict of the message in hand
+ * (ignored on the first call), takes the next; answers its opcode << 32 | len, -1 when none is left. */
+FG_IMPORT(next) int64_t fg_next(int32_t verdict);
+/* Replaces the current message (fg_on_message, fg_on_messages; text must stay UTF-8). */
 FG_IMPORT(replace) int32_t fg_replace(const void *src, int32_t len);
 /* Copies up to cap bytes of a metadata value; returns its whole length (call again with more
  * room if that is over cap), FG_NOT_FOUND if absent. */

@@ -11,6 +11,7 @@ fn import(comptime name: []const u8) *const @TypeOf(@field(c, "fg_" ++ name)) {
 
 pub const buf_len = import("buf_len");
 pub const read = import("read");
+pub const next = import("next");
 pub const replace = import("replace");
 pub const meta_get = import("meta_get");
 pub const meta_keys = import("meta_keys");

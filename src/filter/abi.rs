@@ -2,6 +2,7 @@
 //! and the `framegate` imports. Every import is pure bookkeeping on `CallState`; nothing blocks,
 //! and the session applies the effects once the hook has returned (docs/abi.md).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -56,7 +57,7 @@ pub struct ConnState {
     pub handles: usize,
     /// The metadata (`msg.*`) of the delivery towards the client going through the chain now:
     /// lent with the connection, so a chain of filters reads it without a copy per filter.
-    pub message_meta: MessageMeta,
+    pub message_meta: Option<MessageMeta>,
     /// A replay's or a recording's view of the calls (src/filter/replay/); `None` otherwise.
     pub journal: Option<Box<Journal>>,
 }
@@ -174,7 +175,7 @@ pub struct Batch {
 pub struct Incoming {
     pub opcode: Opcode,
     pub payload: Bytes,
-    pub meta: MessageMeta,
+    pub meta: Option<MessageMeta>,
 }
 
 /// What a batch call made of one message.
@@ -257,13 +258,11 @@ impl CallState {
     /// `next`: ends the message in hand with `verdict`, then hands out the next one; its opcode
     /// and length (`opcode << 32 | len`), or -1 when there is none.
     fn next_message(&mut self, verdict: i32) -> i64 {
-        let Some(mut batch) = self.batch.take() else {
+        self.end_message(Some(verdict));
+        let Some(batch) = self.batch.as_mut() else {
             return ERR_NOT_ALLOWED as i64;
         };
-        if batch.in_hand {
-            self.finish_message(&mut batch, verdict);
-        }
-        let answer = match batch.messages.get_mut(batch.started).filter(|_| !batch.ended) {
+        match batch.messages.get_mut(batch.started).filter(|_| !batch.ended) {
             Some(message) => {
                 std::mem::swap(&mut self.conn.message_meta, &mut message.meta);
                 self.opcode = Some(message.opcode);
@@ -275,60 +274,49 @@ impl CallState {
                 self.opcode = None; // nothing in hand to replace
                 ERR_NOT_FOUND as i64
             }
-        };
-        self.batch = Some(batch);
-        answer
+        }
     }
 
     /// Takes the batch back after the call: the message still in hand gets the call's return
-    /// value as its verdict (none when the call failed) and gives its metadata back.
+    /// value as its verdict (none when the call failed).
     pub fn take_batch(&mut self, verdict: Option<i32>) -> Batch {
-        let mut batch = self.batch.take().unwrap_or_default();
-        if batch.in_hand {
-            match verdict {
-                Some(verdict) => self.finish_message(&mut batch, verdict),
-                None => {
-                    batch.in_hand = false;
-                    let message = &mut batch.messages[batch.started - 1];
-                    std::mem::swap(&mut self.conn.message_meta, &mut message.meta);
-                }
-            }
-        }
-        batch
+        self.end_message(verdict);
+        self.batch.take().unwrap_or_default()
     }
 
-    /// Notes what became of the message in hand and gives its metadata back.
-    fn finish_message(&mut self, batch: &mut Batch, verdict: i32) {
+    /// Ends the message in hand, if any: gives its metadata back and, given a verdict, notes what
+    /// became of it.
+    fn end_message(&mut self, verdict: Option<i32>) {
+        let Some(batch) = self.batch.as_mut().filter(|batch| batch.in_hand) else {
+            return;
+        };
         batch.in_hand = false;
         let message = &mut batch.messages[batch.started - 1];
         std::mem::swap(&mut self.conn.message_meta, &mut message.meta);
+        let Some(code) = verdict else { return };
         batch.handled.push(Handled {
-            code: verdict,
+            code,
             replaced: std::mem::take(&mut self.replaced).then(|| std::mem::take(&mut self.payload)),
             close: self.close.take(),
             effects_end: self.effects.len(),
         });
-        batch.ended = !matches!(verdict, 0 | 1);
+        batch.ended = !matches!(code, 0 | 1);
     }
 
-    fn meta_value(&self, key: &str) -> Option<&[u8]> {
-        if key.starts_with("msg.") {
-            return (self.conn.message_meta.iter())
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_ref());
+    fn meta_value(&self, key: &str) -> Option<Cow<'_, [u8]>> {
+        if let Some(name) = key.strip_prefix("msg.") {
+            return self.conn.message_meta.as_ref()?.get(name);
         }
-        self.conn.meta.get(key).map(|v| v.as_ref())
+        self.conn.meta.get(key).map(|v| Cow::Borrowed(&v[..]))
     }
 
     /// The names of the metadata keys starting with `prefix`, in the ABI's list encoding
     /// (u32 LE length, then the name, for each), sorted.
     fn meta_keys(&self, prefix: &str) -> Vec<u8> {
-        let mut names: Vec<&str> = self
-            .conn
-            .meta
-            .keys()
+        let message_keys: Vec<String> = (self.conn.message_meta.iter()).flat_map(MessageMeta::keys).collect();
+        let mut names: Vec<&str> = (self.conn.meta.keys())
+            .chain(&message_keys)
             .map(String::as_str)
-            .chain(self.conn.message_meta.iter().map(|(k, _)| &**k))
             .filter(|k| k.starts_with(prefix))
             .collect();
         names.sort_unstable();
@@ -563,7 +551,7 @@ pub fn define(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
     // Lookups: a name in, bytes out; the answer is their whole length (the guest asks again
     // with more room when that is over `cap`).
     define_lookup(linker, "meta_get", |state, key| {
-        state.meta_value(key).map(<[u8]>::to_vec)
+        state.meta_value(key).map(Cow::into_owned)
     })?;
     define_lookup(linker, "meta_keys", |state, prefix| Some(state.meta_keys(prefix)))?;
     define_lookup(linker, "sink_names", |state, prefix| {

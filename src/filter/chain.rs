@@ -115,7 +115,7 @@ impl Chain {
         towards_client: bool,
         opcode: Opcode,
         payload: Bytes,
-        message_meta: MessageMeta,
+        message_meta: Option<MessageMeta>,
     ) -> (Verdict, Vec<ChainEffect>) {
         let mut effects = Vec::new();
         let verdict = self.leasing(|lease| {
@@ -135,12 +135,12 @@ impl Chain {
         towards_client: bool,
         opcode: Opcode,
         payload: Bytes,
-        message_meta: MessageMeta,
+        message_meta: Option<MessageMeta>,
         effects: &mut Vec<ChainEffect>,
     ) -> Verdict {
         conn.message_meta = message_meta;
         let verdict = self.through(lease, conn, towards_client, opcode, payload, effects);
-        conn.message_meta = Vec::new(); // each delivery brings its own: no room kept
+        conn.message_meta = None;
         verdict
     }
 

@@ -19,7 +19,7 @@ use crate::filter::transcript::{self, Line};
 use crate::filter::{Chain, ChainEffect, FilterHost, HookCall, Verdict};
 use crate::metrics::Metrics;
 use crate::session::request::{RequestInfo, from_request};
-use crate::types::{DeliveryError, MetaLimit, Opcode, message_meta};
+use crate::types::{DeliveryError, MessageId, MessageMeta, MetaLimit, Opcode};
 
 /// What `now_ms` answers at the open when the session does not say: 2026-01-01T00:00:00Z.
 const DEFAULT_CLOCK_MS: i64 = 1_767_225_600_000;
@@ -528,15 +528,23 @@ impl Run {
         let (opcode, payload) = payload(line, event)?;
         match field_str(event, "dir").unwrap_or("in") {
             "in" => {
-                let (verdict, effects) = self.chain.message(&mut self.conn, false, opcode, payload, Vec::new());
+                let (verdict, effects) = self.chain.message(&mut self.conn, false, opcode, payload, None);
                 self.after_call(line, effects);
                 self.verdict(line, "in", verdict);
             }
             "out" => {
                 self.upstream_seq += 1;
                 let source = field_str(event, "source").unwrap_or("upstream");
-                let id = field_str(event, "id").map_or_else(|| self.upstream_seq.to_string(), str::to_string);
-                let message_meta = message_meta(Bytes::from(source.to_string()), Bytes::from(id), None, Vec::new());
+                let id = match field_str(event, "id") {
+                    Some(id) => MessageId::Given(Bytes::from(id.to_string())),
+                    None => MessageId::Place(self.upstream_seq),
+                };
+                let source = Bytes::from(source.to_string());
+                let message_meta = Some(MessageMeta {
+                    source,
+                    id,
+                    ..MessageMeta::default()
+                });
                 let (verdict, effects) = self.chain.message(&mut self.conn, true, opcode, payload, message_meta);
                 self.after_call(line, effects);
                 self.verdict(line, "out", verdict);
@@ -556,8 +564,12 @@ impl Run {
             let Some((source, _)) = self.subscriptions.get(&delivery.sub) else {
                 continue;
             };
-            let source = Bytes::from(source.clone());
-            let message_meta = message_meta(source, Bytes::from(delivery.id), Some(delivery.sub), delivery.attrs);
+            let message_meta = Some(MessageMeta {
+                source: Bytes::from(source.clone()),
+                id: MessageId::Given(Bytes::from(delivery.id)),
+                sub: Some(delivery.sub),
+                attrs: delivery.attrs,
+            });
             let (verdict, effects) =
                 (self.chain).message(&mut self.conn, true, delivery.opcode, delivery.payload, message_meta);
             self.after_call(delivery.line, effects);

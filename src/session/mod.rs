@@ -31,7 +31,9 @@ use crate::filter::{ChainEffect, HookCall, Lease, Verdict};
 use crate::record::Recording;
 use crate::route::Route;
 use crate::tap::Direction;
-use crate::types::{Backlog, Delivered, DeliveryError, Opcode, Record, Reply, Settle, SinkResult, message_meta};
+use crate::types::{
+    Backlog, Delivered, DeliveryError, MessageId, MessageMeta, Opcode, Record, Reply, Settle, SinkResult,
+};
 use rate::{Charge, RateLimit};
 
 /// Messages handled (read and answered) between two flushes, at most: at 100 B messages, 64
@@ -540,8 +542,14 @@ impl Session {
             recording.client_message(opcode, &payload);
         }
         if waits {
-            let meta = Vec::new();
-            return self.hold_back(false, Incoming { opcode, payload, meta });
+            return self.hold_back(
+                false,
+                Incoming {
+                    opcode,
+                    payload,
+                    meta: None,
+                },
+            );
         }
         let mut effects = std::mem::take(&mut self.spare_effects);
         let verdict = (route.chain).message_into(
@@ -550,7 +558,7 @@ impl Session {
             false,
             opcode,
             payload,
-            Vec::new(),
+            None,
             &mut effects,
         );
         if let Some(recording) = &mut self.recording {
@@ -641,8 +649,12 @@ impl Session {
         if let Some(recording) = &mut self.recording {
             recording.towards_client(&delivered);
         }
-        let source = Bytes::from(delivered.source.to_string());
-        let meta = message_meta(source, Bytes::from(delivered.id), delivered.sub, delivered.attrs);
+        let meta = Some(MessageMeta {
+            source: Bytes::from(delivered.source.to_string()),
+            id: MessageId::Given(Bytes::from(delivered.id)),
+            sub: delivered.sub,
+            attrs: delivered.attrs,
+        });
         self.run_towards_client(Incoming {
             opcode: delivered.opcode,
             payload: delivered.payload,
@@ -701,12 +713,11 @@ impl Session {
             };
             return self.towards_client(delivered);
         }
-        let meta = message_meta(
-            self.upstream_source.clone(),
-            Bytes::from(seq.to_string()),
-            None,
-            Vec::new(),
-        );
+        let meta = Some(MessageMeta {
+            source: self.upstream_source.clone(),
+            id: MessageId::Place(*seq),
+            ..MessageMeta::default()
+        });
         let message = Incoming { opcode, payload, meta };
         if self.holds_back() {
             return self.hold_back(true, message);

@@ -7,7 +7,7 @@ mod meta;
 mod record;
 
 pub use backlog::{Backlog, Held};
-pub use delivery::{Delivered, MessageMeta, Settle, message_meta};
+pub use delivery::{Delivered, MessageId, MessageMeta, Settle};
 pub use meta::{Meta, MetaLimit, is_reserved};
 pub use record::{DeliveryError, Outcome, Record, Reply, SinkResult};
 

@@ -51,6 +51,7 @@ export const METRIC_GAUGE: i32 = 1;
 // The imports, as docs/abi.md lists them.
 @external("framegate", "buf_len") export declare function buf_len(buf: i32): i32;
 @external("framegate", "read") export declare function read(buf: i32, offset: i32, dst: usize, cap: i32): i32;
+@external("framegate", "next") export declare function next(verdict: i32): i64;
 @external("framegate", "replace") export declare function replace(src: usize, len: i32): i32;
 @external("framegate", "meta_get") export declare function meta_get(key: usize, klen: i32, dst: usize, cap: i32): i32;
 @external("framegate", "meta_keys") export declare function meta_keys(prefix: usize, plen: i32, dst: usize, cap: i32): i32;
