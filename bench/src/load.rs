@@ -33,7 +33,7 @@ pub struct Load {
 }
 
 impl Load {
-    /// `connections` each keeping `window` binary messages of `size` bytes in flight, to a URL
+    /// `connections` each keeping `window` text messages of `size` bytes in flight, to a URL
     /// and server the case fills in.
     pub fn new(connections: usize, size: usize, window: usize, warmup: Duration, measure: Duration) -> Load {
         Load {
@@ -61,7 +61,8 @@ impl Load {
 /// What every message of a load holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Body {
-    /// `size` bytes of `x` in a binary message.
+    /// `size` bytes of `x` in a text message: text, as most WebSocket traffic is, so a filter
+    /// that acts on text (`tag`) acts on every message.
     Filler,
     /// A text message of `size` bytes cut from a JSON array of quotes, as a market feed sends
     /// (zlib at level 6 makes it about a sixth of its size).
@@ -72,7 +73,7 @@ impl Body {
     /// The message's bytes and its opcode.
     fn message(self, size: usize) -> (Vec<u8>, u8) {
         match self {
-            Body::Filler => (vec![b'x'; size], 0x2),
+            Body::Filler => (vec![b'x'; size], 0x1),
             Body::Json => {
                 let mut json = String::from("[");
                 for i in 0.. {
@@ -513,7 +514,7 @@ mod tests {
         let batch = FrameBatch::new(Body::Filler, 300, false, 3);
         assert_eq!(batch.frame_len, 2 + 2 + 4 + 300);
         assert_eq!(batch.bytes.len(), 4 * batch.frame_len);
-        assert_eq!(batch.bytes[0], 0x82);
+        assert_eq!(batch.bytes[0], 0x81);
         let mask = &batch.bytes[4..8];
         assert_eq!(batch.bytes[8] ^ mask[0], b'x');
     }

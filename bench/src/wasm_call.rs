@@ -38,7 +38,7 @@ pub fn measure() -> anyhow::Result<Vec<CallCost>> {
     let mut costs = Vec::new();
     // Each filter gets the messages it acts on (`tag` passes binary ones unread).
     for (module, what, options, opcode) in [
-        ("echo", "echo (reads, sends back)", "{}", Opcode::Binary),
+        ("echo", "echo (reads, sends back)", "{}", Opcode::Text),
         ("tag", "tag (reads, replaces)", "{ prefix = \"\" }", Opcode::Text),
         // The call and its bookkeeping alone: `tag` returns at once.
         ("tag", "tag, binary (returns)", "{ prefix = \"\" }", Opcode::Binary),

@@ -264,7 +264,9 @@ impl CallState {
         };
         match batch.messages.get_mut(batch.started).filter(|_| !batch.ended) {
             Some(message) => {
-                std::mem::swap(&mut self.conn.message_meta, &mut message.meta);
+                if message.meta.is_some() {
+                    std::mem::swap(&mut self.conn.message_meta, &mut message.meta);
+                }
                 self.opcode = Some(message.opcode);
                 batch.started += 1;
                 batch.in_hand = true;
@@ -291,8 +293,10 @@ impl CallState {
             return;
         };
         batch.in_hand = false;
-        let message = &mut batch.messages[batch.started - 1];
-        std::mem::swap(&mut self.conn.message_meta, &mut message.meta);
+        if self.conn.message_meta.is_some() {
+            let message = &mut batch.messages[batch.started - 1];
+            std::mem::swap(&mut self.conn.message_meta, &mut message.meta);
+        }
         let Some(code) = verdict else { return };
         batch.handled.push(Handled {
             code,

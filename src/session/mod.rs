@@ -537,20 +537,14 @@ impl Session {
         self.tally.messages_in += 1;
         self.tally.bytes_in += payload.len() as u64;
         self.route.tap.see(Direction::In, opcode, &payload, &self.conn.meta);
-        let route = self.route.clone();
         if let Some(recording) = &mut self.recording {
             recording.client_message(opcode, &payload);
         }
         if waits {
-            return self.hold_back(
-                false,
-                Incoming {
-                    opcode,
-                    payload,
-                    meta: None,
-                },
-            );
+            let meta = None;
+            return self.hold_back(false, Incoming { opcode, payload, meta });
         }
+        let route = self.route.clone();
         let mut effects = std::mem::take(&mut self.spare_effects);
         let verdict = (route.chain).message_into(
             &mut self.lease,
