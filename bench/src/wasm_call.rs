@@ -58,7 +58,7 @@ pub fn measure() -> anyhow::Result<Vec<CallCost>> {
             max_message_size: 1 << 20,
             ..ConnState::default()
         };
-        let (mut lease, mut effects, mut verdicts) = (Lease::default(), Vec::new(), Vec::new());
+        let (mut lease, mut effects, mut done) = (Lease::default(), Vec::new(), Vec::new());
         let mut batch = Batch::default();
         for (size, in_batch) in [(100usize, 1), (100, BATCH), (4096, 1), (4096, BATCH)] {
             let payload = Bytes::from(vec![b'x'; size]);
@@ -80,8 +80,10 @@ pub fn measure() -> anyhow::Result<Vec<CallCost>> {
                         payload: payload.clone(),
                         meta: None,
                     }));
-                    chain.messages_into(&mut lease, &mut conn, false, &mut batch, &mut verdicts, &mut effects);
-                    std::hint::black_box(verdicts.drain(..).count());
+                    let ran = chain.messages_into(&mut lease, &mut conn, false, &mut batch, &mut done, &mut effects);
+                    assert_eq!(ran, in_batch, "one call runs them all");
+                    std::hint::black_box(done.drain(..).count());
+                    batch.clear();
                 }
                 effects.clear(); // what a session does with them, once applied
             };

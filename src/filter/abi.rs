@@ -178,7 +178,7 @@ pub struct Incoming {
     pub meta: Option<MessageMeta>,
 }
 
-/// What a batch call made of one message.
+/// What a batch call made of one message, and the connection as that message left it.
 #[derive(Debug)]
 pub struct Handled {
     /// Its verdict, as `fg_on_message` would have returned it.
@@ -188,6 +188,18 @@ pub struct Handled {
     pub close: Option<(u16, String)>,
     /// How many of the call's effects were asked for by the end of this message.
     pub effects_end: usize,
+    /// The connection's metadata when this message was done: what its records carry.
+    pub meta: Meta,
+    /// The connection's subscriptions and timers then.
+    pub handles: usize,
+}
+
+/// The end of the last message a failed batch call finished.
+#[derive(Debug)]
+pub struct Finished {
+    pub effects: usize,
+    pub meta: Meta,
+    pub handles: usize,
 }
 
 impl Batch {
@@ -231,6 +243,9 @@ pub struct CallState {
     pub store: Arc<Store>,
     /// The last error or warning an `fg_init` logged.
     pub init_complaint: Option<String>,
+    /// Where a batch call that fails goes back to: the end of the last message it finished
+    /// (its effects so far, the metadata and handles then), which stands as done.
+    pub finished: Option<Finished>,
     /// While a hook call runs: the ticks it may run on once it has left its worker thread to
     /// the other connections (src/filter/slot.rs); `None` once it has, and during `fg_init`.
     pub ticks_after_handoff: Option<u64>,
@@ -239,7 +254,9 @@ pub struct CallState {
 impl CallState {
     fn buffer(&self, buf: i32) -> Result<Option<&Bytes>, i32> {
         match buf {
-            BUF_PAYLOAD => Ok((self.hook == Hook::Message).then(|| self.message())),
+            BUF_PAYLOAD => Ok(
+                (self.hook == Hook::Message && self.batch.as_ref().is_none_or(|b| b.in_hand)).then(|| self.message()),
+            ),
             BUF_CONFIG => Ok((self.hook == Hook::Init).then_some(&self.config)),
             BUF_RESULT => Ok(self.result.as_ref()),
             BUF_CONTEXT => Ok(self.context.as_ref()),
@@ -268,6 +285,7 @@ impl CallState {
                     std::mem::swap(&mut self.conn.message_meta, &mut message.meta);
                 }
                 self.opcode = Some(message.opcode);
+                self.close = None; // a `close` before a message was in hand is no one's
                 batch.started += 1;
                 batch.in_hand = true;
                 ((message.opcode as i64) << 32) | message.payload.len() as i64
@@ -280,10 +298,19 @@ impl CallState {
     }
 
     /// Takes the batch back after the call: the message still in hand gets the call's return
-    /// value as its verdict (none when the call failed).
+    /// value as its verdict. When the call failed (`None`), the messages it finished stand:
+    /// `finished` says where the failure's rollback stops.
     pub fn take_batch(&mut self, verdict: Option<i32>) -> Batch {
         self.end_message(verdict);
-        self.batch.take().unwrap_or_default()
+        let batch = self.batch.take().unwrap_or_default();
+        if verdict.is_none() {
+            self.finished = batch.handled.last().map(|done| Finished {
+                effects: done.effects_end,
+                meta: done.meta.clone(),
+                handles: done.handles,
+            });
+        }
+        batch
     }
 
     /// Ends the message in hand, if any: gives its metadata back and, given a verdict, notes what
@@ -303,6 +330,8 @@ impl CallState {
             replaced: std::mem::take(&mut self.replaced).then(|| std::mem::take(&mut self.payload)),
             close: self.close.take(),
             effects_end: self.effects.len(),
+            meta: self.conn.meta.clone(),
+            handles: self.conn.handles,
         });
         batch.ended = !matches!(code, 0 | 1);
     }

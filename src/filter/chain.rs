@@ -9,7 +9,7 @@ use super::abi::{Batch, ConnState, Effect};
 use super::slot::{CallOutput, FilterFailure, FilterSlot, HookCall, Warm};
 use super::{FilterHost, LoadError};
 use crate::config::{FilterRef, OnError};
-use crate::types::{MessageMeta, Opcode};
+use crate::types::{MessageMeta, Meta, Opcode};
 
 /// Close code when a `fail_closed` filter fails.
 const INTERNAL_ERROR: u16 = 1011;
@@ -20,6 +20,15 @@ pub enum Verdict {
     Deliver { opcode: Opcode, payload: Bytes },
     Drop,
     Close(u16, String),
+}
+
+/// What became of one message of a batch: its verdict, how many of the effects had been asked
+/// for by its end, and the connection's metadata then (what its records carry).
+#[derive(Debug)]
+pub struct Done {
+    pub verdict: Verdict,
+    pub effects_end: usize,
+    pub meta: Meta,
 }
 
 /// An effect and the position of the filter that asked for it (results and timers go back there).
@@ -201,75 +210,48 @@ impl Chain {
         }
     }
 
-    /// Whether runs of messages may go through in one call (`messages_into`): on a route of
-    /// one filter. Through several, each message goes through the whole chain before the next
-    /// comes, as filters that share the connection's metadata expect.
-    pub fn batches(&self) -> bool {
-        self.slots.len() == 1
+    /// Whether runs of messages may go through in one call (`messages_into`): on a route of one
+    /// filter whose module (the leased instance's, or the current one) exports `fg_on_messages`.
+    /// Through several, each message goes through the whole chain before the next comes, as
+    /// filters that share the connection's metadata expect.
+    pub fn batches(&self, lease: &Lease) -> bool {
+        match &self.slots[..] {
+            [slot] => slot.batches(lease.warm.first().and_then(Option::as_ref)),
+            _ => false,
+        }
     }
 
-    /// Runs the messages of `batch` (all one way) through the chain, in order, leaving it empty;
-    /// adds a verdict for each message run to `verdicts`, with how many of `effects` had been
-    /// asked for by the end of that message. On a route of one filter whose module exports
-    /// `fg_on_messages`, one call handles them all; otherwise, or when that call fails, they go
-    /// one by one. After a verdict that closes the connection, the rest are not run.
+    /// Runs the messages of `batch` (all one way) through the route's one filter in one call,
+    /// when its module exports `fg_on_messages`: adds what became of each message it ran to
+    /// `done`, in order, and answers how many it ran, from the first. The rest are the caller's
+    /// to run one by one (unless a verdict closed the connection): all of them when the module
+    /// lacks the hook or its breaker is open, those after an early return or a failure. A
+    /// failure on a message is that message's, as one by one: counted, and the filter's
+    /// `on_error` applies to it.
     pub fn messages_into(
         &self,
         lease: &mut Lease,
         conn: &mut ConnState,
         towards_client: bool,
         batch: &mut Batch,
-        verdicts: &mut Vec<(Verdict, usize)>,
-        effects: &mut Vec<ChainEffect>,
-    ) {
-        let first = verdicts.len();
-        let mut next = 0;
-        if self.batches() && batch.messages.len() > 1 && conn.journal.is_none() {
-            next = self.one_call(lease, conn, towards_client, batch, verdicts, effects);
-        }
-        for message in batch.messages.drain(..).skip(next) {
-            if verdicts[first..]
-                .last()
-                .is_some_and(|(verdict, _)| matches!(verdict, Verdict::Close(..)))
-            {
-                break;
-            }
-            let verdict = self.message_into(
-                lease,
-                conn,
-                towards_client,
-                message.opcode,
-                message.payload,
-                message.meta,
-                effects,
-            );
-            verdicts.push((verdict, effects.len()));
-        }
-        batch.clear();
-    }
-
-    /// The one call of `messages_into`: how many of the messages it handled (none when it
-    /// could not, or failed; those it did not reach, when it returned early, go one by one).
-    fn one_call(
-        &self,
-        lease: &mut Lease,
-        conn: &mut ConnState,
-        towards_client: bool,
-        batch: &mut Batch,
-        verdicts: &mut Vec<(Verdict, usize)>,
+        done: &mut Vec<Done>,
         effects: &mut Vec<ChainEffect>,
     ) -> usize {
         if lease.warm.is_empty() {
             lease.warm.push(None);
         }
         let before = effects.len();
+        let slot = &self.slots[0];
         let dir = i32::from(towards_client);
-        let called = self.slots[0].call_batch(&mut lease.warm[0], conn, dir, batch, &mut |effect| {
+        let called = slot.call_batch(&mut lease.warm[0], conn, dir, batch, &mut |effect| {
             effects.push(ChainEffect { filter: 0, effect })
         });
-        if !matches!(called, Ok(Some(_))) {
-            return 0;
-        }
+        let failure = match called {
+            Ok(None) => return 0,
+            Ok(Some(_)) => None,
+            Err(failure) => Some(failure),
+        };
+        let mut ran = batch.handled.len();
         for (handled, message) in batch.handled.drain(..).zip(&mut batch.messages) {
             let verdict = self
                 .judge(0, handled.code, handled.close)
@@ -277,9 +259,34 @@ impl Chain {
                     opcode: message.opcode,
                     payload: handled.replaced.unwrap_or_else(|| std::mem::take(&mut message.payload)),
                 });
-            verdicts.push((verdict, before + handled.effects_end));
+            let (effects_end, meta) = (before + handled.effects_end, handled.meta);
+            done.push(Done {
+                verdict,
+                effects_end,
+                meta,
+            });
         }
-        batch.started
+        // The message in hand when the call failed is the one that failed.
+        if let Some(failure) = failure
+            && ran < batch.started
+        {
+            let message = &mut batch.messages[ran];
+            let verdict = match slot.on_error {
+                OnError::FailOpen => Verdict::Deliver {
+                    opcode: message.opcode,
+                    payload: std::mem::take(&mut message.payload),
+                },
+                _ => failed(&failure),
+            };
+            let (effects_end, meta) = (effects.len(), conn.meta.clone());
+            done.push(Done {
+                verdict,
+                effects_end,
+                meta,
+            });
+            ran += 1;
+        }
+        ran
     }
 
     /// Hands a hook that belongs to one filter (a result, a timer) to that filter.

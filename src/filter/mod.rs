@@ -26,7 +26,7 @@ use abi::CallState;
 
 pub use breaker::BreakerState;
 use breaker::{Breaker, BreakerSettings};
-pub use chain::{Chain, ChainEffect, Lease, Verdict};
+pub use chain::{Chain, ChainEffect, Done, Lease, Verdict};
 pub use slot::{FilterFailure, HookCall};
 
 /// How often the epoch advances: the unit of every call deadline.

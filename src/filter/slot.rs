@@ -218,14 +218,6 @@ fn describe(error: &wasmtime::Error) -> (&'static str, String) {
     ("trap", cause)
 }
 
-/// Whether a failed call is counted (metrics, breaker, log, journal) or left to the caller,
-/// which runs the call's messages again one by one.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Failures {
-    Counted,
-    Quiet,
-}
-
 pub struct FilterSlot {
     pub name: Arc<str>,
     pub on_error: OnError,
@@ -311,6 +303,15 @@ impl FilterSlot {
         }
     }
 
+    /// Whether the module that serves (the leased instance's, or the current one) exports
+    /// `fg_on_messages`.
+    pub(super) fn batches(&self, leased: Option<&Warm>) -> bool {
+        match leased {
+            Some(warm) => warm.exports.batch,
+            None => self.module.load().exports.batch,
+        }
+    }
+
     /// Gives a leased instance back to the pool (kept only while the pool has room).
     pub(super) fn release(&self, leased: &mut Option<Warm>) {
         let Some(warm) = leased.take() else { return };
@@ -389,15 +390,15 @@ impl FilterSlot {
                 }
             }
         };
-        let output = self.run(leased, conn, Failures::Counted, wanted, invoke, effect)?;
+        let output = self.run(leased, conn, wanted, invoke, effect)?;
         Ok(output.unwrap_or_default())
     }
 
     /// Runs `fg_on_messages` over `batch`: one call for every message in it, handed out by
     /// `next`; what became of each is in `batch.handled`. `Ok(None)` when the module that serves
     /// has no such hook, or its breaker is not closed: the caller runs the messages one by one.
-    /// A failed batch call leaves no trace and is not counted: the caller runs its messages one
-    /// by one, where a failure counts as any.
+    /// A call that fails is counted as any; the messages it finished stand (their effects and
+    /// metadata are kept), and the one in hand, if any, is the one that failed.
     pub(super) fn call_batch(
         &self,
         leased: &mut Option<Warm>,
@@ -419,7 +420,7 @@ impl FilterSlot {
             *batch = store.data_mut().take_batch(result.as_ref().ok().copied());
             result
         };
-        let output = self.run(leased, conn, Failures::Quiet, |exports| exports.batch, invoke, effect)?;
+        let output = self.run(leased, conn, |exports| exports.batch, invoke, effect)?;
         Ok(output.map(|output| output.code))
     }
 
@@ -429,7 +430,6 @@ impl FilterSlot {
         &self,
         leased: &mut Option<Warm>,
         conn: &mut ConnState,
-        failures: Failures,
         wanted: impl FnOnce(Exports) -> bool,
         invoke: impl FnOnce(&Hooks, &mut Store<CallState>, i64) -> wasmtime::Result<i32>,
         effect: &mut dyn FnMut(Effect),
@@ -483,6 +483,7 @@ impl FilterSlot {
         state.ticks_after_handoff = None;
         std::mem::swap(&mut state.conn, conn);
         let meta_before = state.meta_before.take();
+        let finished = state.finished.take();
         let output = CallOutput {
             code: 0,
             payload: std::mem::take(&mut state.payload),
@@ -505,27 +506,24 @@ impl FilterSlot {
                 Ok(Some(CallOutput { code, ..output }))
             }
             Err(error) => {
-                drop(effects);
+                // What a batch call finished stands; the rest of what it asked for is dropped.
+                match finished {
+                    Some(finished) => {
+                        effects.take(finished.effects).for_each(effect);
+                        conn.meta = finished.meta;
+                        conn.handles = finished.handles;
+                    }
+                    None => {
+                        drop(effects);
+                        if let Some(meta) = meta_before {
+                            conn.meta = meta;
+                        }
+                        conn.handles = handles_before;
+                    }
+                }
                 // The instance may be in any state: it is dropped, a fresh one serves the next call.
                 *leased = None;
-                if let Some(meta) = meta_before {
-                    conn.meta = meta;
-                }
-                conn.handles = handles_before;
                 let (kind, message) = describe(&error);
-                if failures == Failures::Quiet {
-                    tracing::debug!(
-                        filter = &*self.name,
-                        conn = conn_id,
-                        kind,
-                        "batch call cut off: {message}"
-                    );
-                    return Err(FilterFailure {
-                        filter: self.name.clone(),
-                        kind,
-                        message,
-                    });
-                }
                 conn.note(&self.name, || Note::Failed {
                     kind,
                     message: message.clone(),

@@ -27,7 +27,7 @@ use crate::connectors::sinks::{RouteSink, Waiting};
 use crate::connectors::sources::{Sources, Subscription};
 use crate::connectors::ws::UpstreamStream;
 use crate::filter::abi::{Batch, ConnState, Effect, Emission, Incoming};
-use crate::filter::{ChainEffect, HookCall, Lease, Verdict};
+use crate::filter::{ChainEffect, Done, HookCall, Lease, Verdict};
 use crate::record::Recording;
 use crate::route::Route;
 use crate::tap::Direction;
@@ -106,8 +106,8 @@ struct Session {
     held_back_towards_client: bool,
     /// The bytes of the messages in `held_back`.
     held_back_bytes: usize,
-    /// An empty vector with room, for the verdicts of the next run of `held_back`.
-    spare_verdicts: Vec<(Verdict, usize)>,
+    /// An empty vector with room, for what became of the next run of `held_back`.
+    spare_done: Vec<Done>,
     /// The name of the route's `ws` sink, its upstream's messages' `msg.source`.
     upstream_source: Bytes,
     /// The route's filter instances this session calls while it handles what it has read;
@@ -183,7 +183,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
         held_back_towards_client: false,
         held_back_bytes: 0,
         upstream_source: Bytes::from(upstream.as_ref().map_or("upstream".into(), |u| u.0.to_string())),
-        spare_verdicts: Vec::new(),
+        spare_done: Vec::new(),
         lease: Lease::default(),
         has_upstream: upstream.is_some(),
         upstream_outbox: Vec::new(),
@@ -298,12 +298,7 @@ pub async fn run<C: Client>(mut ws: C, opening: Opening, sources: Arc<Sources>, 
                 if !session.on_read(read, meta) {
                     break 'serving;
                 }
-            } else if let Some(delivered) = (!session.held)
-                .then_some(session.inbound.as_mut())
-                .flatten()
-                .and_then(|(_, rx)| rx.try_recv().ok())
-            {
-                session.run_held_back();
+            } else if let Some(delivered) = session.next_delivery() {
                 session.towards_client(delivered);
             } else if let Some((_, stream)) = upstream.as_mut()
                 && let Some(read) = stream.next().now_or_never()
@@ -455,6 +450,8 @@ impl Session {
             Arc::make_mut(&mut self.conn.meta).extend(meta);
         }
         match message {
+            // Read after a message held back closed the connection: never handled.
+            Ok(_) if self.closing.is_some() => {}
             Ok((opcode, payload)) => self.client_message(opcode, payload, waits),
             // tungstenite answers the close frame; reading on finishes the handshake.
             Err(Some(Ok(Message::Close(frame)))) => self.peer_close = Some(frame.map_or(1005, |f| u16::from(f.code))),
@@ -530,6 +527,7 @@ impl Session {
                 }
                 Charge::Close(reason) => {
                     metrics.rate_closed.inc();
+                    self.run_held_back(); // what came before is handled first, as it came
                     return self.close(POLICY_VIOLATION, reason);
                 }
             }
@@ -544,6 +542,11 @@ impl Session {
             let meta = None;
             return self.hold_back(false, Incoming { opcode, payload, meta });
         }
+        self.run_client_message(opcode, payload);
+    }
+
+    /// Runs one message from the client through the chain and carries out what it made of it.
+    fn run_client_message(&mut self, opcode: Opcode, payload: Bytes) {
         let route = self.route.clone();
         let mut effects = std::mem::take(&mut self.spare_effects);
         let verdict = (route.chain).message_into(
@@ -562,11 +565,24 @@ impl Session {
         self.client_verdict(verdict);
     }
 
+    /// The next delivery from the subscriptions, when one waits and they are not held; what was
+    /// held back runs first (it may hold them, or close the connection).
+    fn next_delivery(&mut self) -> Option<Delivered> {
+        if self.inbound.as_ref().is_none_or(|(_, rx)| rx.is_empty()) {
+            return None;
+        }
+        self.run_held_back();
+        if self.held || self.closing.is_some() {
+            return None;
+        }
+        self.inbound.as_mut()?.1.try_recv().ok()
+    }
+
     /// Whether messages read together are held back to run through the chain at once: on a
-    /// route of one filter (`Chain::batches`), when the connection is not recorded (a recording
-    /// notes each message's calls apart).
+    /// route of one filter that takes them so (`Chain::batches`), when the connection is not
+    /// recorded (a recording notes each message's calls apart).
     fn holds_back(&self) -> bool {
-        self.route.chain.batches() && self.recording.is_none()
+        self.route.chain.batches(&self.lease) && self.recording.is_none()
     }
 
     /// Holds a message back until the others read with it (one way) have come.
@@ -575,12 +591,16 @@ impl Session {
             self.run_held_back();
             self.held_back_towards_client = towards_client;
         }
+        if self.closing.is_some() {
+            return; // the other way's messages closed the connection: this one is never handled
+        }
         self.held_back_bytes += message.payload.len();
         self.held_back.messages.push(message);
     }
 
-    /// Runs the messages held back through the chain (in one call, where the filter takes them
-    /// so), then carries out each one's effects and verdict in turn.
+    /// Runs the messages held back through the chain, in one call where the filter takes them
+    /// so, then carries out each one's effects and verdict in turn (its records carry the
+    /// metadata as it was when it was done); those the call did not run go one by one.
     fn run_held_back(&mut self) {
         if self.held_back.messages.is_empty() {
             return;
@@ -589,33 +609,60 @@ impl Session {
         let towards_client = self.held_back_towards_client;
         let route = self.route.clone();
         let mut effects = std::mem::take(&mut self.spare_effects);
-        let mut verdicts = std::mem::take(&mut self.spare_verdicts);
-        (route.chain).messages_into(
+        let mut done = std::mem::take(&mut self.spare_done);
+        let ran = (route.chain).messages_into(
             &mut self.lease,
             &mut self.conn,
             towards_client,
             &mut self.held_back,
-            &mut verdicts,
+            &mut done,
             &mut effects,
         );
+        let meta_after = self.conn.meta.clone();
         let mut in_order = effects.drain(..);
         let mut applied = 0;
-        for (verdict, effects_end) in verdicts.drain(..) {
+        for Done {
+            verdict,
+            effects_end,
+            meta,
+        } in done.drain(..)
+        {
+            self.conn.meta = meta;
             in_order
                 .by_ref()
                 .take(effects_end - applied)
                 .for_each(|effect| self.apply_one(effect));
             applied = effects_end;
-            if towards_client {
-                self.verdict_towards_client(verdict);
-            } else {
-                self.client_verdict(verdict);
-            }
+            self.verdict(towards_client, verdict);
         }
+        self.conn.meta = meta_after;
         in_order.for_each(|effect| self.apply_one(effect));
-        self.spare_verdicts = verdicts;
+        self.spare_done = done;
         if effects.capacity() > self.spare_effects.capacity() {
             self.spare_effects = effects;
+        }
+        let mut messages = std::mem::take(&mut self.held_back.messages);
+        for message in messages.drain(ran..) {
+            if self.closing.is_some() {
+                break; // a verdict closed the connection: the rest are never handled
+            }
+            if towards_client {
+                self.run_towards_client(message);
+            } else {
+                self.run_client_message(message.opcode, message.payload);
+            }
+        }
+        messages.clear();
+        self.held_back.clear();
+        self.held_back.messages = messages;
+    }
+
+    /// Carries out what the chain made of a message, `towards_client` or from it.
+    fn verdict(&mut self, towards_client: bool, verdict: Verdict) {
+        if towards_client {
+            self.verdict_towards_client(verdict);
+        } else {
+            self.client_verdict(verdict);
         }
     }
 
@@ -692,7 +739,10 @@ impl Session {
             Some(Ok(Message::Text(text))) => (Opcode::Text, text.into()),
             Some(Ok(Message::Binary(bytes))) => (Opcode::Binary, bytes),
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => return,
-            Some(Ok(Message::Close(_)) | Err(_)) | None => return self.close(1001, "upstream closed"),
+            Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                self.run_held_back(); // what the upstream sent before is handled first
+                return self.close(1001, "upstream closed");
+            }
         };
         *seq += 1;
         if self.recording.is_some() {
