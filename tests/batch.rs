@@ -20,20 +20,6 @@ fn proxy() -> Proxy {
     Proxy::start(&config, &[], &[("batcher.wat", include_bytes!("wat/batcher.wat"))])
 }
 
-/// The next frame, pings and pongs aside.
-async fn next_frame(ws: &mut Ws) -> Message {
-    loop {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("the connection is open")
-            .expect("a frame");
-        if !matches!(frame, Message::Ping(_) | Message::Pong(_)) {
-            return frame;
-        }
-    }
-}
-
 const CALLS: &str = "framegate_filter_call_seconds_count{filter=\"batcher\"}";
 const TRAPS: &str = "framegate_filter_failures_total{filter=\"batcher\",kind=\"trap\"}";
 const SEEN: &str = "framegate_filter_custom_total{filter=\"batcher\",name=\"seen\"}";
@@ -134,7 +120,7 @@ async fn a_close_in_a_batch_runs_nothing_after_it() {
     let mut client = proxy.connect("/batch").await;
     burst(&mut client, &["0", "1", "c2", "3"]).await;
     assert_eq!(answers(&mut client, 2).await, ["b:0", "b:1"]);
-    match next_frame(&mut client).await {
+    match next_message(&mut client).await {
         Message::Close(Some(frame)) => assert_eq!((u16::from(frame.code), frame.reason.as_str()), (4000, "bye")),
         other => panic!("expected the close frame next, got {other:?}"),
     }
