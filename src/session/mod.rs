@@ -582,7 +582,8 @@ impl Session {
     /// route of one filter that takes them so (`Chain::batches`), when the connection is not
     /// recorded (a recording notes each message's calls apart).
     fn holds_back(&self) -> bool {
-        self.route.chain.batches(&self.lease) && self.recording.is_none()
+        // Holding some already: the module was asked when the first came.
+        !self.held_back.messages.is_empty() || (self.route.chain.batches(&self.lease) && self.recording.is_none())
     }
 
     /// Holds a message back until the others read with it (one way) have come.
