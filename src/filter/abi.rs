@@ -188,8 +188,9 @@ pub struct Handled {
     pub close: Option<(u16, String)>,
     /// How many of the call's effects were asked for by the end of this message.
     pub effects_end: usize,
-    /// The connection's metadata when this message was done: what its records carry.
-    pub meta: Meta,
+    /// The connection's metadata when this message was done (what its records carry); `None`
+    /// while the call has not changed it.
+    pub meta: Option<Meta>,
     /// The connection's subscriptions and timers then.
     pub handles: usize,
 }
@@ -198,7 +199,8 @@ pub struct Handled {
 #[derive(Debug)]
 pub struct Finished {
     pub effects: usize,
-    pub meta: Meta,
+    /// `None` when the metadata is as before the call.
+    pub meta: Option<Meta>,
     pub handles: usize,
 }
 
@@ -330,7 +332,8 @@ impl CallState {
             replaced: std::mem::take(&mut self.replaced).then(|| std::mem::take(&mut self.payload)),
             close: self.close.take(),
             effects_end: self.effects.len(),
-            meta: self.conn.meta.clone(),
+            // `meta_before` is set at the call's first change: no copy kept until then.
+            meta: self.meta_before.is_some().then(|| self.conn.meta.clone()),
             handles: self.conn.handles,
         });
         batch.ended = !matches!(code, 0 | 1);

@@ -23,12 +23,13 @@ pub enum Verdict {
 }
 
 /// What became of one message of a batch: its verdict, how many of the effects had been asked
-/// for by its end, and the connection's metadata then (what its records carry).
+/// for by its end, and the connection's metadata then (what its records carry; `None` when the
+/// call had not changed it yet).
 #[derive(Debug)]
 pub struct Done {
     pub verdict: Verdict,
     pub effects_end: usize,
-    pub meta: Meta,
+    pub meta: Option<Meta>,
 }
 
 /// An effect and the position of the filter that asked for it (results and timers go back there).
@@ -278,7 +279,7 @@ impl Chain {
                 },
                 _ => failed(&failure),
             };
-            let (effects_end, meta) = (effects.len(), conn.meta.clone());
+            let (effects_end, meta) = (effects.len(), Some(conn.meta.clone()));
             done.push(Done {
                 verdict,
                 effects_end,

@@ -510,7 +510,9 @@ impl FilterSlot {
                 match finished {
                     Some(finished) => {
                         effects.take(finished.effects).for_each(effect);
-                        conn.meta = finished.meta;
+                        if let Some(meta) = finished.meta.or(meta_before) {
+                            conn.meta = meta;
+                        }
                         conn.handles = finished.handles;
                     }
                     None => {

@@ -611,6 +611,7 @@ impl Session {
         let route = self.route.clone();
         let mut effects = std::mem::take(&mut self.spare_effects);
         let mut done = std::mem::take(&mut self.spare_done);
+        let meta_before = self.conn.meta.clone();
         let ran = (route.chain).messages_into(
             &mut self.lease,
             &mut self.conn,
@@ -628,7 +629,12 @@ impl Session {
             meta,
         } in done.drain(..)
         {
-            self.conn.meta = meta;
+            // The metadata as this message left it: what its records carry.
+            match meta {
+                Some(meta) => self.conn.meta = meta,
+                None if !Arc::ptr_eq(&self.conn.meta, &meta_before) => self.conn.meta = meta_before.clone(),
+                None => {}
+            }
             in_order
                 .by_ref()
                 .take(effects_end - applied)
