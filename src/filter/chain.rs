@@ -226,9 +226,9 @@ impl Chain {
     /// when its module exports `fg_on_messages`: adds what became of each message it ran to
     /// `done`, in order, and answers how many it ran, from the first. The rest are the caller's
     /// to run one by one (unless a verdict closed the connection): all of them when the module
-    /// lacks the hook or its breaker is open, those after an early return or a failure. A
-    /// failure on a message is that message's, as one by one: counted, and the filter's
-    /// `on_error` applies to it.
+    /// lacks the hook, its breaker is open or there is only one, those after an early return or
+    /// a failure. A failure on a message is that message's, as one by one: counted, and the
+    /// filter's `on_error` applies to it.
     pub fn messages_into(
         &self,
         lease: &mut Lease,
@@ -238,6 +238,9 @@ impl Chain {
         done: &mut Vec<Done>,
         effects: &mut Vec<ChainEffect>,
     ) -> usize {
+        if batch.messages.len() < 2 {
+            return 0; // one call for one message saves nothing: `fg_on_message` takes it
+        }
         if lease.warm.is_empty() {
             lease.warm.push(None);
         }
